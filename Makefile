@@ -1,0 +1,40 @@
+# recon-operator: every command a person runs. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export RECON_CACHE ?= $(HOME)/.cache/recon-operator
+
+.PHONY: help venv test test-unit lint fmt typecheck generate clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+venv: ## Create or reuse the virtual environment (.venv -> cached venv keyed by the pyproject files)
+	@tools/venv.sh
+
+lint: venv ## ruff (lint and format check), mypy, and generated files up to date
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) tools/generate.py --check
+
+fmt: venv ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+generate: venv ## Regenerate files derived from the CRD and the worker (docs/api.md, operator data)
+	$(PY) tools/generate.py
+
+test-unit: venv ## Unit tests only (no control plane)
+	$(PY) -m pytest -m "not cluster" tests
+
+test: venv lint ## Everything CI checks: lint, types, unit, integration
+	$(PY) -m pytest tests
+
+clean: ## Remove local state and caches in the repo (the cached venv and binaries stay in $(RECON_CACHE))
+	rm -rf .cluster .demo .scratch .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -f $(VENV)

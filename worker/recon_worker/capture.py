@@ -1,0 +1,128 @@
+"""A capture: posed, masked views of one object, in the NeRF-synthetic / Instant-NGP convention.
+
+Conventions: `c2w` is the 4x4 camera-to-world matrix of each frame, OpenGL camera axes (the camera looks
+down its -Z axis, +Y up, +X right), world units as in the file. Intrinsics are in pixels of the images
+as stored. Images are RGBA; alpha is the object mask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+Split = Literal["train", "test"]
+
+# Files the synthetic renderer writes next to the capture for geometric metrics (optional).
+GROUND_TRUTH_NAMES = ("ground_truth.obj", "ground_truth.ply")
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: str  # path relative to the capture root, with extension
+    c2w: np.ndarray = field(repr=False)  # [4, 4] float64, camera-to-world, OpenGL axes
+    split: Split = "train"
+
+
+@dataclass
+class Capture:
+    root: Path
+    intrinsics: Intrinsics
+    frames: list[Frame]
+    ground_truth: Path | None = None
+
+    def indices(self, split: Split) -> list[int]:
+        return [i for i, f in enumerate(self.frames) if f.split == split]
+
+    def poses(self, split: Split) -> np.ndarray:
+        """[N, 4, 4] camera-to-world matrices of one split."""
+        return np.stack([self.frames[i].c2w for i in self.indices(split)]) if self.indices(split) else np.zeros((0, 4, 4))
+
+    def load_images(self, split: Split) -> np.ndarray:
+        """[N, H, W, 4] float32 RGBA in [0, 1] of one split (alpha is the mask)."""
+        from PIL import Image
+
+        images = []
+        for i in self.indices(split):
+            with Image.open(self.root / self.frames[i].image) as im:
+                images.append(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0)
+        if not images:
+            return np.zeros((0, self.intrinsics.height, self.intrinsics.width, 4), np.float32)
+        return np.stack(images)
+
+
+def intrinsics_from_meta(meta: dict, width: int, height: int) -> Intrinsics:
+    """Pinhole intrinsics from a transforms file's top-level keys, for images of the given size."""
+    if "fl_x" in meta:
+        fx = float(meta["fl_x"])
+        fy = float(meta.get("fl_y", fx))
+        cx = float(meta.get("cx", width / 2))
+        cy = float(meta.get("cy", height / 2))
+        # Intrinsics given for another resolution are rescaled to the images as stored.
+        sx = width / float(meta.get("w", width))
+        sy = height / float(meta.get("h", height))
+        return Intrinsics(fx * sx, fy * sy, cx * sx, cy * sy, width, height)
+    fx = 0.5 * width / math.tan(0.5 * float(meta["camera_angle_x"]))
+    fy = 0.5 * height / math.tan(0.5 * float(meta["camera_angle_y"])) if "camera_angle_y" in meta else fx
+    return Intrinsics(fx, fy, width / 2, height / 2, width, height)
+
+
+def resolve_image_path(root: Path, file_path: str) -> str:
+    """NeRF-synthetic files often omit the extension ("./train/r_0"); find the file that exists."""
+    rel = file_path[2:] if file_path.startswith("./") else file_path
+    if (root / rel).suffix and (root / rel).exists():
+        return rel
+    for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
+        if (root / (rel + ext)).exists():
+            return rel + ext
+    return rel
+
+
+def load_capture(root: Path, transforms_file: str = "transforms.json") -> Capture:
+    """Read a capture folder without validating it (see the capture checks for that).
+
+    `transforms_train.json` / `transforms_test.json` next to the main file are honoured as splits; a
+    capture with only one file is all training views.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    sources: list[tuple[Path, Split]] = []
+    train, test = root / "transforms_train.json", root / "transforms_test.json"
+    if train.exists():
+        sources.append((train, "train"))
+        if test.exists():
+            sources.append((test, "test"))
+    else:
+        sources.append((root / transforms_file, "train"))
+        if test.exists():
+            sources.append((test, "test"))
+
+    frames: list[Frame] = []
+    meta: dict = {}
+    for path, split in sources:
+        doc = json.loads(path.read_text())
+        meta = meta or doc
+        for raw in doc["frames"]:
+            frames.append(Frame(resolve_image_path(root, raw["file_path"]), np.asarray(raw["transform_matrix"], float), split))
+
+    with Image.open(root / frames[0].image) as first:
+        width, height = first.size
+    gt = next((root / n for n in GROUND_TRUTH_NAMES if (root / n).exists()), None)
+    return Capture(root, intrinsics_from_meta(meta, width, height), frames, gt)

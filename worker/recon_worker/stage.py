@@ -1,0 +1,55 @@
+"""The contract between the worker runtime and the reconstruction engine's stages.
+
+The pipeline runs the stages `fetch, reconstruct, refine, texture, validate, export, publish` in order.
+The runtime owns `fetch` and `publish`; the engine (`recon_worker.engine.stages`) implements the five in
+between as plain functions `stage(ctx: StageContext) -> None`.
+
+Each stage reads what earlier stages wrote under `ctx.workdir/<stage>/` and writes its own results to
+`ctx.stage_dir(<its name>)`, and nothing else. Stage outputs are therefore plain files, which is what
+lets the runtime checkpoint a finished stage (upload its folder) and resume a retried pod at the first
+unfinished one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from recon_worker.capture import Capture
+from recon_worker.presets import QualitySettings
+from recon_worker.task import Gates
+
+StageName = Literal["fetch", "reconstruct", "refine", "texture", "validate", "export", "publish"]
+STAGES: tuple[StageName, ...] = ("fetch", "reconstruct", "refine", "texture", "validate", "export", "publish")
+
+
+class Cancelled(Exception):
+    """Raised at a safe point when the worker was asked to stop (SIGTERM)."""
+
+
+@dataclass
+class StageContext:
+    capture: Capture
+    settings: QualitySettings
+    gates: Gates
+    workdir: Path  # stage outputs live in workdir/<stage>/
+    device: str = "cpu"  # torch device: "cuda" or "cpu"
+    renderer: Literal["auto", "nvdiffrast", "pytorch3d"] = "auto"
+    export_formats: tuple[str, ...] = ("glb", "obj")
+    # Called with the fraction (0..1) of the current stage done; cheap, may be called every iteration.
+    progress: Callable[[float], None] = lambda fraction: None
+    # Raises Cancelled when a stop was requested; call it between iterations.
+    check_cancelled: Callable[[], None] = lambda: None
+    # Timings of the stages finished so far, seconds (for the report).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Stages restored from a checkpoint instead of run (for the report).
+    resumed_stages: list[str] = field(default_factory=list)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("recon_worker"))
+
+    def stage_dir(self, stage: StageName) -> Path:
+        path = self.workdir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
