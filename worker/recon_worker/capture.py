@@ -52,7 +52,9 @@ class Capture:
 
     def poses(self, split: Split) -> np.ndarray:
         """[N, 4, 4] camera-to-world matrices of one split."""
-        return np.stack([self.frames[i].c2w for i in self.indices(split)]) if self.indices(split) else np.zeros((0, 4, 4))
+        return (
+            np.stack([self.frames[i].c2w for i in self.indices(split)]) if self.indices(split) else np.zeros((0, 4, 4))
+        )
 
     def load_images(self, split: Split) -> np.ndarray:
         """[N, H, W, 4] float32 RGBA in [0, 1] of one split (alpha is the mask)."""
@@ -120,7 +122,9 @@ def load_capture(root: Path, transforms_file: str = "transforms.json") -> Captur
         doc = json.loads(path.read_text())
         meta = meta or doc
         for raw in doc["frames"]:
-            frames.append(Frame(resolve_image_path(root, raw["file_path"]), np.asarray(raw["transform_matrix"], float), split))
+            frames.append(
+                Frame(resolve_image_path(root, raw["file_path"]), np.asarray(raw["transform_matrix"], float), split)
+            )
 
     with Image.open(root / frames[0].image) as first:
         width, height = first.size

@@ -33,7 +33,9 @@ def check_uri(uri: str) -> str:
     if _S3_URI.match(uri) or _FILE_URI.match(uri):
         return uri
     if uri.startswith("s3://"):
-        raise ValueError(f"{uri!r} is not a valid S3 URI: the bucket name must be 3-63 lowercase letters, digits, '.' or '-'")
+        raise ValueError(
+            f"{uri!r} is not a valid S3 URI: the bucket name must be 3-63 lowercase letters, digits, '.' or '-'"
+        )
     raise ValueError(f"{uri!r} must start with s3:// or file:/// (an absolute local path)")
 
 

@@ -1,0 +1,88 @@
+"""The task document and quality presets: the contract between operator and worker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from recon_worker.presets import PRESETS, QualitySettings, resolve_quality
+from recon_worker.task import TASK_API_VERSION, TaskError, load_task
+from tests.crd import REPO, openapi_schema
+
+
+def task(**changes: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "apiVersion": TASK_API_VERSION,
+        "kind": "ReconstructionTask",
+        "job": {"namespace": "ns", "name": "spot", "uid": "1234", "attempt": 1},
+        "input": {"uri": "s3://captures/spot/"},
+        "output": {"uri": "s3://meshes/spot/"},
+    }
+    doc.update(changes)
+    return doc
+
+
+def test_minimal_task_gets_defaults() -> None:
+    doc = load_task(json.dumps(task()))
+    assert doc.input.transforms_file == "transforms.json"
+    assert doc.quality == QualitySettings()
+    assert doc.compute.gpus == 1 and doc.compute.min_gpu_memory_gib == 12
+
+
+def test_unknown_version_is_refused() -> None:
+    with pytest.raises(TaskError, match=r"unsupported task apiVersion 'recon.dev/v2'"):
+        load_task(json.dumps(task(apiVersion="recon.dev/v2")))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"input": {"uri": "http://x/y"}}, "input.uri"),
+        ({"output": {"uri": "s3://captures/spot/out/"}}, "must not be, or lie inside"),
+        ({"quality": {"preset": "ultra"}}, "quality.preset"),
+        ({"compute": {"gpus": -1}}, "compute.gpus"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_invalid_task_names_the_field(changes: dict[str, object], words: str) -> None:
+    with pytest.raises(TaskError, match="invalid task document") as info:
+        load_task(json.dumps(task(**changes)))
+    assert words in str(info.value)
+
+
+def test_task_that_is_not_json() -> None:
+    with pytest.raises(TaskError, match="not valid JSON"):
+        load_task("{")
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_are_valid_settings(name: str) -> None:
+    assert resolve_quality(name).preset == name  # type: ignore[arg-type]
+
+
+def test_overrides_replace_single_settings() -> None:
+    settings = resolve_quality("draft", {"refinement": {"iterations": 7}, "export": {"formats": ["ply"]}})
+    assert settings.refinement.iterations == 7
+    assert settings.refinement.render_resolution == PRESETS["draft"]["refinement"]["renderResolution"]
+    assert settings.export.formats == ("ply",)
+
+
+def test_crd_quality_overrides_are_settings_fields() -> None:
+    # Every override the CRD accepts must mean something to the worker's settings model.
+    quality = openapi_schema()["properties"]["spec"]["properties"]["quality"]["properties"]
+    for group in ("reconstruction", "refinement", "export"):
+        for name in quality[group]["properties"]:
+            resolve_quality("standard", {group: {name: PRESETS["standard"][group][name]}})
+
+
+def test_presets_are_ordered_by_cost() -> None:
+    its = [PRESETS[p]["refinement"]["iterations"] for p in ("draft", "standard", "high")]
+    assert its == sorted(its)
+
+
+def test_generated_files_are_up_to_date() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "generate.py"), "--check"], capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
