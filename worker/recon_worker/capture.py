@@ -38,6 +38,7 @@ class Frame:
     image: str  # path relative to the capture root, with extension
     c2w: np.ndarray = field(repr=False)  # [4, 4] float64, camera-to-world, OpenGL axes
     split: Split = "train"
+    mask: str | None = None  # separate mask image (nerfstudio's `mask_path`), replacing the image's alpha
 
 
 @dataclass
@@ -63,7 +64,11 @@ class Capture:
         images = []
         for i in self.indices(split):
             with Image.open(self.root / self.frames[i].image) as im:
-                images.append(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0)
+                rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+            if (mask := self.frames[i].mask) is not None:
+                with Image.open(self.root / mask) as m:
+                    rgba[..., 3] = np.asarray(m.convert("L"), dtype=np.float32) / 255.0
+            images.append(rgba)
         if not images:
             return np.zeros((0, self.intrinsics.height, self.intrinsics.width, 4), np.float32)
         return np.stack(images)

@@ -1,0 +1,102 @@
+"""Exit codes, typed errors and the termination message: how the worker tells the Job why it stopped.
+
+The exit code is read by the Job's `podFailurePolicy` and the operator; the termination message (JSON,
+`{"reason": ..., "message": ...}`) is copied by the operator into the CR's status. Every failure the
+worker anticipates is a `WorkerError` carrying both, so `cli.py` maps errors to exits in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from enum import IntEnum
+from pathlib import Path
+
+log = logging.getLogger("recon_worker")
+
+# Kubernetes truncates a termination message at 4096 bytes; stay below it, JSON overhead included.
+TERMINATION_MESSAGE_LIMIT = 4000
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    TRANSIENT = 1  # any code not listed here is a transient failure: the Job retries within its backoff limit
+    INVALID = 2  # invalid input, task or result: fail the Job, never retry
+    NODE_UNSUITABLE = 3  # this node cannot run it (no GPU, too little GPU memory): retry elsewhere
+    CANCELLED = 143  # 128 + SIGTERM, what the kubelet expects of a process stopped by SIGTERM
+
+
+class WorkerError(Exception):
+    """An anticipated failure: a message a user can act on, a CamelCase reason and an exit code."""
+
+    exit_code: ExitCode = ExitCode.TRANSIENT
+    reason: str = "TransientError"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class InputsInvalid(WorkerError):
+    """The capture or the output location is unusable as given (missing bucket or object, bad capture)."""
+
+    exit_code = ExitCode.INVALID
+    reason = "InputsInvalid"
+
+
+class TaskInvalid(WorkerError):
+    exit_code = ExitCode.INVALID
+    reason = "TaskInvalid"
+
+
+class AccessDenied(WorkerError):
+    """The credentials may not read or write what the task names. Retrying does not grant permissions."""
+
+    exit_code = ExitCode.INVALID
+    reason = "AccessDenied"
+
+
+class QualityGateFailed(WorkerError):
+    """An enforced quality gate failed: the result is not published."""
+
+    exit_code = ExitCode.INVALID
+    reason = "QualityGateFailed"
+
+
+class NodeUnsuitable(WorkerError):
+    """This node cannot run the task (reason NoGPU or InsufficientGPUMemory); another node may."""
+
+    exit_code = ExitCode.NODE_UNSUITABLE
+    reason = "NoGPU"
+
+
+class TransientError(WorkerError):
+    """Worth retrying: the object store or network failed after the client's own retries."""
+
+    exit_code = ExitCode.TRANSIENT
+    reason = "StorageUnavailable"
+
+
+def termination_message(reason: str, message: str) -> str:
+    """`{"reason", "message"}` as JSON of at most TERMINATION_MESSAGE_LIMIT bytes (the message is cut)."""
+    text = json.dumps({"reason": reason, "message": message})
+    kept = message
+    while len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        # Escaping can make the JSON longer than the text: cut by at least the excess and retry.
+        excess = len(text.encode()) - TERMINATION_MESSAGE_LIMIT
+        kept = kept[: max(0, len(kept) - excess - 32)]
+        text = json.dumps({"reason": reason, "message": kept + " … (truncated)"})
+    return text
+
+
+def write_termination_message(path: Path | None, reason: str, message: str) -> None:
+    """Best effort: a missing or read-only termination log must not change the exit code."""
+    if path is None:
+        return
+    try:
+        path.write_text(termination_message(reason, message))
+    except OSError as exc:
+        log.warning("could not write the termination message to %s: %s", path, exc)
