@@ -34,10 +34,10 @@ class CaptureLimits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_file_bytes: int = Field(20 * 1000**2, gt=0, description="Largest image file, bytes.")
-    max_total_bytes: int = Field(2 * 1000**3, gt=0, description="Whole capture, bytes.")
-    max_pixels: int = Field(50_000_000, gt=0, description="Largest image, width x height.")
-    min_views: int = Field(8, ge=1, description="Fewest frames (all splits together).")
+    max_file_bytes: int = Field(default=20 * 1000**2, gt=0, description="Largest image file, bytes.")
+    max_total_bytes: int = Field(default=2 * 1000**3, gt=0, description="Whole capture, bytes.")
+    max_pixels: int = Field(default=50_000_000, gt=0, description="Largest image, width x height.")
+    min_views: int = Field(default=8, ge=1, description="Fewest frames (all splits together).")
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def _inspect_image(path: Path, rel: str, limits: CaptureLimits) -> tuple[_ImageF
         return None, f"{rel} is {size:,} bytes, above the limit of {limits.max_file_bytes:,}"
     with path.open("rb") as f:
         head = f.read(8)
-    if not (head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC)):
+    if not head.startswith((PNG_MAGIC, JPEG_MAGIC)):
         return None, f"{rel} is not a PNG or JPEG (first bytes {head[:4].hex(' ') or 'none: empty file'})"
     try:
         with Image.open(path) as im:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
@@ -100,3 +101,25 @@ def write_termination_message(path: Path | None, reason: str, message: str) -> N
         path.write_text(termination_message(reason, message))
     except OSError as exc:
         log.warning("could not write the termination message to %s: %s", path, exc)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the exit code and the termination message's reason and message."""
+
+    exit_code: int
+    reason: str
+    message: str
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """Map any exception that ends a run to its outcome (unanticipated ones are transient)."""
+    from recon_worker.stage import Cancelled
+
+    if isinstance(exc, WorkerError):
+        return Outcome(int(exc.exit_code), exc.reason, exc.message)
+    if isinstance(exc, Cancelled | KeyboardInterrupt):
+        return Outcome(int(ExitCode.CANCELLED), "Cancelled", str(exc) or "stopped on request; nothing was published")
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, matched without importing torch
+        return Outcome(int(ExitCode.NODE_UNSUITABLE), "InsufficientGPUMemory", f"GPU out of memory: {exc}")
+    return Outcome(int(ExitCode.TRANSIENT), "InternalError", f"{type(exc).__name__}: {exc}")

@@ -60,7 +60,8 @@ class StorageOptions:
         mode = environ.get("RECON_S3_RETRY_MODE", cls.retry_mode)
         if mode not in ("standard", "adaptive"):
             raise ValueError(f"RECON_S3_RETRY_MODE must be standard or adaptive, not {mode!r}")
-        return cls(retry_mode=mode, max_attempts=int(environ.get("RECON_S3_MAX_ATTEMPTS", cls.max_attempts)))
+        retry_mode: Literal["standard", "adaptive"] = "standard" if mode == "standard" else "adaptive"
+        return cls(retry_mode=retry_mode, max_attempts=int(environ.get("RECON_S3_MAX_ATTEMPTS", cls.max_attempts)))
 
 
 def sha256_of(path: Path) -> str:
@@ -88,7 +89,7 @@ class Store(ABC):
         return self.uri + key
 
     @abstractmethod
-    def list(self, prefix: str = "") -> list[StoredObject]:
+    def list_objects(self, prefix: str = "") -> list[StoredObject]:
         """Every object under `prefix` (recursively), sorted by key; raises InputsInvalid if the root is missing."""
 
     @abstractmethod
@@ -204,7 +205,7 @@ class S3Store(Store):
                 first.args = (first.message,)
             raise first
 
-    def list(self, prefix: str = "") -> list[StoredObject]:
+    def list_objects(self, prefix: str = "") -> list[StoredObject]:
         objects = []
         try:
             paginator = self.client.get_paginator("list_objects_v2")
@@ -275,7 +276,7 @@ class S3Store(Store):
             raise self._error(exc, f"copy {self.uri_of(src_key)} to", dst_key) from exc
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = [o.key for o in self.list(prefix)]
+        keys = [o.key for o in self.list_objects(prefix)]
         self.delete_keys(keys)
         return len(keys)
 
@@ -315,7 +316,7 @@ class FileStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def list(self, prefix: str = "") -> list[StoredObject]:
+    def list_objects(self, prefix: str = "") -> list[StoredObject]:
         if not self.root.is_dir():
             raise InputsInvalid(f"{self.uri} is not a directory")
         base = self.root / prefix if prefix else self.root
@@ -376,7 +377,7 @@ class FileStore(Store):
     def delete_prefix(self, prefix: str) -> int:
         if not self.root.is_dir():
             return 0
-        keys = [o.key for o in self.list(prefix)]
+        keys = [o.key for o in self.list_objects(prefix)]
         self.delete_keys(keys)
         base = self.root / prefix if prefix else None
         if base is not None and base.is_dir():
@@ -396,7 +397,9 @@ def open_store(uri: str, storage: StorageSpec | None = None, options: StorageOpt
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         options = options or StorageOptions.from_env()
-        return S3Store(parsed.netloc, parsed.path, s3_client(storage or StorageSpec(), options), options)
+        return S3Store(
+            parsed.netloc, parsed.path, s3_client(storage or StorageSpec.model_validate({}), options), options
+        )
     if parsed.scheme == "file":
         return FileStore(Path(parsed.path))
     raise ValueError(f"{uri!r}: expected s3://bucket/prefix/ or file:///abs/path/")

@@ -1,0 +1,133 @@
+"""Atomic publish: stage the export folder, copy it into the output prefix, write manifest.json last.
+
+Order, under the output URI:
+1. delete an older `manifest.json` (a re-run must never pair an old manifest with new files);
+2. upload every file of the export folder to `.recon-staging/<run id>/outputs/` (sha256 of each);
+3. server-side copy each staged file to its final key;
+4. write `manifest.json` (files with size and sha256, metrics, versions, input fingerprint);
+5. delete the staged copies.
+A reader that finds `manifest.json` therefore finds a complete result; a run that fails or is
+cancelled before step 4 leaves no manifest. An enforced quality gate that failed stops before step 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from recon_worker import __version__
+from recon_worker.errors import QualityGateFailed
+from recon_worker.presets import QualitySettings
+from recon_worker.storage import Store, StoredObject
+from recon_worker.task import Gates, ResourceRef
+
+MANIFEST = "manifest.json"
+MANIFEST_API_VERSION = "recon.dev/v1alpha1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ManifestFile(_Model):
+    name: str  # relative to the output prefix
+    uri: str
+    size: int
+    sha256: str
+
+
+class InputRecord(_Model):
+    uri: str
+    transforms_file: str
+    fingerprint: str  # sha256 over the capture's sorted (key, size, etag)
+    objects: int
+    bytes: int
+
+
+class Manifest(_Model):
+    api_version: str = Field(default=MANIFEST_API_VERSION, alias="apiVersion")
+    kind: str = "ReconstructionManifest"
+    created_at: datetime
+    job: ResourceRef | None
+    input: InputRecord
+    settings: QualitySettings
+    files: list[ManifestFile]
+    metrics: dict[str, Any]
+    resumed_stages: list[str]
+    stage_seconds: dict[str, float]
+    software: dict[str, str]
+
+
+def input_fingerprint(objects: Sequence[StoredObject]) -> str:
+    """sha256 over the sorted (key, size, etag) lines of a capture listing: changes when any file does."""
+    digest = hashlib.sha256()
+    for obj in sorted(objects, key=lambda o: o.key):
+        digest.update(f"{obj.key}\t{obj.size}\t{obj.etag}\n".encode())
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions that shape the result, read from package metadata (importing torch here is not needed)."""
+    versions = {"recon-worker": __version__, "python": platform.python_version()}
+    for dist in ("torch", "easypytorch3d", "diffrp-nvdiffrast", "trimesh", "xatlas", "numpy", "boto3"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def check_gates(metrics: Mapping[str, Any], gates: Gates) -> None:
+    """Raise QualityGateFailed when a gate failed and either the task or the validate stage enforces it."""
+    verdict = metrics.get("gates") or {}
+    if verdict.get("passed", True):
+        return
+    if gates.enforce or verdict.get("enforced", False):
+        failures = verdict.get("failures") or ["(the validate stage gave no detail)"]
+        raise QualityGateFailed("quality gates failed, nothing was published: " + "; ".join(map(str, failures)))
+
+
+def publish_outputs(
+    store: Store,
+    export_dir: Path,
+    staging: str,
+    build_manifest: Callable[[list[ManifestFile]], Manifest],
+    check_cancelled: Callable[[], None] = lambda: None,
+    progress: Callable[[float], None] = lambda fraction: None,
+) -> Manifest:
+    """Publish every file under `export_dir` atomically (see the module doc); returns the manifest written."""
+    files = {p.relative_to(export_dir).as_posix(): p for p in sorted(export_dir.rglob("*")) if p.is_file()}
+    if not files:
+        raise RuntimeError(f"the export stage wrote nothing into {export_dir}")
+    if MANIFEST in files:
+        raise RuntimeError(f"the export stage must not write {MANIFEST}: the publisher writes it last")
+    staged_prefix = f"{staging}outputs/"
+    store.delete(MANIFEST)
+    uploaded = store.upload({staged_prefix + name: path for name, path in files.items()})
+    progress(0.5)
+    check_cancelled()
+    entries = []
+    for i, item in enumerate(uploaded):
+        name = item.key.removeprefix(staged_prefix)
+        store.copy(item.key, name)
+        entries.append(ManifestFile(name=name, uri=store.uri_of(name), size=item.size, sha256=item.sha256))
+        progress(0.5 + 0.45 * (i + 1) / len(uploaded))
+    check_cancelled()
+    manifest = build_manifest(entries)
+    store.put_bytes(MANIFEST, json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2).encode())
+    store.delete_prefix(staged_prefix)
+    progress(1.0)
+    return manifest
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,113 @@
+"""One run of the worker process: task in, outcome out (exit code, reason, message).
+
+`execute` wraps the pipeline with everything around it: the scratch folder, the device check, the
+worker info on the CR, signal-driven cancellation, and the mapping of any failure to an `Outcome`.
+The commands in `cli.py` only parse arguments, call this and write the outcome where it belongs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from recon_worker.capture_checks import CaptureLimits
+from recon_worker.errors import ExitCode, Outcome, TaskInvalid, outcome_of
+from recon_worker.gpu import detect_device
+from recon_worker.pipeline import CancelToken, Pipeline, load_engine
+from recon_worker.progress import Listener, ProgressTracker, stage_weights
+from recon_worker.status import StatusReporter, WorkerInfo, worker_patch
+from recon_worker.task import TaskDocument, TaskError, load_task
+
+log = logging.getLogger("recon_worker")
+
+
+def read_task(task_file: str | None, environ: Mapping[str, str] = os.environ) -> TaskDocument:
+    """The task from `--task FILE`, else RECON_TASK (JSON), else RECON_TASK_FILE; TaskInvalid when unusable."""
+    path = task_file or (None if environ.get("RECON_TASK") else environ.get("RECON_TASK_FILE"))
+    try:
+        if path:
+            text = Path(path).read_text()
+        elif environ.get("RECON_TASK"):
+            text = environ["RECON_TASK"]
+        else:
+            raise TaskInvalid("no task: set RECON_TASK (JSON) or RECON_TASK_FILE, or pass --task FILE")
+        return load_task(text)
+    except OSError as exc:
+        raise TaskInvalid(f"cannot read the task file {path}: {exc.strerror}") from None
+    except TaskError as exc:
+        raise TaskInvalid(str(exc)) from None
+
+
+@contextmanager
+def cancel_on_signals(
+    token: CancelToken, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[None]:
+    """While inside, SIGTERM/SIGINT ask the pipeline to stop at its next safe point."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.warning("received %s: stopping at the next safe point", signal.Signals(signum).name)
+        token.request(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def execute(
+    task: TaskDocument,
+    *,
+    reporter: StatusReporter | None = None,
+    listeners: Sequence[Listener] = (),
+    cancel: CancelToken | None = None,
+    limits: CaptureLimits | None = None,
+    use_checkpoints: bool = True,
+) -> Outcome:
+    """Run the whole pipeline for `task`; never raises (Ctrl-C and SIGTERM become a Cancelled outcome)."""
+    cancel = cancel or CancelToken()
+    scratch = Path(tempfile.mkdtemp(prefix="recon-", dir=os.environ.get("RECON_SCRATCH")))
+    try:
+        device = detect_device(task.compute)
+        log.info("computing on %s (%s, renderer %s)", device.device, device.gpu_name, device.renderer)
+        if reporter is not None:
+            total = device.gpu.total_gib if device.gpu else None
+            reporter.update(worker_patch(WorkerInfo.from_env(device.gpu_name, total, device.renderer)), force=True)
+        tracker = ProgressTracker(weights=stage_weights(task.quality), listeners=list(listeners))
+        if reporter is not None:
+            tracker.listeners.append(reporter.on_progress)
+        pipeline = Pipeline(
+            task=task,
+            workdir=scratch,
+            engine=load_engine(),
+            device=device,
+            tracker=tracker,
+            reporter=reporter,
+            cancel=cancel,
+            limits=limits or CaptureLimits(),
+            use_checkpoints=use_checkpoints,
+        )
+        result = pipeline.run()
+        metrics = result.manifest.metrics
+        psnr = f", PSNR {metrics['psnr']:.2f} dB" if isinstance(metrics.get("psnr"), int | float) else ""
+        message = f"published {result.manifest_uri} ({len(result.manifest.files)} files{psnr})"
+        return Outcome(int(ExitCode.OK), "Succeeded", message)
+    except (Exception, KeyboardInterrupt) as exc:
+        outcome = outcome_of(exc)
+        if outcome.reason == "InternalError":
+            log.exception("unexpected failure")
+        else:
+            log.error("%s: %s", outcome.reason, outcome.message)
+        return outcome
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if reporter is not None:
+            reporter.close()
