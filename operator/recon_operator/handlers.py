@@ -1,0 +1,170 @@
+"""Kopf handlers: thin glue that observes, calls `reconcile.decide`, and carries out its decision.
+
+Every path (create, resume, spec change, the healing timer, and events of owned Jobs and Pods) runs
+the same level-based `Reconciler.run`, serialized per ReconstructionJob. Reads come from Kopf indexes
+(in-memory caches fed by watches); the API is read fresh only before creating a Job or declaring one
+gone, so a stale cache can never create a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from recon_operator.labels import JOB_LABEL
+from recon_operator.names import label_value
+from recon_operator.reconciler import Reconciler
+from recon_operator.settings import OperatorSettings
+from recon_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
+
+# Read at import: decorator arguments (timer interval, retries, timeouts) come from it.
+SETTINGS = OperatorSettings.model_validate({})
+CR = (API_GROUP, API_VERSION, PLURAL)
+OWNED = {JOB_LABEL: kopf.PRESENT}
+# Kopf passes indexes as extra keyword arguments, which its handler protocols do not declare: handlers
+# that take them carry `type: ignore[arg-type]` on the decorator line mypy reports.
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="recon.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="recon.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Events come from the reconciler's transitions, not from logs
+    settings.execution.max_workers = 16  # handlers are blocking API and S3 calls
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    reconciler = Reconciler.create(SETTINGS)
+    memo.reconciler = reconciler
+    if SETTINGS.metrics_port:
+        port = reconciler.metrics.serve(SETTINGS.metrics_port)
+        logger.info(f"metrics on :{port}/metrics")
+
+
+# ---- indexes: the operator's view of the world ----------------------------------------------------
+
+
+@kopf.index(*CR)
+def recon_resources(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, label_value(name)): dict(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=OWNED)
+def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    owners = [ref for ref in body.metadata.get("ownerReferences") or [] if ref.get("kind") == KIND]
+    if not owners:
+        return {}
+    meta = body["metadata"]
+    snapshot = {
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp")},
+        "spec": {"suspend": (body.get("spec") or {}).get("suspend", False)},
+        "status": dict(body.get("status") or {}),
+    }
+    return {(namespace, labels[JOB_LABEL]): snapshot}
+
+
+@kopf.index("", "v1", "pods", labels=OWNED)
+def recon_pods(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+    meta = body["metadata"]
+    snapshot = {
+        "metadata": {k: meta.get(k) for k in ("name", "uid", "ownerReferences", "creationTimestamp")},
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": dict(body.get("status") or {}),
+    }
+    return {(namespace, labels[JOB_LABEL]): snapshot}
+
+
+def _owned(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[Any]:
+    return list(index.get(key, []))
+
+
+# ---- the ReconstructionJob itself ------------------------------------------------------------------
+
+
+@kopf.on.create(
+    *CR, retries=SETTINGS.preflight_retries, backoff=SETTINGS.preflight_backoff_s, timeout=SETTINGS.handler_timeout_s
+)
+@kopf.on.resume(
+    *CR, retries=SETTINGS.preflight_retries, backoff=SETTINGS.preflight_backoff_s, timeout=SETTINGS.handler_timeout_s
+)
+@kopf.on.update(  # type: ignore[arg-type]
+    *CR,
+    field="spec",
+    retries=SETTINGS.preflight_retries,
+    backoff=SETTINGS.preflight_backoff_s,
+    timeout=SETTINGS.handler_timeout_s,
+)
+def reconcile_resource(
+    body: kopf.Body,
+    memo: Any,
+    retry: int,
+    recon_jobs: kopf.Index[Any, Any],
+    recon_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
+    memo.reconciler.run(dict(body), _owned(recon_jobs, key), _owned(recon_pods, key), allow_create=True, retry=retry)
+
+
+@kopf.timer(*CR, interval=SETTINGS.reconcile_interval_s, initial_delay=SETTINGS.reconcile_interval_s)  # type: ignore[arg-type]
+def heal(
+    body: kopf.Body,
+    memo: Any,
+    retry: int,
+    recon_jobs: kopf.Index[Any, Any],
+    recon_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
+    memo.reconciler.run(dict(body), _owned(recon_jobs, key), _owned(recon_pods, key), allow_create=True, retry=retry)
+
+
+@kopf.on.event(*CR)
+def forget_deleted(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        memo.reconciler.forget(namespace, name)
+
+
+# ---- what it owns: a change of a worker Job or Pod re-derives the owner's status at once ---------
+
+
+def _on_child(
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: Any,
+    recon_resources: kopf.Index[Any, Any],
+    recon_jobs: kopf.Index[Any, Any],
+    recon_pods: kopf.Index[Any, Any],
+) -> None:
+    key = (str(namespace), labels[JOB_LABEL])
+    for body in _owned(recon_resources, key):
+        memo.reconciler.run(body, _owned(recon_jobs, key), _owned(recon_pods, key), allow_create=False, retry=0)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED)  # type: ignore[arg-type]
+def job_changed(
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: Any,
+    recon_resources: kopf.Index[Any, Any],
+    recon_jobs: kopf.Index[Any, Any],
+    recon_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    _on_child(namespace, labels, memo, recon_resources, recon_jobs, recon_pods)
+
+
+@kopf.on.event("", "v1", "pods", labels=OWNED)  # type: ignore[arg-type]
+def pod_changed(
+    namespace: str | None,
+    labels: kopf.Labels,
+    memo: Any,
+    recon_resources: kopf.Index[Any, Any],
+    recon_jobs: kopf.Index[Any, Any],
+    recon_pods: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    _on_child(namespace, labels, memo, recon_resources, recon_jobs, recon_pods)

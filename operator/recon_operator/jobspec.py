@@ -1,0 +1,163 @@
+"""The worker Job of one attempt, derived from the CR and the operator settings by one pure function."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from recon_operator.labels import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, child_labels
+from recon_operator.names import identity_name, job_name
+from recon_operator.settings import OperatorSettings
+from recon_operator.spec import ReconstructionJobSpec, ResourceCoordinates
+from recon_operator.task import build_task, task_json
+
+CONTAINER = "worker"
+SHM_VOLUME = "shm"
+SCRATCH_VOLUME = "scratch"
+SCRATCH_PATH = "/scratch"
+TERMINATION_LOG = "/dev/termination-log"
+EXIT_INVALID_INPUT = 2  # the worker's contract: invalid input or spec, retrying cannot help
+EXIT_NODE_UNFIT = 3  # the node cannot run it (e.g. too little GPU memory): retry elsewhere
+CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _env(spec: ReconstructionJobSpec, task: str) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "RECON_TASK", "value": task},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        # The root filesystem is read-only: temporary files and caches go to the scratch volume.
+        {"name": "TMPDIR", "value": SCRATCH_PATH},
+        {"name": "HOME", "value": SCRATCH_PATH},
+    ]
+    secret = spec.storage.credentials_secret
+    if secret:
+        for key in CREDENTIAL_KEYS:
+            ref: dict[str, Any] = {"name": secret, "key": key}
+            if key == "AWS_SESSION_TOKEN":
+                ref["optional"] = True
+            env.append({"name": key, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
+def _resources(spec: ReconstructionJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    amounts: dict[str, str] = {}
+    cpu = spec.resources.cpu if spec.resources.cpu is not None else settings.default_cpu
+    memory = spec.resources.memory if spec.resources.memory is not None else settings.default_memory
+    if cpu is not None:
+        amounts["cpu"] = str(cpu)
+    if memory is not None:
+        amounts["memory"] = str(memory)
+    limits = dict(amounts)
+    if spec.resources.gpus > 0:
+        # Extended resources are limits only; the API server copies them into requests.
+        limits[spec.resources.gpu_resource_name] = str(spec.resources.gpus)
+    return {"requests": amounts, "limits": limits} if amounts else {"limits": limits}
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            # Preemption, eviction and node drains are the cluster's doing: retry without spending the budget.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_INVALID_INPUT]},
+            },
+            {"action": "Count", "onExitCodes": {"containerName": CONTAINER, "operator": "NotIn", "values": [0]}},
+        ]
+    }
+
+
+def _container(spec: ReconstructionJobSpec, task: str, settings: OperatorSettings) -> dict[str, Any]:
+    return {
+        "name": CONTAINER,
+        "image": spec.image or settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": list(settings.worker_command),
+        "env": _env(spec, task),
+        "resources": _resources(spec, settings),
+        "volumeMounts": [
+            {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+            {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH},
+        ],
+        "terminationMessagePath": TERMINATION_LOG,
+        # A worker that dies before writing its JSON message still leaves the tail of its log as evidence.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: OperatorSettings) -> dict[str, Any]:
+    scheduling = spec.scheduling
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",  # retries are the Job's, so each attempt's evidence stays in its own pod
+        "serviceAccountName": identity_name(cr_name),
+        "automountServiceAccountToken": True,  # the worker patches its own CR's status
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(spec, task, settings)],
+        "volumes": [
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shm_size)}},
+            {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size}},
+        ],
+    }
+    if scheduling.node_selector:
+        pod["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        pod["tolerations"] = copy.deepcopy(scheduling.tolerations)
+    if scheduling.affinity:
+        pod["affinity"] = copy.deepcopy(scheduling.affinity)
+    if scheduling.priority_class_name:
+        pod["priorityClassName"] = scheduling.priority_class_name
+    if scheduling.runtime_class_name:
+        pod["runtimeClassName"] = scheduling.runtime_class_name
+    return pod
+
+
+def build_job(
+    owner: Mapping[str, Any], spec: ReconstructionJobSpec, attempt: int, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The batch/v1 Job for `attempt` (1-based) of the ReconstructionJob `owner` (its body)."""
+    coords = ResourceCoordinates.of(owner)
+    task = task_json(build_task(spec, coords, attempt, settings))
+    labels = {**child_labels(coords.name, "worker"), ATTEMPT_LABEL: str(attempt)}
+    job_labels = dict(labels)
+    kueue = spec.scheduling.queue_name
+    if kueue:
+        job_labels[KUEUE_QUEUE_LABEL] = kueue
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(coords.name, attempt), "namespace": coords.namespace, "labels": job_labels},
+        "spec": {
+            "backoffLimit": spec.backoff_limit,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+            "podFailurePolicy": _pod_failure_policy(),
+            "podReplacementPolicy": "Failed",  # never two workers at once on a terminating pod's GPU
+            # Kueue admits the Job by unsuspending it; the operator never toggles it itself.
+            "suspend": bool(kueue),
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": _pod_spec(spec, coords.name, task, settings),
+            },
+        },
+    }
+    kopf.adopt(job, owner=kopf.Body(cast("kopf.RawBody", dict(owner))), nested=["spec.template"])
+    return job

@@ -1,0 +1,171 @@
+"""Decide, purely, what to do about one ReconstructionJob and which status it should show.
+
+Inputs are what the operator observed (the CR, the Jobs and Pods it owns, the time); the output is one
+action for the thin layer in `handlers.py` to carry out plus the operator-owned status fields. Running
+it twice on the same world gives the same answer, so missed events and restarts heal themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from recon_operator.labels import ATTEMPT_LABEL
+from recon_operator.names import job_name
+from recon_operator.phases import (
+    TERMINAL,
+    Observation,
+    Phase,
+    Reason,
+    conditions,
+    observe_job,
+    parse_time,
+    quality_findings,
+)
+from recon_operator.spec import ReconstructionJobSpec
+
+Obj = Mapping[str, Any]
+# Status fields the operator owns; the worker owns the rest (progress, stage, metrics, outputs, worker).
+OWNED_FIELDS = (
+    "phase",
+    "reason",
+    "message",
+    "conditions",
+    "attempts",
+    "jobName",
+    "startTime",
+    "completionTime",
+    "observedGeneration",
+)
+
+
+class Action(StrEnum):
+    NONE = "None"
+    CREATE_JOB = "CreateJob"  # preflight, then the worker identity and the Job of `attempt`
+    DELETE_JOB = "DeleteJob"  # stop the current attempt (suspend, or failed while its pod still holds a GPU)
+    CHECK_OUTPUTS = "CheckOutputs"  # the Job completed: Succeeded only if the manifest is published
+    CONFIRM_JOB_GONE = "ConfirmJobGone"  # the expected Job is not in the cache: ask the API before cancelling
+    DELETE_RESOURCE = "DeleteResource"  # spec.ttlSecondsAfterFinished has run out
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    attempt: int  # the attempt the action and status are about (0: none yet)
+    observation: Observation | None = None
+    status: dict[str, Any] = field(default_factory=dict)  # operator-owned status fields, complete
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, whole seconds, as Kubernetes writes times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def attempt_of(job: Obj) -> int:
+    value = ((job.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL, "0")
+    return int(value) if str(value).isdigit() else 0
+
+
+def is_finished(job: Obj) -> bool:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+            return True
+    return False
+
+
+def pods_of(job: Obj, pods: Sequence[Obj]) -> list[Obj]:
+    uid = (job.get("metadata") or {}).get("uid")
+    return [
+        p for p in pods if any(ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or [])
+    ]
+
+
+def status_fields(
+    body: Obj,
+    spec: ReconstructionJobSpec,
+    phase: Phase,
+    reason: str,
+    message: str,
+    attempt: int,
+    now: datetime,
+    started_at: str | None = None,
+    finished_at: str | None = None,
+) -> dict[str, Any]:
+    """The complete operator-owned status for `phase`, keeping earlier times and condition transitions."""
+    status = body.get("status") or {}
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    quality = quality_findings(spec.gates, status.get("metrics"))
+    fields: dict[str, Any] = {
+        "phase": phase.value,
+        "reason": reason,
+        "message": message[:4096],
+        "conditions": conditions(
+            phase, reason, message, quality, status.get("conditions") or [], rfc3339(now), generation
+        ),
+        "attempts": attempt,
+        "jobName": job_name(body["metadata"]["name"], attempt) if attempt else None,
+        "startTime": status.get("startTime") or started_at,
+        "completionTime": None,
+        "observedGeneration": generation,
+    }
+    if phase in TERMINAL:
+        fields["completionTime"] = status.get("completionTime") or finished_at or rfc3339(now)
+    return fields
+
+
+def from_observation(
+    body: Obj, spec: ReconstructionJobSpec, obs: Observation, attempt: int, now: datetime
+) -> dict[str, Any]:
+    return status_fields(body, spec, obs.phase, obs.reason, obs.message, attempt, now, obs.started_at, obs.finished_at)
+
+
+def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -> Decision:
+    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns."""
+    spec = ReconstructionJobSpec.model_validate(body["spec"])
+    status = body.get("status") or {}
+    name = body["metadata"]["name"]
+    # A Job can exist before the status that records it (crash between the two): trust the larger.
+    attempt = max([int(status.get("attempts") or 0), *(attempt_of(job) for job in jobs)])
+    wanted = job_name(name, attempt) if attempt else None
+    current = next((job for job in jobs if job["metadata"]["name"] == wanted), None)
+    phase = Phase(status["phase"]) if status.get("phase") in Phase.__members__.values() else None
+
+    if phase in TERMINAL:
+        kept = status_fields(body, spec, phase, status.get("reason", ""), status.get("message", ""), attempt, now)
+        if current is not None and not is_finished(current):
+            return Decision(Action.DELETE_JOB, attempt, status=kept)
+        finished = status.get("completionTime")
+        ttl = spec.ttl_seconds_after_finished
+        if ttl is not None and finished and now >= parse_time(finished) + timedelta(seconds=ttl):
+            return Decision(Action.DELETE_RESOURCE, attempt, status=kept)
+        return Decision(Action.NONE, attempt, status=kept)
+
+    if spec.suspend and not (current is not None and is_finished(current)):
+        message = "spec.suspend is true: the worker is stopped and its GPU released"
+        suspended = status_fields(body, spec, Phase.SUSPENDED, Reason.SUSPENDED, message, attempt, now)
+        return Decision(Action.DELETE_JOB if current is not None else Action.NONE, attempt, status=suspended)
+
+    if current is None:
+        if attempt == 0 or phase == Phase.SUSPENDED:
+            message = f"creating Job {job_name(name, attempt + 1)}"
+            created = status_fields(body, spec, Phase.PENDING, Reason.JOB_CREATED, message, attempt + 1, now)
+            return Decision(Action.CREATE_JOB, attempt + 1, status=created)
+        message = f"worker Job {wanted} was deleted before it finished"
+        cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.JOB_DELETED, message, attempt, now)
+        return Decision(Action.CONFIRM_JOB_GONE, attempt, status=cancelled)
+
+    observation = observe_job(current, pods_of(current, pods), now, spec.pending_deadline_seconds)
+    derived = from_observation(body, spec, observation, attempt, now)
+    if observation.phase == Phase.SUCCEEDED:
+        return Decision(Action.CHECK_OUTPUTS, attempt, observation, derived)
+    if observation.phase == Phase.FAILED and observation.job_active:
+        return Decision(Action.DELETE_JOB, attempt, observation, derived)
+    return Decision(Action.NONE, attempt, observation, derived)
+
+
+def owned_status(status: Obj) -> dict[str, Any]:
+    """The operator-owned part of a CR's status, for change detection."""
+    return {key: status.get(key) for key in OWNED_FIELDS}

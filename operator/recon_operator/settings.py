@@ -1,0 +1,58 @@
+"""Operator settings, read once from `RECON_OPERATOR_*` environment variables (docs/operator.md lists them)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator needs besides the CR itself; defaults suit a production cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="RECON_OPERATOR_", frozen=True, extra="ignore")
+
+    # Comma-separated namespaces to watch; empty watches the whole cluster.
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    worker_image: str = "ghcr.io/recon-dev/recon-worker:0.1.0"
+    # JSON list (`["recon-worker", "run"]`) or a space-separated string. The local test cluster runs
+    # pod commands as local processes, so tests point this at small real Python commands.
+    worker_command: Annotated[tuple[str, ...], NoDecode] = ("recon-worker", "run")
+    image_pull_policy: str = "IfNotPresent"
+    # Used for preflight and handed to the worker when the CR names no spec.storage.endpoint.
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    # Requests and limits when the CR leaves spec.resources.cpu/memory unset (None: no limit).
+    default_cpu: str | None = "4"
+    default_memory: str | None = "16Gi"
+    scratch_size: str = "50Gi"
+    run_as_user: int = Field(1000, ge=1)
+    # Kept for `kubectl logs` and post-mortems after the attempt finishes; the CR keeps the record.
+    job_ttl_seconds: int = Field(86400, ge=0)
+    # Level-based healing: every CR is re-derived this often even without a watch event.
+    reconcile_interval_s: float = Field(10.0, gt=0)
+    # Preflight against an unreachable store is retried with exponential backoff, then fails.
+    preflight_retries: int = Field(6, ge=1)
+    preflight_backoff_s: float = Field(5.0, gt=0)
+    preflight_timeout_s: float = Field(20.0, gt=0)
+    handler_timeout_s: float = Field(120.0, gt=0)
+    metrics_port: int = Field(9090, ge=0, le=65535)
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("worker_command", mode="before")
+    @classmethod
+    def _split_command(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return tuple(json.loads(text)) if text.startswith("[") else tuple(shlex.split(text))
+        return value
