@@ -127,9 +127,9 @@ def load_capture(root: Path, transforms_file: str = "transforms.json") -> Captur
         doc = json.loads(path.read_text())
         meta = meta or doc
         for raw in doc["frames"]:
-            frames.append(
-                Frame(resolve_image_path(root, raw["file_path"]), np.asarray(raw["transform_matrix"], float), split)
-            )
+            mask = resolve_image_path(root, raw["mask_path"]) if raw.get("mask_path") else None
+            c2w = np.asarray(raw["transform_matrix"], float)
+            frames.append(Frame(resolve_image_path(root, raw["file_path"]), c2w, split, mask))
 
     with Image.open(root / frames[0].image) as first:
         width, height = first.size

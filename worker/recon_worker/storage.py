@@ -379,9 +379,15 @@ class FileStore(Store):
             return 0
         keys = [o.key for o in self.list_objects(prefix)]
         self.delete_keys(keys)
-        base = self.root / prefix if prefix else None
-        if base is not None and base.is_dir():
-            shutil.rmtree(base, ignore_errors=True)
+        if prefix:
+            # Folders are implicit on S3; here, remove the ones the deletion left empty.
+            folder = self.root / prefix.rstrip("/")
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            for parent in folder.parents:
+                if parent == self.root or not parent.is_relative_to(self.root) or any(parent.iterdir()):
+                    break
+                parent.rmdir()
         return len(keys)
 
     def delete_keys(self, keys: Sequence[str]) -> None:
