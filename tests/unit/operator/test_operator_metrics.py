@@ -1,0 +1,36 @@
+"""Metrics registry and transition events."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from recon_operator.events import transition_event
+from recon_operator.metrics import OperatorMetrics
+
+
+def test_phase_gauge_counts_each_resource_once() -> None:
+    metrics = OperatorMetrics()
+    assert metrics.phases.record("ns", "a", "Pending") is None
+    assert metrics.phases.record("ns", "a", "Running") == "Pending"
+    metrics.phases.record("ns", "b", "Running")
+    assert metrics.registry.get_sample_value("recon_jobs", {"phase": "Running"}) == 2
+    assert metrics.registry.get_sample_value("recon_jobs", {"phase": "Pending"}) == 0
+    metrics.phases.forget("ns", "a")
+    assert metrics.registry.get_sample_value("recon_jobs", {"phase": "Running"}) == 1
+
+
+def test_metrics_are_served_over_http() -> None:
+    metrics = OperatorMetrics()
+    metrics.preflight_failures.labels("InputsInvalid").inc()
+    port = metrics.serve(0)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'recon_preflight_failures_total{reason="InputsInvalid"} 1.0' in text
+    assert "recon_time_to_job_seconds_bucket" in text
+
+
+def test_events_only_on_phase_changes() -> None:
+    assert transition_event("Running", {"phase": "Running", "reason": "WorkerRunning"}) is None
+    started = transition_event("Pending", {"phase": "Running", "reason": "WorkerRunning", "message": "on n1"})
+    assert started is not None and started.type == "Normal" and started.message == "Pending → Running: on n1"
+    failed = transition_event("Running", {"phase": "Failed", "reason": "OOMKilled", "message": "m"})
+    assert failed is not None and (failed.type, failed.reason) == ("Warning", "OOMKilled")

@@ -1,0 +1,141 @@
+"""decide(): the level-based reconcile step, on observed worlds (no cluster)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from recon_operator.phases import Phase, Reason
+from recon_operator.reconcile import Action, decide, owned_status
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def cr(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "bunny",
+            "namespace": "ns",
+            "uid": "u",
+            "generation": 2,
+            "creationTimestamp": "2026-01-01T11:00:00Z",
+        },
+        "spec": {"input": {"uri": "s3://in/c/"}, "output": {"uri": "s3://out/r/"}, **spec},
+        "status": status or {},
+    }
+
+
+def job(attempt: int, *conds: str, suspend: bool = False) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"bunny-{attempt}",
+            "uid": f"j{attempt}",
+            "labels": {"recon.dev/attempt": str(attempt)},
+            "creationTimestamp": "2026-01-01T11:59:00Z",
+        },
+        "spec": {"suspend": suspend},
+        "status": {"conditions": [{"type": c, "status": "True", "reason": "BackoffLimitExceeded"} for c in conds]},
+    }
+
+
+def running_pod(attempt: int) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"bunny-{attempt}-x",
+            "ownerReferences": [{"uid": f"j{attempt}"}],
+            "creationTimestamp": "2026-01-01T11:59:01Z",
+        },
+        "spec": {"nodeName": "n"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{"name": "worker", "state": {"running": {"startedAt": "2026-01-01T11:59:05Z"}}}],
+        },
+    }
+
+
+def test_new_resource_creates_attempt_1() -> None:
+    decision = decide(cr(), [], [], NOW)
+    assert (decision.action, decision.attempt) == (Action.CREATE_JOB, 1)
+    assert decision.status["jobName"] == "bunny-1" and decision.status["phase"] == Phase.PENDING
+    assert decision.status["observedGeneration"] == 2
+
+
+def test_a_job_the_status_does_not_know_yet_is_adopted_not_duplicated() -> None:
+    # The operator died between creating the Job and recording it: the Job's attempt label wins.
+    decision = decide(cr(), [job(1)], [], NOW)
+    assert decision.action == Action.NONE and decision.attempt == 1
+    assert decision.status["phase"] == Phase.PENDING
+
+
+def test_running_job_shows_running() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Pending"}), [job(1)], [running_pod(1)], NOW)
+    assert decision.action == Action.NONE
+    assert decision.status["phase"] == Phase.RUNNING
+    assert decision.status["startTime"] == "2026-01-01T11:59:05Z"
+
+
+def test_complete_job_needs_an_output_check() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}), [job(1, "Complete")], [], NOW)
+    assert decision.action == Action.CHECK_OUTPUTS
+
+
+def test_suspend_deletes_the_running_job() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}, suspend=True), [job(1)], [running_pod(1)], NOW)
+    assert decision.action == Action.DELETE_JOB and decision.attempt == 1
+    assert decision.status["phase"] == Phase.SUSPENDED
+
+
+def test_suspended_without_a_job_stays_suspended() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Suspended"}, suspend=True), [], [], NOW)
+    assert decision.action == Action.NONE and decision.status["phase"] == Phase.SUSPENDED
+
+
+def test_resume_starts_a_new_attempt() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Suspended"}), [], [], NOW)
+    assert (decision.action, decision.attempt) == (Action.CREATE_JOB, 2)
+    assert decision.status["jobName"] == "bunny-2"
+
+
+def test_suspend_after_the_job_finished_reports_the_result() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}, suspend=True), [job(1, "Complete")], [], NOW)
+    assert decision.action == Action.CHECK_OUTPUTS
+
+
+def test_vanished_job_is_confirmed_before_cancelling() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}), [], [], NOW)
+    assert decision.action == Action.CONFIRM_JOB_GONE
+    assert decision.status["phase"] == Phase.CANCELLED and decision.status["reason"] == Reason.JOB_DELETED
+
+
+def test_terminal_phases_are_sticky() -> None:
+    status = {
+        "attempts": 1,
+        "phase": "Failed",
+        "reason": "InputsInvalid",
+        "message": "m",
+        "completionTime": "2026-01-01T11:59:59Z",
+    }
+    decision = decide(cr(status), [job(1, "Failed")], [], NOW)
+    assert decision.action == Action.NONE
+    assert decision.status["phase"] == "Failed" and decision.status["reason"] == "InputsInvalid"
+
+
+def test_failed_while_the_pod_still_holds_a_gpu_deletes_the_job() -> None:
+    status = {"attempts": 1, "phase": "Pending"}
+    decision = decide(cr(status, pendingDeadlineSeconds=10), [job(1)], [], NOW)
+    assert decision.action == Action.DELETE_JOB
+    assert decision.status["reason"] == Reason.PENDING_DEADLINE_EXCEEDED
+
+
+def test_ttl_after_finished_deletes_the_resource() -> None:
+    status = {"attempts": 1, "phase": "Succeeded", "completionTime": "2026-01-01T11:59:00Z"}
+    assert decide(cr(status, ttlSecondsAfterFinished=30), [], [], NOW).action == Action.DELETE_RESOURCE
+    assert decide(cr(status, ttlSecondsAfterFinished=3600), [], [], NOW).action == Action.NONE
+
+
+def test_deciding_twice_on_the_same_world_is_stable() -> None:
+    body = cr({"attempts": 1, "phase": "Pending"})
+    first = decide(body, [job(1)], [running_pod(1)], NOW)
+    body["status"] = first.status
+    second = decide(body, [job(1)], [running_pod(1)], NOW)
+    assert owned_status(second.status) == owned_status(first.status)
