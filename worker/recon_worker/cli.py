@@ -18,6 +18,7 @@ from typing import Any
 
 from recon_worker import __version__
 from recon_worker.capture_checks import CaptureLimits, check_capture, check_listing
+from recon_worker.engine.synth import add_synth_parser
 from recon_worker.errors import (
     DEFAULT_TERMINATION_LOG,
     ExitCode,
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
 
     # Engine commands (e.g. `synth`) register their subparsers on `commands` here.
+    add_synth_parser(commands)
     return parser
 
 
