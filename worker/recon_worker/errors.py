@@ -86,9 +86,9 @@ def termination_message(reason: str, message: str) -> str:
     text = json.dumps({"reason": reason, "message": message})
     kept = message
     while len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        # Escaping can make the JSON longer than the text: cut by at least the excess and retry.
-        excess = len(text.encode()) - TERMINATION_MESSAGE_LIMIT
-        kept = kept[: max(0, len(kept) - excess - 32)]
+        # Escaping makes the JSON's bytes outnumber the text's characters: cut in proportion and retry.
+        size = len(text.encode())
+        kept = kept[: max(0, int(len(kept) * TERMINATION_MESSAGE_LIMIT / size) - 32)]
         text = json.dumps({"reason": reason, "message": kept + " … (truncated)"})
     return text
 

@@ -1,0 +1,103 @@
+"""Atomic publish, the manifest, quality gates and the input fingerprint (on a file:// store)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from recon_worker.errors import QualityGateFailed
+from recon_worker.presets import resolve_quality
+from recon_worker.publish import (
+    MANIFEST,
+    InputRecord,
+    Manifest,
+    ManifestFile,
+    check_gates,
+    input_fingerprint,
+    now,
+    publish_outputs,
+    software_versions,
+)
+from recon_worker.stage import Cancelled
+from recon_worker.storage import FileStore, StoredObject
+from recon_worker.task import Gates
+
+
+def export_folder(root: Path) -> Path:
+    (root / "previews").mkdir(parents=True)
+    (root / "mesh.glb").write_bytes(b"glTF" + bytes(100))
+    (root / "report.json").write_text('{"psnr": 30}')
+    (root / "previews" / "view_0.png").write_bytes(b"\x89PNG")
+    return root
+
+
+def manifest_for(files: list[ManifestFile]) -> Manifest:
+    record = InputRecord(
+        uri="s3://in/cap/", transforms_file="transforms.json", fingerprint="f" * 64, objects=3, bytes=9
+    )
+    return Manifest(
+        created_at=now(),
+        job=None,
+        input=record,
+        settings=resolve_quality("draft"),
+        files=files,
+        metrics={"psnr": 30.0},
+        resumed_stages=[],
+        stage_seconds={"fetch": 0.1},
+        software=software_versions(),
+    )
+
+
+def test_publish_copies_every_file_and_writes_the_manifest_last(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "out")
+    store.put_bytes(MANIFEST, b'{"old": true}')
+    manifest = publish_outputs(store, export_folder(tmp_path / "export"), ".recon-staging/u/", manifest_for)
+    names = sorted(o.key for o in store.list_objects())
+    assert names == ["manifest.json", "mesh.glb", "previews/view_0.png", "report.json"]  # staging cleaned
+    written = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert written["kind"] == "ReconstructionManifest" and written["software"]["recon-worker"]
+    for entry in written["files"]:
+        content = (tmp_path / "out" / entry["name"]).read_bytes()
+        assert entry["size"] == len(content) and entry["sha256"] == hashlib.sha256(content).hexdigest()
+        assert entry["uri"] == store.uri_of(entry["name"])
+    assert [f.name for f in manifest.files] == ["mesh.glb", "previews/view_0.png", "report.json"]
+
+
+def test_cancel_before_the_manifest_leaves_none(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "out")
+    store.put_bytes(MANIFEST, b'{"old": true}')
+
+    def cancel() -> None:
+        raise Cancelled("stopped by SIGTERM")
+
+    with pytest.raises(Cancelled):
+        publish_outputs(store, export_folder(tmp_path / "export"), ".recon-staging/u/", manifest_for, cancel)
+    assert store.get_bytes(MANIFEST) is None  # the old manifest went first, no new one was written
+
+
+def test_export_may_not_write_the_manifest_itself(tmp_path: Path) -> None:
+    folder = export_folder(tmp_path / "export")
+    (folder / MANIFEST).write_text("{}")
+    with pytest.raises(RuntimeError, match=r"must not write manifest\.json"):
+        publish_outputs(FileStore(tmp_path / "out"), folder, ".recon-staging/u/", manifest_for)
+
+
+def test_enforced_failed_gate_raises_with_the_failures() -> None:
+    metrics = {"gates": {"passed": False, "enforced": False, "failures": ["psnr 18.2 < minPSNR 24"]}}
+    check_gates(metrics, Gates())  # not enforced: degrades only
+    with pytest.raises(QualityGateFailed, match=r"nothing was published: psnr 18\.2 < minPSNR 24") as error:
+        check_gates(metrics, Gates(enforce=True))
+    assert (error.value.exit_code, error.value.reason) == (2, "QualityGateFailed")
+    with pytest.raises(QualityGateFailed):
+        check_gates({"gates": {**metrics["gates"], "enforced": True}}, Gates())
+    check_gates({"gates": {"passed": True, "enforced": True, "failures": []}}, Gates(enforce=True))
+
+
+def test_input_fingerprint_changes_with_any_object_and_ignores_order() -> None:
+    a = [StoredObject("transforms.json", 10, "e1"), StoredObject("images/r_0.png", 99, "e2")]
+    assert input_fingerprint(a) == input_fingerprint(list(reversed(a)))
+    assert input_fingerprint(a) != input_fingerprint([a[0], StoredObject("images/r_0.png", 99, "e3")])
+    assert input_fingerprint(a) != input_fingerprint(a[:1])
