@@ -68,18 +68,19 @@ if needs etcd "$ETCD_VERSION"; then
 fi
 
 # --- kwok and helm: their own go.mod has no replace directives, so `go install pkg@version` works.
-go_install() { # NAME VERSION PACKAGE
+go_install() { # NAME VERSION PACKAGE [LDFLAGS]
   if needs "$1" "$2"; then
     echo "build: $1 $2 ..."
     local start; start=$(now)
-    (cd "$tmp" && GOBIN="$tmp" go install -ldflags "-s -w" "$3@$2")
+    (cd "$tmp" && GOBIN="$tmp" go install -ldflags "-s -w ${4:-}" "$3@$2")
     install_bin "$1" "$2"
     echo "build: $1 done in $(( $(now) - start ))s"
     built=1
   fi
 }
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
-go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+# helm's source carries only "v3.22"; its release builds stamp the full version the same way.
+go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 
 if [ "$built" = 1 ]; then echo "build: all done in $(( $(now) - total_start ))s"; fi
 echo "$bin"

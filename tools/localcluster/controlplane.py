@@ -164,8 +164,13 @@ class Cluster:
         self.ports = {
             name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
         }
-        self._save_info()
+        self.save_info()
         apiserver_cert = pki.issue("apiserver", "kube-apiserver", sans=APISERVER_SANS, server=True)
+        # A separate CA for the aggregation layer's front proxy, as kubeadm sets up; without it the
+        # controller-manager and scheduler log an error for the missing requestheader CA every second.
+        front_proxy = PKI(self.pki_dir / "front-proxy")
+        front_proxy.create_ca()
+        front_proxy.issue("front-proxy-client", "front-proxy-client")
         sa = pki.service_account_keys()
         for name, cn, orgs in (
             ("admin", "recon-admin", ("system:masters",)),
@@ -199,7 +204,7 @@ class Cluster:
             kube.wait_node_ready(api, node.name, self.config.timeout, alive)
         # Pods can only be created once the ServiceAccount controller made `default` accounts.
         kube.wait_service_account(api, "default", "default", self.config.timeout)
-        self._save_info()
+        self.save_info()
         print(f"localcluster: up in {time.monotonic() - started:.1f}s, kubeconfig {self.kubeconfig}", file=sys.stderr)
 
     def _kubeconfig_for(self, name: str) -> Path:
@@ -222,6 +227,7 @@ class Cluster:
         ])  # fmt: skip
 
     def _start_apiserver(self, pki: PKI, cert: Path, key: Path, sa_pub: Path, sa_key: Path) -> None:
+        front_proxy = self.pki_dir / "front-proxy"
         self.process("kube-apiserver").start([
             str(binaries.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
@@ -240,6 +246,13 @@ class Cluster:
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={self.pki_dir / 'apiserver-generated'}",
+            f"--requestheader-client-ca-file={front_proxy / 'ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front_proxy / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={front_proxy / 'front-proxy-client.key'}",
         ])  # fmt: skip
 
     def _start_controller_manager(self, pki: PKI, sa_key: Path) -> None:
@@ -296,7 +309,7 @@ class Cluster:
         argv += [f"--label={key}={value}" for key, value in node.labels.items()]
         argv += [f"--taint={taint}" for taint in node.taints]
         self.process(f"node-{node.name}").start(argv, env=python_env())
-        self._save_info()
+        self.save_info()
 
     # ---- helpers ----------------------------------------------------------------------------------
 
@@ -324,7 +337,7 @@ class Cluster:
                 )
             time.sleep(0.2)
 
-    def _save_info(self) -> None:
+    def save_info(self) -> None:
         info = {
             "ports": self.ports,
             "components": sorted(self.processes),

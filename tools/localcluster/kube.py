@@ -140,3 +140,18 @@ def wait_service_account(api: client.ApiClient, namespace: str, name: str, timeo
             raise
 
     wait_for(f"ServiceAccount {namespace}/{name}", exists, timeout)
+
+
+def job_finished(api: client.ApiClient, namespace: str, name: str) -> Obj | None:
+    """The Job once it has a Complete or Failed condition, else None."""
+    job = raw(client.BatchV1Api(api).read_namespaced_job, name, namespace)
+    conditions = job.get("status", {}).get("conditions") or []
+    done = any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions)
+    return job if done else None
+
+
+def wait_job_finished(api: client.ApiClient, namespace: str, name: str, timeout: float = 120) -> Obj:
+    job: Obj = wait_for(
+        f"Job {namespace}/{name} to finish", functools.partial(job_finished, api, namespace, name), timeout
+    )
+    return job

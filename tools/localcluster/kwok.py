@@ -40,6 +40,8 @@ class KwokNodes:
     def stop(self) -> None:
         """Stop kwok and remove its nodes."""
         self.cluster.process("kwok").stop()
+        del self.cluster.processes["kwok"]
+        self.cluster.save_info()
         core = client.CoreV1Api(self.cluster.api_client())
         for name in self.names:
             try:
@@ -68,7 +70,7 @@ def start_kwok(
         "--cidr=10.244.0.0/16",
         "--node-ip=127.0.0.2",
     ])  # fmt: skip
-    cluster._save_info()  # so `down` from another process stops kwok too
+    cluster.save_info()  # so `down` from another process stops kwok too
     api = cluster.api_client()
     core = client.CoreV1Api(api)
     handle = KwokNodes(cluster)
