@@ -154,6 +154,25 @@ def test_termination_message_falls_back_to_log_tail_on_error(namespace: str, cor
     assert "boom: the capture has no frames" in terminated(pod)["message"]
 
 
+def test_on_failure_restarts_the_container_until_it_succeeds(namespace: str, core: client.CoreV1Api) -> None:
+    # The first run leaves a marker in the pod's emptyDir (it outlives restarts) and fails.
+    script = """
+        import os, sys
+        marker = os.path.join(os.environ["RECON_VOLUME_STATE"], "tried")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            sys.exit(7)
+    """
+    container = python_container(script, volumeMounts=[{"name": "state", "mountPath": "/state"}])
+    pod = bare_pod("retry", container, restartPolicy="OnFailure", volumes=[{"name": "state", "emptyDir": {}}])
+    raw(core.create_namespaced_pod, namespace, pod)
+    done = wait_pod_phase(core, namespace, "retry", ("Succeeded", "Failed"))
+    status = done["status"]["containerStatuses"][0]
+    assert done["status"]["phase"] == "Succeeded"
+    assert status["restartCount"] == 1
+    assert status["lastState"]["terminated"]["exitCode"] == 7
+
+
 def test_missing_command_fails_with_start_error(namespace: str, core: client.CoreV1Api) -> None:
     container = {"name": "main", "image": "busybox", "command": ["/nonexistent/recon-tool", "--help"]}
     raw(core.create_namespaced_pod, namespace, bare_pod("nocommand", container))
