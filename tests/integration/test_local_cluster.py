@@ -103,7 +103,9 @@ def test_job_runs_its_command_as_a_local_process_and_completes(
         pathlib.Path(os.environ["RECON_TERMINATION_MESSAGE_PATH"]).write_text("pid %d" % os.getpid())
         print("hello from", os.environ["HOSTNAME"])
     """
-    raw(batch.create_namespaced_job, namespace, job("hello", python_container(script)))
+    container = python_container(script)
+    container["command"][0] = "python"  # a bare name: the venv's bin/ leads the pod's PATH
+    raw(batch.create_namespaced_job, namespace, job("hello", container))
     finished = wait_job_finished(api, namespace, "hello")
     assert finished["status"].get("succeeded") == 1, finished["status"]
     (pod,) = job_pods(core, namespace, "hello")

@@ -96,7 +96,9 @@ class Cluster:
 
     def process(self, name: str) -> ManagedProcess:
         if name not in self.processes:
-            self.processes[name] = ManagedProcess(name, self.run_dir / f"{name}.pid", self.logs_dir / f"{name}.log")
+            self.processes[name] = ManagedProcess(
+                name, self.run_dir / f"{name}.pid", self.logs_dir / f"{name}.log"
+            )
         return self.processes[name]
 
     def status(self) -> dict[str, bool]:
@@ -117,7 +119,8 @@ class Cluster:
         """A kubernetes.client.ApiClient for the admin identity."""
         from kubernetes import config as kube_config
 
-        return kube_config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
+        new_client: Any = kube_config.new_client_from_config
+        return new_client(config_file=str(self.kubeconfig))
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -140,7 +143,9 @@ class Cluster:
     def down(self) -> None:
         """Stop node agents and kwok first (they stop their pods' processes), then the control plane."""
         order = ["kwok", "node-", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-        names = sorted(self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p)))
+        names = sorted(
+            self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p))
+        )
         for name in names:
             self.processes[name].stop(grace=15.0 if name.startswith("node-") else 10.0)
 
@@ -162,7 +167,8 @@ class Cluster:
         pki = PKI(self.pki_dir)
         pki.create_ca()
         self.ports = {
-            name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
+            name: free_port()
+            for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
         }
         self.save_info()
         apiserver_cert = pki.issue("apiserver", "kube-apiserver", sans=APISERVER_SANS, server=True)
@@ -178,7 +184,9 @@ class Cluster:
             ("scheduler", "system:kube-scheduler", ()),
         ):
             pair = pki.issue(name, cn, orgs)
-            write_cert_kubeconfig(self._kubeconfig_for(name), self.server, pki.ca.cert, pair.cert, pair.key, cn)
+            write_cert_kubeconfig(
+                self._kubeconfig_for(name), self.server, pki.ca.cert, pair.cert, pair.key, cn
+            )
 
         self._start_etcd()
         self._wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{self.ports['etcd']}/health", None), "/health")
@@ -188,7 +196,10 @@ class Cluster:
         self._start_controller_manager(pki, sa.key)
         self._start_scheduler()
         insecure = ssl._create_unverified_context()  # they serve self-signed certs from --cert-dir
-        for name, port in (("kube-controller-manager", "controller-manager"), ("kube-scheduler", "scheduler")):
+        for name, port in (
+            ("kube-controller-manager", "controller-manager"),
+            ("kube-scheduler", "scheduler"),
+        ):
             url = f"https://127.0.0.1:{self.ports[port]}/healthz"
             self._wait(name, functools.partial(_http_ok, url, insecure), "/healthz")
 
@@ -205,7 +216,10 @@ class Cluster:
         # Pods can only be created once the ServiceAccount controller made `default` accounts.
         kube.wait_service_account(api, "default", "default", self.config.timeout)
         self.save_info()
-        print(f"localcluster: up in {time.monotonic() - started:.1f}s, kubeconfig {self.kubeconfig}", file=sys.stderr)
+        print(
+            f"localcluster: up in {time.monotonic() - started:.1f}s, kubeconfig {self.kubeconfig}",
+            file=sys.stderr,
+        )
 
     def _kubeconfig_for(self, name: str) -> Path:
         return self.kubeconfig if name == "admin" else self.pki_dir / f"{name}.kubeconfig"
@@ -295,7 +309,9 @@ class Cluster:
         # NodeRestriction admission plugin limit it exactly as they limit a kubelet.
         pair = pki.issue(f"node-{node.name}", f"system:node:{node.name}", ("system:nodes",))
         kubeconfig = self.pki_dir / f"node-{node.name}.kubeconfig"
-        write_cert_kubeconfig(kubeconfig, self.server, pki.ca.cert, pair.cert, pair.key, f"system:node:{node.name}")
+        write_cert_kubeconfig(
+            kubeconfig, self.server, pki.ca.cert, pair.cert, pair.key, f"system:node:{node.name}"
+        )
         argv = [
             sys.executable, "-m", "localcluster.nodeagent",
             f"--kubeconfig={kubeconfig}",

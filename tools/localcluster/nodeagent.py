@@ -89,7 +89,9 @@ class NodeAgent:
         self.labels = {
             "kubernetes.io/hostname": self.name,
             "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                platform.machine(), platform.machine()
+            ),
             **dict(label.split("=", 1) for label in args.label),
         }
         self.taints = [_parse_taint(t) for t in args.taint]
@@ -142,7 +144,10 @@ class NodeAgent:
                 }
                 for t, s, r, m in conditions
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
             "nodeInfo": {
                 "architecture": self.labels["kubernetes.io/arch"],
@@ -189,7 +194,9 @@ class NodeAgent:
                 "metadata": {
                     "name": self.name,
                     "namespace": "kube-node-lease",
-                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node_uid}],
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node_uid}
+                    ],
                 },
                 "spec": spec,
             }
@@ -397,7 +404,8 @@ class PodWorker(threading.Thread):
         spec = self.pod["spec"]
         self.containers = [Container(c, self.folder / "containers" / c["name"]) for c in spec["containers"]]
         self.init_containers = [
-            Container(c, self.folder / "init-containers" / c["name"]) for c in spec.get("initContainers") or []
+            Container(c, self.folder / "init-containers" / c["name"])
+            for c in spec.get("initContainers") or []
         ]
         self.start_time = now()
         self.set_status("Pending")
@@ -440,7 +448,9 @@ class PodWorker(threading.Thread):
                 if message != reported:
                     reported = message
                     for container in self.containers:
-                        container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+                        container.state = {
+                            "waiting": {"reason": "CreateContainerConfigError", "message": message}
+                        }
                     self.set_status("Pending")
                     self.agent.event(self.pod, "Warning", "Failed", f"Error: {message}")
             self.changed.wait(2)
@@ -454,8 +464,13 @@ class PodWorker(threading.Thread):
         for volume in spec.get("volumes") or []:
             volume_dirs[volume["name"]] = self.materialize_volume(volume, volumes_dir / volume["name"])
 
-        base = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH", "PYTHONUNBUFFERED")}
+        base = {
+            k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH", "PYTHONUNBUFFERED")
+        }
         base["HOSTNAME"] = self.pod_name
+        # The venv stands in for the image: its programs (python, recon-worker) resolve first.
+        venv_bin = str(Path(sys.executable).parent)
+        base["PATH"] = os.pathsep.join(p for p in (venv_bin, base.get("PATH", "")) if p)
         if spec.get("automountServiceAccountToken", True) is not False:
             base["KUBECONFIG"] = str(self.write_identity())
         if GPU_RESOURCE in self.agent.capacity:
@@ -484,7 +499,12 @@ class PodWorker(threading.Thread):
             own["RECON_TERMINATION_MESSAGE_PATH"] = str(container.termination_file)
             own["RECON_POD_DIR"] = str(self.folder)
             env = container_env(
-                self.pod, container.spec, self.lookup("configmap"), self.lookup("secret"), self.agent.capacity, own
+                self.pod,
+                container.spec,
+                self.lookup("configmap"),
+                self.lookup("secret"),
+                self.agent.capacity,
+                own,
             )
             paths = PathMap(mapping)
             envs[container.name] = {k: paths.rewrite(v) for k, v in env.items()}
@@ -530,7 +550,9 @@ class PodWorker(threading.Thread):
                 if obj is None:
                     if ref.get("optional"):
                         continue
-                    raise ConfigError(f'volume {name}: {"secret" if secret else "configmap"} "{ref_name}" not found')
+                    raise ConfigError(
+                        f'volume {name}: {"secret" if secret else "configmap"} "{ref_name}" not found'
+                    )
                 data = decoded_data(obj, secret)
                 items = ref.get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
@@ -551,7 +573,9 @@ class PodWorker(threading.Thread):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(field_ref(self.pod, item["fieldRef"]["fieldPath"]))
             else:
-                raise ConfigError(f"volume {name}: {sorted(source)} volumes are not emulated by the local node agent")
+                raise ConfigError(
+                    f"volume {name}: {sorted(source)} volumes are not emulated by the local node agent"
+                )
         return folder
 
     # ---- identity ---------------------------------------------------------------------------
@@ -566,7 +590,10 @@ class PodWorker(threading.Thread):
         account = self.pod["spec"].get("serviceAccountName") or "default"
         try:
             answer = raw(
-                self.agent.core.create_namespaced_service_account_token, account, self.namespace, {"spec": spec}
+                self.agent.core.create_namespaced_service_account_token,
+                account,
+                self.namespace,
+                {"spec": spec},
             )
         except ApiException as err:
             raise ConfigError(
@@ -597,7 +624,10 @@ class PodWorker(threading.Thread):
         """Start the container's process; on failure record a StartError (exit code 128) and return False."""
         spec = container.spec
         paths = container.paths
-        argv = [paths.rewrite(expand(part, env)) for part in (spec.get("command") or []) + (spec.get("args") or [])]
+        argv = [
+            paths.rewrite(expand(part, env))
+            for part in (spec.get("command") or []) + (spec.get("args") or [])
+        ]
         started = now()
         container.termination_file.write_text("")
         error = None
@@ -616,13 +646,20 @@ class PodWorker(threading.Thread):
         if not error:
             try:
                 with container.log_file.open("ab") as out:
+                    # Its own process group: deletion signals the process and all its children.
                     container.popen = subprocess.Popen(
-                        argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                        start_new_session=True,  # its own process group: deletion signals all its children
-                    )  # fmt: skip
+                        argv,
+                        env=env,
+                        cwd=cwd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
             except FileNotFoundError:
                 error = (
-                    f'exec: "{argv[0]}": executable file not found in $PATH (images are not pulled on the local node)'
+                    f'exec: "{argv[0]}": executable file not found in $PATH '
+                    "(images are not pulled on the local node)"
                 )
             except PermissionError:
                 error = f'exec: "{argv[0]}": permission denied'
@@ -650,7 +687,9 @@ class PodWorker(threading.Thread):
         code = container.popen.poll()
         if code is None:
             return False
-        exit_code = code if code >= 0 else 128 - code  # killed by signal N: 128+N, as container runtimes report
+        exit_code = (
+            code if code >= 0 else 128 - code
+        )  # killed by signal N: 128+N, as container runtimes report
         terminated: Obj = {
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
@@ -741,11 +780,15 @@ class PodWorker(threading.Thread):
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         running = [c for c in containers if c.popen is not None and c.popen.poll() is None]
         if running:
-            self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {', '.join(c.name for c in running)}")
+            self.agent.event(
+                self.pod, "Normal", "Killing", f"Stopping container {', '.join(c.name for c in running)}"
+            )
         for container in running:
             _signal_group(container.popen, signal.SIGTERM)
         deadline = time.monotonic() + float(grace)
-        while time.monotonic() < deadline and any(c.popen is not None and c.popen.poll() is None for c in running):
+        while time.monotonic() < deadline and any(
+            c.popen is not None and c.popen.poll() is None for c in running
+        ):
             time.sleep(0.1)
         for container in running:
             _signal_group(container.popen, signal.SIGKILL)
@@ -845,7 +888,9 @@ class PodWorker(threading.Thread):
             if err.status == 404:
                 self.gone = True
             else:
-                log.warning("pod %s/%s: status %s not posted: %s", self.namespace, self.pod_name, phase, err.body)
+                log.warning(
+                    "pod %s/%s: status %s not posted: %s", self.namespace, self.pod_name, phase, err.body
+                )
 
 
 def _signal_group(popen: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
@@ -866,8 +911,12 @@ def _parse_taint(text: str) -> Obj:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localcluster.nodeagent", description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", required=True, help="identity system:node:<name> (group system:nodes)")
+    parser = argparse.ArgumentParser(
+        prog="python -m localcluster.nodeagent", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--kubeconfig", required=True, help="identity system:node:<name> (group system:nodes)"
+    )
     parser.add_argument("--name", default="local-node")
     parser.add_argument("--state-dir", required=True, help="per-pod folders go under <state-dir>/pods")
     parser.add_argument("--cpu", default="2")
