@@ -1,0 +1,71 @@
+"""Masks and cameras of the training views, as the reconstructors read them (torch, on one device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recon_worker.capture import Capture, Intrinsics
+
+
+@dataclass
+class SilhouetteViews:
+    alpha: torch.Tensor  # [N, H, W] float in [0, 1], object masks
+    c2w: torch.Tensor  # [N, 4, 4] camera-to-world, OpenGL axes
+    intrinsics: Intrinsics
+
+    @classmethod
+    def from_capture(cls, capture: Capture, device: torch.device | str = "cpu") -> SilhouetteViews:
+        images = capture.load_images("train")
+        if len(images) == 0:
+            raise ValueError(f"{capture.root}: the capture has no training views")
+        return cls.from_arrays(images[..., 3], capture.poses("train"), capture.intrinsics, device)
+
+    @classmethod
+    def from_arrays(
+        cls, alpha: np.ndarray, c2w: np.ndarray, intrinsics: Intrinsics, device: torch.device | str = "cpu"
+    ) -> SilhouetteViews:
+        return cls(
+            alpha=torch.as_tensor(np.ascontiguousarray(alpha), dtype=torch.float32, device=device),
+            c2w=torch.as_tensor(np.asarray(c2w), dtype=torch.float32, device=device),
+            intrinsics=intrinsics,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.alpha.device
+
+    def __len__(self) -> int:
+        return int(self.alpha.shape[0])
+
+    def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """World points [P, 3] -> pixel coordinates [N, P, 2] (x right, y down) and depth [N, P]."""
+        w2c = torch.linalg.inv(self.c2w)  # [N, 4, 4]
+        cam = torch.einsum("nij,pj->npi", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
+        depth = -cam[..., 2]
+        k = self.intrinsics
+        safe = depth.clamp(min=1e-6)
+        x = k.fx * cam[..., 0] / safe + k.cx
+        y = k.cy - k.fy * cam[..., 1] / safe
+        return torch.stack([x, y], dim=-1), depth
+
+    def sample(self, image: torch.Tensor, pixels: torch.Tensor, outside: float) -> torch.Tensor:
+        """Bilinear samples [N, P] of per-view `image` [N, H, W] at `pixels` [N, P, 2]; `outside` off-image."""
+        k = self.intrinsics
+        grid = torch.stack([2 * pixels[..., 0] / k.width - 1, 2 * pixels[..., 1] / k.height - 1], dim=-1)
+        values = F.grid_sample(image[:, None], grid[:, None], mode="bilinear", align_corners=False)[:, 0, 0]
+        off = (grid.abs() > 1).any(dim=-1)
+        return torch.where(off, torch.full_like(values, outside), values)
+
+    def look_at_point(self) -> torch.Tensor:
+        """[3] the point nearest (least squares) to every camera's optical axis: the object's centre."""
+        origins = self.c2w[:, :3, 3].double()
+        dirs = -self.c2w[:, :3, 2].double()
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        proj = torch.eye(3, dtype=torch.float64, device=self.device) - dirs[:, :, None] * dirs[:, None, :]
+        a = proj.sum(dim=0)
+        b = (proj @ origins[:, :, None]).sum(dim=0)
+        return torch.linalg.lstsq(a, b).solution[:, 0].float()

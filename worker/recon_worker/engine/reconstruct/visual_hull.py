@@ -1,0 +1,38 @@
+"""`visual-hull`: voxel carving of the silhouettes, then marching cubes on the soft occupancy.
+
+A voxel is kept when the views see it inside the mask; occupancy is the k-th smallest bilinearly
+sampled alpha over the views (k - 1 = `outlier_views`), so a few views with bad masks do not carve
+the object, and the surface falls between voxels where alpha crosses 0.5 (sub-voxel accuracy).
+"""
+
+from __future__ import annotations
+
+import torch
+import trimesh
+
+from recon_worker.engine.reconstruct.grid import evaluate, fit_grid, initial_grid, kth_smallest, surface
+from recon_worker.engine.reconstruct.views import SilhouetteViews
+
+COARSE_RESOLUTION = 48
+
+
+class VisualHull:
+    name = "visual-hull"
+
+    def __init__(self, outlier_fraction: float = 0.0) -> None:
+        self.outlier_fraction = outlier_fraction
+
+    def __call__(self, views: SilhouetteViews, resolution: int) -> trimesh.Trimesh:
+        k = 1 + int(self.outlier_fraction * len(views))
+
+        def occupancy(points: torch.Tensor) -> torch.Tensor:
+            pixels, depth = views.project(points)
+            alpha = views.sample(views.alpha, pixels, outside=1.0)  # off-image: no evidence
+            alpha = alpha.masked_fill(depth <= 0, 1.0)
+            return kth_smallest(alpha, k)
+
+        coarse = initial_grid(views, COARSE_RESOLUTION)
+        grid = fit_grid(evaluate(coarse, occupancy) > 0.5, coarse, resolution)
+        volume = evaluate(grid, occupancy)
+        # Marching cubes' inside is below the level: negate occupancy.
+        return surface(-volume, grid, -0.5)
