@@ -68,7 +68,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recon_worker.runner import cancel_on_signals, execute, read_task
     from recon_worker.status import StatusReporter, kubernetes_sender
 
-    termination_log = Path(os.environ.get("RECON_TERMINATION_LOG", DEFAULT_TERMINATION_LOG))
+    # RECON_TERMINATION_MESSAGE_PATH: where the local test cluster's node agent maps /dev/termination-log.
+    termination_log = Path(
+        os.environ.get("RECON_TERMINATION_LOG")
+        or os.environ.get("RECON_TERMINATION_MESSAGE_PATH")
+        or DEFAULT_TERMINATION_LOG
+    )
     try:
         task = read_task(args.task)
     except TaskInvalid as exc:
