@@ -7,13 +7,22 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help venv test test-unit lint fmt typecheck generate clean
+.PHONY: help venv k8s-bins cluster-up cluster-down test test-unit lint fmt generate clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 venv: ## Create or reuse the virtual environment (.venv -> cached venv keyed by the pyproject files)
 	@tools/venv.sh
+
+k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm into the cache (once)
+	@tools/k8s/build.sh
+
+cluster-up: venv k8s-bins ## Start the local control plane and node agent (kubeconfig: .cluster/kubeconfig)
+	PYTHONPATH=tools $(PY) -m localcluster up
+
+cluster-down: venv ## Stop the local control plane
+	PYTHONPATH=tools $(PY) -m localcluster down
 
 lint: venv ## ruff (lint and format check), mypy, and generated files up to date
 	$(VENV)/bin/ruff check .
@@ -31,8 +40,8 @@ generate: venv ## Regenerate files derived from the CRD and the worker (docs/api
 test-unit: venv ## Unit tests only (no control plane)
 	$(PY) -m pytest -m "not cluster" tests
 
-test: venv lint ## Everything CI checks: lint, types, unit, integration
-	$(PY) -m pytest tests
+test: venv k8s-bins lint ## Everything CI checks: lint, types, unit and integration tests (real control plane, S3)
+	RECON_REQUIRE_CLUSTER=1 $(PY) -m pytest tests
 
 clean: ## Remove local state and caches in the repo (the cached venv and binaries stay in $(RECON_CACHE))
 	rm -rf .cluster .demo .scratch .pytest_cache .ruff_cache .mypy_cache

@@ -14,10 +14,14 @@ python=${PYTHON:-python3}
 key=$( (cat operator/pyproject.toml worker/pyproject.toml tools/venv.sh; "$python" -VV) | sha256sum | cut -c1-16)
 venv="$cache/venv-$key"
 
+# One builder at a time per machine (parallel `make` runs, several clones).
+mkdir -p "$cache"
+exec 9>"$cache/venv.lock"
+flock 9
+
 if [ ! -f "$venv/.complete" ]; then
   echo "venv: building $venv (first run on this machine: downloads PyTorch, a few minutes)"
   rm -rf "$venv"
-  mkdir -p "$cache"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -e "operator[dev]" -e "worker[dev]"
