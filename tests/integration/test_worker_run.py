@@ -71,7 +71,8 @@ def run_worker(task: dict[str, Any], tmp_path: Path, **env: str) -> tuple[int, d
 
 
 def termination(tmp_path: Path) -> dict[str, str]:
-    return json.loads((tmp_path / "termination-log").read_text())  # type: ignore[no-any-return]
+    result: dict[str, str] = json.loads((tmp_path / "termination-log").read_text())
+    return result
 
 
 def keys(s3: S3Server, bucket: str, prefix: str = "") -> list[str]:

@@ -48,7 +48,7 @@ def test_save_then_restore_in_order(tmp_path: Path) -> None:
     checkpoints = Checkpoints(store, ".recon-staging/u/checkpoints/", "key1")
     work = tmp_path / "work"
     for name in ("reconstruct", "refine"):
-        checkpoints.save(name, stage_folder(work, name))  # type: ignore[arg-type]
+        checkpoints.save(name, stage_folder(work, name))
     assert checkpoints.completed(["reconstruct", "refine", "texture"]) == ["reconstruct", "refine"]
     # Only a complete prefix of the stage order counts.
     assert checkpoints.completed(["texture", "reconstruct"]) == []

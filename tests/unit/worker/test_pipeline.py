@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ from recon_worker.task import TaskDocument
 from tests.unit.worker import standin_engine
 from tests.unit.worker.captures import write_capture
 
-ENGINE = {stage: getattr(standin_engine, stage) for stage in ENGINE_STAGES}
+ENGINE: dict[str, Any] = {stage: getattr(standin_engine, stage) for stage in ENGINE_STAGES}
 
 
 def make_task(tmp_path: Path, **extra: object) -> TaskDocument:
@@ -34,7 +36,7 @@ def make_task(tmp_path: Path, **extra: object) -> TaskDocument:
     )
 
 
-def pipeline(task: TaskDocument, workdir: Path, engine: dict = ENGINE, **kwargs: object) -> Pipeline:  # type: ignore[type-arg]
+def pipeline(task: TaskDocument, workdir: Path, engine: Mapping[str, Any] = ENGINE, **kwargs: Any) -> Pipeline:
     return Pipeline(task=task, workdir=workdir, engine=engine, device=DeviceChoice("cpu", None), **kwargs)  # type: ignore[arg-type]
 
 
@@ -65,10 +67,10 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     def crashing_texture(ctx: StageContext) -> None:
         raise RuntimeError("node lost")
 
-    def counting(stage: str) -> object:
+    def counting(stage: str) -> Callable[[StageContext], None]:
         def run(ctx: StageContext) -> None:
             calls.append(stage)
-            ENGINE[stage](ctx)  # type: ignore[index]
+            ENGINE[stage](ctx)
 
         return run
 
@@ -77,8 +79,8 @@ def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert (tmp_path / "out" / ".recon-staging" / "uid-1" / "checkpoints" / "refine" / "checkpoint.json").exists()
 
-    engine = {stage: counting(stage) for stage in ENGINE_STAGES}
-    result = pipeline(task, tmp_path / "w2", engine).run()  # type: ignore[arg-type]
+    engine: dict[str, Any] = {stage: counting(stage) for stage in ENGINE_STAGES}
+    result = pipeline(task, tmp_path / "w2", engine).run()
     assert calls == ["texture", "validate", "export"]
     assert result.manifest.resumed_stages == ["reconstruct", "refine"]
     report = json.loads((tmp_path / "out" / "report.json").read_text())

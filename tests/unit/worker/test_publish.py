@@ -87,13 +87,13 @@ def test_export_may_not_write_the_manifest_itself(tmp_path: Path) -> None:
 
 def test_enforced_failed_gate_raises_with_the_failures() -> None:
     metrics = {"gates": {"passed": False, "enforced": False, "failures": ["psnr 18.2 < minPSNR 24"]}}
-    check_gates(metrics, Gates())  # not enforced: degrades only
+    check_gates(metrics, Gates.model_validate({}))  # not enforced: degrades only
     with pytest.raises(QualityGateFailed, match=r"nothing was published: psnr 18\.2 < minPSNR 24") as error:
-        check_gates(metrics, Gates(enforce=True))
+        check_gates(metrics, Gates.model_validate({"enforce": True}))
     assert (error.value.exit_code, error.value.reason) == (2, "QualityGateFailed")
     with pytest.raises(QualityGateFailed):
-        check_gates({"gates": {**metrics["gates"], "enforced": True}}, Gates())
-    check_gates({"gates": {"passed": True, "enforced": True, "failures": []}}, Gates(enforce=True))
+        check_gates({"gates": {**metrics["gates"], "enforced": True}}, Gates.model_validate({}))
+    check_gates({"gates": {"passed": True, "enforced": True, "failures": []}}, Gates.model_validate({"enforce": True}))
 
 
 def test_input_fingerprint_changes_with_any_object_and_ignores_order() -> None:

@@ -165,7 +165,7 @@ def test_failed_patch_is_kept_and_retried_never_raised() -> None:
 
 
 def test_close_gives_up_after_its_attempts() -> None:
-    sent, sleeps = Recorder(fail=10), []
+    sent, sleeps = Recorder(fail=10), list[float]()
     reporter = StatusReporter(sent, sleep=sleeps.append)
     reporter.update({"progress": 100}, force=True)
     reporter.close(attempts=3, backoff=1.0)
