@@ -1,0 +1,254 @@
+"""Quality metrics of a reconstruction, and the `validate/metrics.json` contract that carries them.
+
+Image metrics compare a rendered held-out view with the captured one, both composited over a white
+background: PSNR (dB, data range 1), SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5,
+K1 = 0.01, K2 = 0.03, averaged over RGB) and silhouette IoU (alpha thresholded at 0.5).
+
+Geometric metrics compare the result with a ground-truth mesh, from points sampled uniformly on
+both surfaces. Distances are point-to-SURFACE (each sample to the nearest point of the other
+triangle mesh), so the figure does not carry the spacing of a point sample as a bias:
+
+- Chamfer-L1: mean of the two directed mean distances, in percent of the ground truth's
+  bounding-box diagonal.
+- F-score at tau = 0.5 % of that diagonal: harmonic mean of precision (result samples within tau
+  of the ground truth) and recall (ground-truth samples within tau of the result).
+- Normal consistency: mean |cos| between the normals of each sample and of its nearest point on the
+  other surface, averaged over both directions (orientation-agnostic, as in Occupancy Networks).
+
+Pure numpy/scipy/trimesh: no PyTorch here, so the runtime can import the models cheaply.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import trimesh
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from recon_worker.engine.meshcheck import MeshChecks
+
+# F-score threshold as a fraction of the ground-truth bounding-box diagonal.
+FSCORE_THRESHOLD = 0.005
+# Surface samples per mesh for the geometric metrics (the mean distance of 50k exact point-to-surface
+# distances varies by well under 1 % between seeds).
+GEOMETRY_SAMPLES = 50_000
+# Nearest samples whose triangles give the first upper bound of the point-to-surface distance.
+_CANDIDATES = 3
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------------
+# Image metrics
+
+
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    """[..., H, W, 4] straight-alpha RGBA in [0, 1] -> [..., H, W, 3] RGB composited over white."""
+    rgb, alpha = rgba[..., :3], rgba[..., 3:4]
+    return rgb * alpha + (1.0 - alpha)
+
+
+def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
+    """PSNR in dB of two [H, W, C] images in [0, 1]; infinite for identical images."""
+    mse = float(np.mean((prediction.astype(np.float64) - target.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0.0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def ssim_map(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[H, W] SSIM of two [H, W, C] images in [0, 1] (Gaussian window, averaged over channels)."""
+    c1, c2 = 0.01**2, 0.03**2
+    # truncate=3.5 with sigma=1.5 gives the 11x11 window of Wang et al. (radius 5).
+    blur = lambda img: ndimage.gaussian_filter(img, sigma=(1.5, 1.5, 0), truncate=3.5, mode="reflect")  # noqa: E731
+    x, y = prediction.astype(np.float64), target.astype(np.float64)
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    result: np.ndarray = (num / den).mean(axis=-1)
+    return result
+
+
+def ssim(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Mean SSIM of two [H, W, C] images in [0, 1]."""
+    return float(ssim_map(prediction, target).mean())
+
+
+def mask_iou(prediction: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float:
+    """IoU of two [H, W] coverage maps (alpha) thresholded at `threshold`; 1 when both are empty."""
+    a, b = prediction > threshold, target > threshold
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
+
+
+def error_map(prediction: np.ndarray, target: np.ndarray, max_error: float = 0.25) -> np.ndarray:
+    """[H, W, 3] uint8 heat map of the per-pixel RGB error (black 0 -> red -> yellow at `max_error`)."""
+    err = np.clip(np.abs(prediction - target).mean(axis=-1) / max_error, 0.0, 1.0)  # [H, W]
+    heat = np.stack([np.clip(2 * err, 0, 1), np.clip(2 * err - 1, 0, 1), np.zeros_like(err)], axis=-1)
+    return (heat * 255 + 0.5).astype(np.uint8)
+
+
+class ViewMetrics(_Model):
+    """Image metrics of one held-out view."""
+
+    image: str = Field(description="Capture image, relative to the capture root.")
+    psnr: float
+    ssim: float
+    mask_iou: float = Field(alias="maskIoU")
+
+
+def view_metrics(
+    image: str, rendered_rgb: np.ndarray, rendered_alpha: np.ndarray, captured_rgba: np.ndarray
+) -> ViewMetrics:
+    """Compare a render ([H, W, 3] already over white, [H, W] coverage) with a captured [H, W, 4] RGBA view."""
+    target = over_white(captured_rgba)
+    return ViewMetrics(
+        image=image,
+        psnr=psnr(rendered_rgb, target),
+        ssim=ssim(rendered_rgb, target),
+        mask_iou=mask_iou(rendered_alpha, captured_rgba[..., 3]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometric metrics
+
+
+class GeometryMetrics(_Model):
+    chamfer_l1: float = Field(alias="chamferL1", description="Percent of the ground truth's bbox diagonal.")
+    fscore: float = Field(alias="fScore", description=f"At {FSCORE_THRESHOLD * 100:g} % of the diagonal.")
+    precision: float
+    recall: float
+    normal_consistency: float
+
+
+class SurfaceSamples:
+    """Uniform samples of a triangle mesh with their face normals, and an exact point-to-surface query."""
+
+    def __init__(self, mesh: trimesh.Trimesh, count: int, seed: int) -> None:
+        self.mesh = mesh
+        points, face_index = trimesh.sample.sample_surface(mesh, count, seed=seed)
+        self.points: np.ndarray = np.asarray(points, dtype=np.float64)  # [N, 3]
+        self.normals: np.ndarray = mesh.face_normals[face_index]  # [N, 3]
+        self.face_index: np.ndarray = np.asarray(face_index)  # [N]
+        self._tree = cKDTree(self.points)
+        triangles = np.asarray(mesh.triangles)  # [F, 3, 3]
+        self._centroids = triangles.mean(axis=1)  # [F, 3]
+        # Radius of each triangle's bounding sphere about its centroid.
+        self._radius = np.linalg.norm(triangles - self._centroids[:, None], axis=2).max(axis=1)  # [F]
+        self._centroid_tree = cKDTree(self._centroids)
+
+    def closest_points(self, queries: np.ndarray, exact: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each query [Q, 3]: distance [Q] to this surface, the face [Q] and point [Q, 3] reached.
+
+        The faces of the nearest samples give an upper bound d. With `exact`, any closer triangle
+        (its centroid lies within d + its bounding radius of the query) is checked as well; without,
+        the bound is returned (close enough where samples are much denser than triangles).
+        """
+        k = min(_CANDIDATES, len(self.points))
+        _, idx = self._tree.query(queries, k=k)  # [Q, k]
+        faces = self.face_index[np.asarray(idx).reshape(len(queries), k)]  # [Q, k]
+        repeated = np.repeat(queries, k, axis=0)  # [Q*k, 3]
+        nearest = trimesh.triangles.closest_point(self.mesh.triangles[faces.ravel()], repeated)  # [Q*k, 3]
+        dist = np.linalg.norm(nearest - repeated, axis=1).reshape(len(queries), k)
+        rows = np.arange(len(queries))
+        best = dist.argmin(axis=1)
+        best_dist = dist[rows, best]
+        best_face = faces[rows, best]
+        best_point = nearest.reshape(len(queries), k, 3)[rows, best]
+
+        if not exact:
+            return best_dist, best_face, best_point
+        hits = self._centroid_tree.query_ball_point(queries, r=best_dist + self._radius.max(), return_sorted=False)
+        counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(queries))
+        if counts.sum() == 0:
+            return best_dist, best_face, best_point
+        query = np.repeat(rows, counts)  # [M]
+        face = np.fromiter((f for h in hits for f in h), dtype=np.int64, count=int(counts.sum()))  # [M]
+        reach = np.linalg.norm(self._centroids[face] - queries[query], axis=1) <= best_dist[query] + self._radius[face]
+        query, face = query[reach], face[reach]
+        point = trimesh.triangles.closest_point(self.mesh.triangles[face], queries[query])
+        d = np.linalg.norm(point - queries[query], axis=1)
+        better = d < best_dist[query]
+        # Keep, for each query, the candidate with the smallest distance (sorted so the last write wins).
+        order = np.lexsort((-d[better], query[better]))
+        q, f, p, dd = query[better][order], face[better][order], point[better][order], d[better][order]
+        best_dist[q], best_face[q], best_point[q] = dd, f, p
+        return best_dist, best_face, best_point
+
+
+def geometry_metrics(
+    result: trimesh.Trimesh, ground_truth: trimesh.Trimesh, samples: int = GEOMETRY_SAMPLES, seed: int = 0
+) -> GeometryMetrics:
+    """Chamfer-L1, F-score and normal consistency of `result` against `ground_truth` (see module doc)."""
+    diagonal = float(np.linalg.norm(ground_truth.bounds[1] - ground_truth.bounds[0]))
+    if diagonal <= 0 or not np.isfinite(diagonal):
+        raise ValueError("ground-truth mesh has an empty or non-finite bounding box")
+    pred = SurfaceSamples(result, samples, seed)
+    gt = SurfaceSamples(ground_truth, samples, seed + 1)
+    d_pred, f_gt, _ = gt.closest_points(pred.points)  # result -> ground truth (accuracy)
+    d_gt, f_pred, _ = pred.closest_points(gt.points)  # ground truth -> result (completeness)
+    n_at_gt, n_at_pred = ground_truth.face_normals[f_gt], result.face_normals[f_pred]
+    tau = FSCORE_THRESHOLD * diagonal
+    precision = float(np.mean(d_pred < tau))
+    recall = float(np.mean(d_gt < tau))
+    fscore = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    nc_pred = np.abs(np.sum(pred.normals * n_at_gt, axis=1)).mean()
+    nc_gt = np.abs(np.sum(gt.normals * n_at_pred, axis=1)).mean()
+    return GeometryMetrics(
+        chamfer_l1=100.0 * 0.5 * (float(d_pred.mean()) + float(d_gt.mean())) / diagonal,
+        fscore=fscore,
+        precision=precision,
+        recall=recall,
+        normal_consistency=0.5 * float(nc_pred + nc_gt),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The validate/metrics.json contract
+
+
+class GateResult(_Model):
+    passed: bool
+    enforced: bool
+    failures: list[str] = Field(default_factory=list, description="One message per failed gate.")
+
+
+class QualityMetrics(_Model):
+    """`validate/metrics.json`: flat figures the runtime copies to `status.metrics`, plus details.
+
+    The figures describe the mesh that `export` writes (validate decimates to the target first).
+    Geometric figures are None when the capture has no ground truth.
+    """
+
+    psnr: float | None = Field(None, description="Mean PSNR (dB) of held-out views over white; None without any.")
+    ssim: float | None = None
+    mask_iou: float | None = Field(None, alias="maskIoU")
+    chamfer_l1: float | None = Field(None, alias="chamferL1", description="Percent of the GT bbox diagonal.")
+    fscore: float | None = Field(None, alias="fScore", description="At 0.5 % of the GT bbox diagonal.")
+    normal_consistency: float | None = None
+    faces: int
+    vertices: int
+    watertight: bool
+    manifold: bool
+    renderer: str = Field(description="Renderer backend that produced the image metrics.")
+    view_split: Literal["test", "train"] = Field(
+        "test", description="Views compared: the held-out test split, or the training views when there is none."
+    )
+    checks: MeshChecks
+    gates: GateResult
+    views: list[ViewMetrics] = Field(default_factory=list, description="Per held-out view.")
+    geometry: GeometryMetrics | None = None
+
+    def status_metrics(self) -> dict[str, float | int | bool]:
+        """The flat camelCase figures for `status.metrics` (None values left out)."""
+        keys = ("psnr", "ssim", "mask_iou", "chamfer_l1", "fscore", "faces", "vertices", "watertight")
+        dumped = self.model_dump(by_alias=True, include=set(keys))
+        return {k: v for k, v in dumped.items() if v is not None}
