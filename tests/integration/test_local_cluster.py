@@ -96,7 +96,7 @@ def test_state_folder_holds_kubeconfig_and_component_logs(cluster: Cluster) -> N
 
 
 def test_job_runs_its_command_as_a_local_process_and_completes(
-    namespace: str, api: client.ApiClient, batch: client.BatchV1Api, core: client.CoreV1Api
+    namespace: str, api: client.ApiClient, batch: client.BatchV1Api, core: client.CoreV1Api, kubectl: Any
 ) -> None:
     script = """
         import os, pathlib
@@ -118,6 +118,8 @@ def test_job_runs_its_command_as_a_local_process_and_completes(
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["PodScheduled"] == "True" and conditions["Initialized"] == "True"
     assert conditions["Ready"] == "False" and conditions["ContainersReady"] == "False"  # completed pods
+    # kubectl logs: apiserver -> the node agent's log endpoint.
+    assert kubectl("logs", "job/hello", "-n", namespace).stdout == f"hello from {pod['metadata']['name']}\n"
 
 
 def test_failing_job_reports_exit_code_and_termination_message(

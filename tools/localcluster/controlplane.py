@@ -172,6 +172,8 @@ class Cluster:
         }
         self.save_info()
         apiserver_cert = pki.issue("apiserver", "kube-apiserver", sans=APISERVER_SANS, server=True)
+        # The apiserver's identity towards node agents (kubectl logs goes apiserver -> node).
+        pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
         # A separate CA for the aggregation layer's front proxy, as kubeadm sets up; without it the
         # controller-manager and scheduler log an error for the missing requestheader CA every second.
         front_proxy = PKI(self.pki_dir / "front-proxy")
@@ -267,6 +269,10 @@ class Cluster:
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={front_proxy / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={front_proxy / 'front-proxy-client.key'}",
+            f"--kubelet-client-certificate={self.pki_dir / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki_dir / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
         ])  # fmt: skip
 
     def _start_controller_manager(self, pki: PKI, sa_key: Path) -> None:
@@ -308,6 +314,10 @@ class Cluster:
         # The agent authenticates as the node (system:node:<name>), so the Node authorizer and the
         # NodeRestriction admission plugin limit it exactly as they limit a kubelet.
         pair = pki.issue(f"node-{node.name}", f"system:node:{node.name}", ("system:nodes",))
+        sans = ("IP:127.0.0.1", "DNS:localhost", f"DNS:{node.name}")
+        serving = pki.issue(
+            f"node-{node.name}-serving", f"system:node:{node.name}", ("system:nodes",), sans, server=True
+        )
         kubeconfig = self.pki_dir / f"node-{node.name}.kubeconfig"
         write_cert_kubeconfig(
             kubeconfig, self.server, pki.ca.cert, pair.cert, pair.key, f"system:node:{node.name}"
@@ -321,6 +331,9 @@ class Cluster:
             f"--memory={node.memory}",
             f"--gpus={node.gpus}",
             f"--pods={node.pods}",
+            f"--serving-cert={serving.cert}",
+            f"--serving-key={serving.key}",
+            f"--client-ca={pki.ca.cert}",
         ]  # fmt: skip
         argv += [f"--label={key}={value}" for key, value in node.labels.items()]
         argv += [f"--taint={taint}" for taint in node.taints]

@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import http.server
 import logging
 import os
 import platform
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,11 @@ class NodeAgent:
             **dict(label.split("=", 1) for label in args.label),
         }
         self.taints = [_parse_taint(t) for t in args.taint]
+        self.log_server = (
+            LogServer(self, args.serving_cert, args.serving_key, args.client_ca)
+            if args.serving_cert
+            else None
+        )
         self.free_gpus = list(range(args.gpus))
         self.gpu_lock = threading.Lock()
         self.workers: dict[str, PodWorker] = {}
@@ -148,7 +156,7 @@ class NodeAgent:
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_server.port if self.log_server else 0}},
             "nodeInfo": {
                 "architecture": self.labels["kubernetes.io/arch"],
                 "bootID": "",
@@ -217,6 +225,8 @@ class NodeAgent:
     # ---- pods --------------------------------------------------------------------------------
 
     def run(self) -> None:
+        if self.log_server:
+            threading.Thread(target=self.log_server.serve_forever, name="logs", daemon=True).start()
         self.register()
         raw_uid = raw(self.core.read_node, self.name)["metadata"]["uid"]
         self.renew_lease(raw_uid)
@@ -893,6 +903,86 @@ class PodWorker(threading.Thread):
                 )
 
 
+class LogServer(http.server.ThreadingHTTPServer):
+    """The one kubelet endpoint worth having here: /containerLogs, so `kubectl logs [-f]` works.
+
+    Serves TLS on 127.0.0.1 (a free port, published as the node's kubeletEndpoint) and only answers
+    clients with a certificate from the cluster CA (the apiserver's --kubelet-client-certificate).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, agent: NodeAgent, cert: str, key: str, client_ca: str) -> None:
+        super().__init__(("127.0.0.1", 0), _LogHandler)
+        self.agent = agent
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.port = int(self.server_address[1])
+
+    def find(self, namespace: str, pod: str, name: str) -> Container | None:
+        workers = [
+            w for w in list(self.agent.workers.values()) if (w.namespace, w.pod_name) == (namespace, pod)
+        ]
+        for worker in workers:
+            for container in worker.containers + worker.init_containers:
+                if container.name == name:
+                    return container
+        return None
+
+
+class _LogHandler(http.server.BaseHTTPRequestHandler):
+    server: LogServer
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            self.send_error(
+                404, "only /containerLogs/<namespace>/<pod>/<container> is served by the local node"
+            )
+            return
+        query = urllib.parse.parse_qs(url.query)
+        container = self.server.find(parts[1], parts[2], parts[3])
+        if container is None:
+            self.send_error(404, f"container {parts[3]!r} of pod {parts[1]}/{parts[2]} is not on this node")
+            return
+        restart = (
+            container.restarts - 1 if query.get("previous", ["false"])[0] == "true" else container.restarts
+        )
+        path = container.folder / f"{max(restart, 0)}.log"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.end_headers()
+        data = path.read_bytes() if path.exists() else b""
+        if "tailLines" in query:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-int(query["tailLines"][0]) :]) if int(query["tailLines"][0]) else b""
+        if "limitBytes" in query:
+            data = data[: int(query["limitBytes"][0])]
+        self.wfile.write(data)
+        if query.get("follow", ["false"])[0] != "true":
+            return
+        offset = path.stat().st_size if path.exists() else 0
+        while True:  # stream what the process appends until it exits (or the client goes away)
+            done = "running" not in container.state
+            if path.exists() and path.stat().st_size > offset:
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                offset += len(chunk)
+                self.wfile.write(chunk)
+                self.wfile.flush()
+            elif done:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("logs: " + format, *args)
+
+
 def _signal_group(popen: subprocess.Popen[bytes] | None, sig: signal.Signals) -> None:
     if popen is None:
         return
@@ -926,6 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ephemeral-storage", default="100Gi")
     parser.add_argument("--label", action="append", default=[], help="key=value, repeatable")
     parser.add_argument("--taint", action="append", default=[], help="key=value:Effect, repeatable")
+    parser.add_argument("--serving-cert", help="TLS certificate of the log endpoint (kubectl logs)")
+    parser.add_argument("--serving-key")
+    parser.add_argument("--client-ca", help="CA of the apiserver's kubelet client certificate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s: %(message)s")
     api = kube_config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
