@@ -1,0 +1,307 @@
+"""The Helm chart: `helm lint` and `helm template` with the pinned helm, and checks on what it renders.
+
+Needs the helm binary from tools/k8s/build.sh; without it these tests are skipped (failed when
+RECON_REQUIRE_CLUSTER is set, as in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localcluster import binaries
+from tests.conftest import REPO
+
+CHART = REPO / "charts" / "recon-operator"
+KUBE_VERSION = binaries.versions()["K8S_VERSION"].lstrip("v")
+Manifest = dict[str, Any]
+
+
+def helm_path() -> Path:
+    path = binaries.bin_dir() / "helm"
+    if not os.access(path, os.X_OK):
+        message = f"helm not found at {path}: build it with tools/k8s/build.sh"
+        if os.environ.get("RECON_REQUIRE_CLUSTER"):
+            pytest.fail(message + " (RECON_REQUIRE_CLUSTER is set)", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm_path()), *args], capture_output=True, text=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def render(*values: str, namespace: str = "recon-system") -> list[Manifest]:
+    """`helm template` with `--set` values; the rendered objects (CRD included)."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    out = helm(
+        "template", "rel", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION, "--include-crds", *sets
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {[m['metadata']['name'] for m in found]}"
+    return found[0]
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def pod_of(manifests: list[Manifest]) -> dict[str, Any]:
+    pod: dict[str, Any] = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    return pod
+
+
+# ---- helm itself ---------------------------------------------------------------------------------
+
+
+def test_helm_lint_passes_strict() -> None:
+    result = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION)
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_values_schema_rejects_an_unknown_value() -> None:
+    result = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "--set", "image.tagg=1", check=False)
+    assert result.returncode != 0
+    assert "tagg" in result.stderr
+
+
+def test_values_schema_rejects_a_wrong_type() -> None:
+    args = ("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "--set", "worker.runAsUser=root")
+    result = helm(*args, check=False)
+    assert result.returncode != 0
+    assert "runAsUser" in result.stderr
+
+
+def test_every_value_in_values_yaml_is_in_the_schema() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(node: dict[str, Any], props: dict[str, Any], path: str) -> None:
+        for key, value in node.items():
+            assert key in props["properties"], f"{path}{key} is not in values.schema.json"
+            child = props["properties"][key]
+            if isinstance(value, dict) and "properties" in child:
+                walk(value, child, f"{path}{key}.")
+
+    walk(values, schema, "")
+
+
+def test_every_value_is_commented() -> None:
+    """Each key of values.yaml has a comment above it, except inside free-form defaults (securityContext, ...)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    uncommented = []
+    stack: list[tuple[int, dict[str, Any] | None]] = [(-1, schema)]  # (indent, schema node of that key)
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1]
+        key = stripped.split(":", 1)[0]
+        structured = parent is not None and "properties" in parent
+        node = parent["properties"].get(key) if structured and parent is not None else None
+        stack.append((indent, node))
+        is_block = stripped.endswith(":")
+        if structured and not is_block and not lines[number - 1].strip().startswith("#"):
+            uncommented.append(f"line {number + 1}: {stripped}")
+    assert not uncommented, "values without a comment:\n" + "\n".join(uncommented)
+
+
+# ---- what it installs ----------------------------------------------------------------------------
+
+
+def test_crd_is_the_generated_copy_of_crds() -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    import generate
+
+    files = generate.generated_files()
+    chart_crd = CHART / "crds" / "recon.dev_reconstructionjobs.yaml"
+    assert chart_crd in files, "tools/generate.py does not generate the chart's CRD copy"
+    assert chart_crd.read_text() == files[chart_crd], "chart CRD is stale: run `make generate`"
+    rendered = one(render(), "CustomResourceDefinition")
+    assert rendered == yaml.safe_load((REPO / "crds" / "recon.dev_reconstructionjobs.yaml").read_text())
+
+
+def test_default_install_renders_the_expected_objects() -> None:
+    kinds = sorted(m["kind"] for m in render())
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "CustomResourceDefinition",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+
+
+def test_deployment_is_one_replica_recreate_with_probe_and_metrics_port() -> None:
+    deployment = one(render(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = pod_of([deployment])["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 9090, "health": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["image"] == "ghcr.io/recon-dev/recon-operator:0.1.0"
+    assert "command" not in container  # the image's entrypoint, unless values.command is set
+
+
+def test_operator_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = pod_of(render())
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert not context.get("capabilities", {}).get("add")
+        assert context.get("privileged", False) is False
+        assert context["readOnlyRootFilesystem"] is True
+    volume_kinds = {key for volume in pod["volumes"] for key in volume if key != "name"}
+    assert volume_kinds <= {"emptyDir", "configMap", "secret", "projected", "downwardAPI"}
+
+
+def test_rbac_has_no_wildcards_and_only_the_verbs_the_operator_uses() -> None:
+    manifests = render()
+    rules = [rule for role in of_kind(manifests, "ClusterRole") for rule in role["rules"]]
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {field}: {rule}"
+    granted = {
+        (group, resource, verb)
+        for r in rules
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+    }
+    assert ("", "secrets", "get") in granted
+    assert not {g for g in granted if g[1] == "secrets" and g[2] != "get"}, "the operator only reads Secrets"
+    assert not {g for g in granted if g[1] in ("pods", "nodes") and g[2] not in ("list", "watch")}
+    assert ("batch", "jobs", "create") in granted
+    assert ("recon.dev", "reconstructionjobs/status", "patch") in granted
+    assert not {g for g in granted if g[2] in ("escalate", "bind", "impersonate")}
+    binding = one(manifests, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-recon-operator", "namespace": "recon-system"}
+    ]
+
+
+def test_watch_namespaces_installs_a_role_per_namespace_and_only_read_only_cluster_rules() -> None:
+    manifests = render("watchNamespaces={team-a,team-b}")
+    roles = of_kind(manifests, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    bindings = of_kind(manifests, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for role in of_kind(manifests, "ClusterRole"):
+        for rule in role["rules"]:
+            assert set(rule["verbs"]) <= {"list", "watch"}, f"cluster-wide write in namespaced mode: {rule}"
+            assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}
+    config = one(manifests, "ConfigMap")["data"]
+    assert config["RECON_OPERATOR_NAMESPACES"] == "team-a,team-b"
+
+
+def test_configmap_is_read_by_the_operator_settings() -> None:
+    """The ConfigMap's keys are exactly OperatorSettings fields, and parse to the chart's values."""
+    from recon_operator.settings import OperatorSettings
+
+    values = [
+        "worker.image.tag=9.9",
+        "worker.nodeSelector.gpu=h100",
+        "worker.runtimeClassName=nvidia",
+        "worker.s3.endpoint=http://minio.storage:9000",
+        "worker.cpu=2",
+        "worker.command={recon-worker,run}",
+    ]
+    data = one(render(*values), "ConfigMap")["data"]
+    prefix = "RECON_OPERATOR_"
+    fields = set(OperatorSettings.model_fields)
+    unknown = [key for key in data if key.removeprefix(prefix).lower() not in fields]
+    assert not unknown, f"ConfigMap keys the operator does not read: {unknown}"
+    saved = dict(os.environ)
+    try:
+        os.environ.update(data)
+        settings = OperatorSettings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert settings.worker_image == "ghcr.io/recon-dev/recon-worker:9.9"
+    assert settings.worker_command == ("recon-worker", "run")
+    assert settings.worker_node_selector == {"gpu": "h100"}
+    assert settings.worker_tolerations == ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
+    assert settings.worker_runtime_class_name == "nvidia"
+    assert settings.s3_endpoint == "http://minio.storage:9000"
+    assert settings.default_cpu == "2"
+    assert settings.namespaces == ()
+
+
+def test_deployment_reads_the_configmap_and_rolls_when_it_changes() -> None:
+    first = one(render(), "Deployment")
+    container = first["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"][0] == {"configMapRef": {"name": "rel-recon-operator-worker-defaults"}}
+    second = one(render("worker.image.tag=2.0"), "Deployment")
+    checksum = "checksum/config"
+    assert (
+        first["spec"]["template"]["metadata"]["annotations"][checksum]
+        != (second["spec"]["template"]["metadata"]["annotations"][checksum])
+    )
+
+
+def test_service_monitor_is_optional_and_needs_the_metrics_service() -> None:
+    assert not of_kind(render(), "ServiceMonitor")
+    monitor = one(render("metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    result = helm(
+        "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "metrics.service.enabled" in result.stderr
+
+
+def test_metrics_disabled_serves_none_and_exposes_no_port() -> None:
+    manifests = render("metrics.enabled=false")
+    assert not of_kind(manifests, "Service")
+    container = pod_of(manifests)["containers"][0]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert one(manifests, "ConfigMap")["data"]["RECON_OPERATOR_METRICS_PORT"] == "null"
+
+
+def test_local_node_values_set_the_console_script_and_existing_service_account() -> None:
+    manifests = render("command={recon-operator}", "serviceAccount.create=false", "serviceAccount.name=ops")
+    assert not of_kind(manifests, "ServiceAccount")
+    pod = pod_of(manifests)
+    assert pod["serviceAccountName"] == "ops"
+    assert pod["containers"][0]["command"] == ["recon-operator"]
+    assert one(manifests, "ClusterRoleBinding")["subjects"][0]["name"] == "ops"
+
+
+def test_chart_app_version_matches_the_operator_and_worker_versions() -> None:
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    for project in ("operator", "worker"):
+        version = tomllib.loads((REPO / project / "pyproject.toml").read_text())["project"]["version"]
+        assert chart["appVersion"] == version, (
+            f"{project}/pyproject.toml is {version}, Chart.yaml {chart['appVersion']}"
+        )
