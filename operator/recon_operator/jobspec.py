@@ -117,16 +117,20 @@ def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: Op
             {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size}},
         ],
     }
-    if scheduling.node_selector:
-        pod["nodeSelector"] = dict(scheduling.node_selector)
-    if scheduling.tolerations:
-        pod["tolerations"] = copy.deepcopy(scheduling.tolerations)
+    node_selector = {**settings.worker_node_selector, **scheduling.node_selector}
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    tolerations = copy.deepcopy(scheduling.tolerations)
+    tolerations += [copy.deepcopy(default) for default in settings.worker_tolerations if default not in tolerations]
+    if tolerations:
+        pod["tolerations"] = tolerations
     if scheduling.affinity:
         pod["affinity"] = copy.deepcopy(scheduling.affinity)
     if scheduling.priority_class_name:
         pod["priorityClassName"] = scheduling.priority_class_name
-    if scheduling.runtime_class_name:
-        pod["runtimeClassName"] = scheduling.runtime_class_name
+    runtime_class = scheduling.runtime_class_name or settings.worker_runtime_class_name
+    if runtime_class:
+        pod["runtimeClassName"] = runtime_class
     return pod
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -22,6 +22,11 @@ class OperatorSettings(BaseSettings):
     # pod commands as local processes, so tests point this at small real Python commands.
     worker_command: Annotated[tuple[str, ...], NoDecode] = ("recon-worker", "run")
     image_pull_policy: str = "IfNotPresent"
+    # Cluster-wide placement of worker pods (the chart's worker.nodeSelector/tolerations/runtimeClassName),
+    # JSON in the environment. The CR's spec.scheduling adds to them (its keys and runtimeClassName win).
+    worker_node_selector: dict[str, str] = {}
+    worker_tolerations: tuple[dict[str, Any], ...] = ()
+    worker_runtime_class_name: str | None = None
     # Used for preflight and handed to the worker when the CR names no spec.storage.endpoint.
     s3_endpoint: str | None = None
     s3_region: str | None = None
