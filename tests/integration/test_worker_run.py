@@ -218,3 +218,14 @@ def test_sigterm_publishes_nothing_and_the_retry_resumes(s3: S3Server, capture: 
     assert manifest["resumedStages"] == ["reconstruct"]
     assert "resumed from checkpoints of: reconstruct" in output
     assert not [k for k in keys(s3, "results") if ".recon-staging" in k]
+
+
+def test_validate_command_reads_an_s3_capture(s3: S3Server, capture: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "recon_worker.cli", "validate", "--input", "s3://captures/ball/"]
+    command += ["--endpoint", s3.endpoint]
+    ok = subprocess.run(command, env=worker_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "capture OK: 10 frames of 32x32")
+    s3.client().put_object(Bucket="captures", Key="ball/transforms.json", Body=b'{"frames": []}')
+    bad = subprocess.run(command, env=worker_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stdout.splitlines()[1] == "  - transforms.json: has no 'frames' list (or it is empty)"
