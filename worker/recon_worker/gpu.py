@@ -2,7 +2,7 @@
 
 `probe_gpus` asks NVML (nvidia-ml-py) what the node has; `choose_device` is the pure decision:
 - `compute.gpus == 0`: the CPU, always (the pod did not ask for a GPU, so it must not use one);
-- otherwise CUDA, if it is usable and the GPU has `minGpuMemoryGiB` free, else exit 3 (NodeUnsuitable)
+- otherwise CUDA, if it is usable and cuda:0 has `minGpuMemoryGiB` free, else exit 3 (NodeUnsuitable)
   with reason NoGPU or InsufficientGPUMemory, so the Job retries on another node.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,7 +32,7 @@ class GpuInfo:
 @dataclass(frozen=True)
 class DeviceChoice:
     device: Literal["cuda", "cpu"]
-    gpu: GpuInfo | None  # the GPU used (the one with the most free memory), None on the CPU
+    gpu: GpuInfo | None  # the GPU used (cuda:0), None on the CPU
 
     @property
     def renderer(self) -> Literal["nvdiffrast", "pytorch3d"]:
@@ -45,8 +46,26 @@ class DeviceChoice:
         return self.gpu.name if self.gpu else "cpu"
 
 
+def visible(gpus: list[GpuInfo], uuids: list[str], cuda_visible_devices: str | None) -> list[GpuInfo]:
+    """The GPUs CUDA will number 0, 1, ... under CUDA_VISIBLE_DEVICES (indices or UUIDs), in its order.
+
+    NVML lists every GPU of the node whatever CUDA_VISIBLE_DEVICES says; in a Kubernetes container the
+    runtime hides the others, but a process started with only the variable set (the local cluster's node
+    agent, a developer's shell) must apply it itself.
+    """
+    if cuda_visible_devices is None:
+        return gpus
+    chosen = []
+    for entry in (e.strip() for e in cuda_visible_devices.split(",") if e.strip()):
+        match = [g for g, u in zip(gpus, uuids, strict=True) if entry == str(g.index) or u.startswith(entry)]
+        if not match:
+            break  # CUDA stops at the first invalid entry
+        chosen.append(match[0])
+    return chosen
+
+
 def probe_gpus() -> list[GpuInfo]:
-    """Every GPU NVML sees, with its free memory; [] without a driver."""
+    """The GPUs this process may use, with their free memory, first the one CUDA calls cuda:0; [] without a driver."""
     try:
         import pynvml
     except ImportError:
@@ -57,14 +76,16 @@ def probe_gpus() -> list[GpuInfo]:
         log.info("NVML unavailable (%s): no GPU", exc)
         return []
     try:
-        gpus = []
+        gpus, uuids = [], []
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(handle)
+            uuid = pynvml.nvmlDeviceGetUUID(handle)
             memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
             name = name.decode() if isinstance(name, bytes) else str(name)
+            uuids.append(uuid.decode() if isinstance(uuid, bytes) else str(uuid))
             gpus.append(GpuInfo(index, name, memory.total / GiB, memory.free / GiB))
-        return gpus
+        return visible(gpus, uuids, os.environ.get("CUDA_VISIBLE_DEVICES"))
     finally:
         pynvml.nvmlShutdown()
 
@@ -87,14 +108,15 @@ def choose_device(compute: ComputeSpec, gpus: list[GpuInfo], cuda: bool) -> Devi
             "set resources.gpus: 0 to run on the CPU",
             reason="NoGPU",
         )
-    best = max(gpus, key=lambda g: g.free_gib)
-    if best.free_gib < compute.min_gpu_memory_gib:
+    # The engine computes on cuda:0, the first visible GPU: that is the one whose memory counts.
+    gpu = gpus[0]
+    if gpu.free_gib < compute.min_gpu_memory_gib:
         raise NodeUnsuitable(
-            f"GPU {best.index} ({best.name}) has {best.free_gib:.1f} GiB free of {best.total_gib:.1f} GiB; "
+            f"GPU {gpu.index} ({gpu.name}) has {gpu.free_gib:.1f} GiB free of {gpu.total_gib:.1f} GiB; "
             f"the task needs {compute.min_gpu_memory_gib:g} GiB (minGpuMemoryGiB)",
             reason="InsufficientGPUMemory",
         )
-    return DeviceChoice("cuda", best)
+    return DeviceChoice("cuda", gpu)
 
 
 def detect_device(compute: ComputeSpec) -> DeviceChoice:
