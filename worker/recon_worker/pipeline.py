@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -162,7 +163,9 @@ class Pipeline:
         if too_big:
             raise CaptureInvalid(CaptureReport(too_big, 0, None))
         dest = self.workdir / "fetch" / "capture"
-        batch = max(1, len(objects) // 20)  # ~20 progress updates, each a parallel transfer batch
+        # Batches big enough to keep the transfer manager's threads busy, small enough for ~20 progress
+        # updates and prompt cancellation on large captures.
+        batch = max(32, math.ceil(len(objects) / 20))
         for start in range(0, len(objects), batch):
             self.cancel.check()
             store.download(objects[start : start + batch], dest)
