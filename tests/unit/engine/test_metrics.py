@@ -78,7 +78,7 @@ def test_over_white_and_view_metrics() -> None:
     composite = over_white(rgba)
     assert composite[0, 0].tolist() == [1.0, 0.0, 0.0] and composite[7, 7].tolist() == [1.0, 1.0, 1.0]
     metrics = view_metrics("test/r_0.png", composite, rgba[..., 3], rgba)
-    assert metrics.psnr == math.inf and metrics.mask_iou == 1.0 and metrics.ssim == pytest.approx(1.0)
+    assert metrics.psnr == 100.0 and metrics.mask_iou == 1.0 and metrics.ssim == pytest.approx(1.0)
 
 
 # --- geometric metrics -----------------------------------------------------------------------------

@@ -186,6 +186,7 @@ def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
 
 def write_obj(mesh: trimesh.Trimesh, folder: Path) -> None:
     """mesh.obj + mesh.mtl + texture.png in `folder` (the MTL names the texture by that fixed name)."""
+    folder.mkdir(parents=True, exist_ok=True)
     out = textured(np.asarray(mesh.vertices), np.asarray(mesh.faces), uv_of(mesh), texture_image(mesh))
     text, _ = trimesh.exchange.obj.export_obj(
         out, include_normals=True, include_texture=True, return_texture=True, mtl_name="mesh.mtl"

@@ -99,9 +99,13 @@ class ViewMetrics(_Model):
     """Image metrics of one held-out view."""
 
     image: str = Field(description="Capture image, relative to the capture root.")
-    psnr: float
+    psnr: float = Field(description="dB, capped at 100 (identical images).")
     ssim: float
     mask_iou: float = Field(alias="maskIoU")
+
+
+# PSNR of a view is capped here: identical images (infinite PSNR) must still serialise as a number.
+PSNR_CAP = 100.0
 
 
 def view_metrics(
@@ -111,7 +115,7 @@ def view_metrics(
     target = over_white(captured_rgba)
     return ViewMetrics(
         image=image,
-        psnr=psnr(rendered_rgb, target),
+        psnr=min(psnr(rendered_rgb, target), PSNR_CAP),
         ssim=ssim(rendered_rgb, target),
         mask_iou=mask_iou(rendered_alpha, captured_rgba[..., 3]),
     )

@@ -138,7 +138,7 @@ th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:3px 10px;border-radius:12px;color:#fff;font-weight:600}
 .pass{background:#1b873f}.fail{background:#c62828}.warn{background:#b26a00}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0;background:#fff;border:1px solid #ddd}
-.grid img{display:block;width:230px}.cmp img{display:block;max-width:100%}
+.grid img{display:block;width:230px}.grid .cmp img{width:auto;min-width:450px;max-width:100%}
 figcaption{font-size:12px;padding:2px 6px;color:#555}.muted{color:#777;font-size:13px}
 """
 
@@ -202,9 +202,11 @@ def render_html(report: Report, previews: Path) -> str:
         digits=4,
     )
     repairs = "".join(f"<li>{html.escape(r)}</li>" for r in c.repairs) or "<li>none needed</li>"
+    frames = sorted(previews.glob("turntable_*.png"))
     turntable = "".join(
-        f'<figure><img alt="turntable view {i}" src="{data_uri(p)}"><figcaption>azimuth {i * 45}°</figcaption></figure>'
-        for i, p in enumerate(sorted(previews.glob("turntable_*.png")))
+        f'<figure><img alt="turntable view {i}" src="{data_uri(p)}">'
+        f"<figcaption>azimuth {360 * i / len(frames):.0f}°</figcaption></figure>"
+        for i, p in enumerate(frames)
     )
     comparisons = "".join(
         f'<figure class=cmp><img alt="held-out comparison {i}" src="{data_uri(p)}">'

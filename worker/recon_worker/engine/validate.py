@@ -22,7 +22,7 @@ from PIL import Image
 
 from recon_worker.capture import Capture, Intrinsics, Split
 from recon_worker.engine.cameras import make_cameras, scaled_intrinsics
-from recon_worker.engine.export import decimate, load_mesh, load_result_mesh, texture_image, uv_of, write_obj
+from recon_worker.engine.export import decimate, load_mesh, texture_image, uv_of, write_obj
 from recon_worker.engine.meshcheck import MeshChecks, check_mesh, repair_mesh
 from recon_worker.engine.metrics import (
     GateResult,
@@ -35,12 +35,15 @@ from recon_worker.engine.metrics import (
 )
 from recon_worker.engine.render import Renderer, get_renderer
 from recon_worker.engine.rendering import render_mesh
+from recon_worker.engine.texture import load_textured_mesh
 from recon_worker.stage import StageContext
 from recon_worker.task import Gates
 
 TURNTABLE_VIEWS = 8
 TURNTABLE_ELEVATION_DEG = 20.0
-PREVIEW_SIDE = 384  # longest side of turntable previews, pixels
+# Longest side of turntable previews, pixels. PyTorch3D rasterizes naively on the CPU (cost ~ pixels x
+# faces: ~4 s for one 384^2 view of 6k faces on two cores), so CPU previews are small.
+PREVIEW_SIDE = {"cuda": 384, "cpu": 128}
 COMPARISONS = 6  # held-out views saved as capture | render | error previews
 _RENDER_BATCH = 4  # views per rasterizer call (bounds memory at 512^2 on the CPU)
 
@@ -155,7 +158,9 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     previews.mkdir(exist_ok=True)
     capture = ctx.capture
 
-    mesh, repairs = repair_mesh(load_result_mesh(ctx.workdir / "texture"))
+    textured = load_textured_mesh(ctx.workdir / "texture")
+    texture_image(textured)  # fails early, naming what is missing
+    mesh, repairs = repair_mesh(textured)
     mesh, notes = decimate(mesh, ctx.settings.export.target_faces)
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
@@ -187,7 +192,8 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     center = mesh.bounds.mean(axis=0)
     distance = float(np.mean([np.linalg.norm(f.c2w[:3, 3] - center) for f in capture.frames]))
     poses = turntable_poses(center, distance, capture_up(capture), TURNTABLE_VIEWS, TURNTABLE_ELEVATION_DEG)
-    turntable, _ = render_views(renderer, tensors, scaled_intrinsics(capture.intrinsics, PREVIEW_SIDE), poses)
+    side = PREVIEW_SIDE["cuda" if renderer.device.type == "cuda" else "cpu"]
+    turntable, _ = render_views(renderer, tensors, scaled_intrinsics(capture.intrinsics, side), poses)
     for k, image in enumerate(turntable):
         to_png(image).save(previews / f"turntable_{k:02d}.png")
 

@@ -1,0 +1,112 @@
+"""report.json and the self-contained report.html of `engine.report`; the page is opened in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon_worker.engine.export import load_result_mesh
+from recon_worker.engine.meshcheck import check_mesh
+from recon_worker.engine.metrics import GateResult, QualityMetrics, ViewMetrics
+from recon_worker.engine.render import get_renderer
+from recon_worker.engine.report import CaptureSummary, GpuTelemetry, Report, build_report, write_report
+from recon_worker.engine.validate import MeshTensors, render_views, to_png, turntable_poses
+from recon_worker.presets import resolve_quality
+from tests.conftest import MESHES
+
+CHROMIUM = Path("/usr/bin/chromium")
+PREVIEW = 96
+
+
+def make_report(folder: Path, *, gates_passed: bool = True) -> Report:
+    """A report for spot with real turntable renders and a held-out comparison strip in folder/previews."""
+    spot = load_result_mesh(MESHES / "spot")
+    previews = folder / "previews"
+    previews.mkdir(parents=True)
+    from recon_worker.capture import Intrinsics
+
+    intrinsics = Intrinsics(PREVIEW * 1.4, PREVIEW * 1.4, PREVIEW / 2, PREVIEW / 2, PREVIEW, PREVIEW)
+    poses = turntable_poses(np.zeros(3), 3.0, np.array([0.0, 1.0, 0.0]), 8, 20.0)
+    rgb, _ = render_views(get_renderer("cpu", "pytorch3d"), MeshTensors.of(spot, "cpu"), intrinsics, poses)
+    for k, image in enumerate(rgb):
+        to_png(image).save(previews / f"turntable_{k:02d}.png")
+    to_png(np.concatenate([rgb[0], rgb[1], np.zeros_like(rgb[0])], axis=1)).save(previews / "heldout_00.png")
+
+    checks = check_mesh(spot)
+    metrics = QualityMetrics(
+        psnr=31.25, ssim=0.9712, maskIoU=0.9934, chamferL1=0.0712, fScore=0.9961, normal_consistency=0.987,
+        faces=checks.faces, vertices=checks.vertices, watertight=True, manifold=True, renderer="pytorch3d",
+        checks=checks,
+        gates=GateResult(passed=gates_passed, enforced=False, failures=[] if gates_passed else ["PSNR 31.25 dB <x>"]),
+        views=[ViewMetrics(image="test/r_0.png", psnr=31.25, ssim=0.9712, maskIoU=0.9934)],
+    )  # fmt: skip
+    return build_report(
+        metrics=metrics,
+        settings=resolve_quality("draft"),
+        capture=CaptureSummary(train_views=24, test_views=1, width=128, height=128, ground_truth=True),
+        device="cpu",
+        export_formats=["glb", "obj"],
+        files=["mesh.glb"],
+        stage_seconds={"fetch": 0.5, "reconstruct": 3.25, "validate": 2.0},
+        resumed_stages=[],
+        gpu=GpuTelemetry(),
+        created=datetime(2026, 11, 23, 12, 0, tzinfo=UTC),
+    )
+
+
+def test_report_json_round_trips_with_all_sections(tmp_path: Path) -> None:
+    report = make_report(tmp_path)
+    json_path, _ = write_report(report, tmp_path)
+    again = Report.model_validate_json(json_path.read_text())
+    assert again == report
+    raw = json_path.read_text()
+    for key in ("stageSeconds", "resumedStages", "gpu", "software", "metrics", "checks", "gates", "renderer"):
+        assert f'"{key}"' in raw
+    assert again.total_seconds == pytest.approx(5.75)
+    assert again.gpu.peak_memory_allocated_gb is None  # the CPU has no GPU figures
+    assert set(again.software) >= {"python", "torch", "pytorch3d", "nvdiffrast", "trimesh", "recon-worker"}
+
+
+def test_report_html_is_self_contained(tmp_path: Path) -> None:
+    _, html_path = write_report(make_report(tmp_path, gates_passed=False), tmp_path)
+    page = html_path.read_text()
+    assert "<script" not in page
+    # Every image is inlined; nothing is fetched from anywhere.
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 9 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"(href|src)=\"(https?:|//|file:)", page) and "url(" not in page
+    assert "quality gates failed" in page and "PSNR 31.25 dB &lt;x&gt;" in page  # escaped
+    assert "31.250" in page and "0.0712" in page
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium (apt-get install chromium)"
+)
+def test_report_html_renders_previews_in_chromium(tmp_path: Path) -> None:
+    _, html_path = write_report(make_report(tmp_path / "out"), tmp_path / "out")
+    shot = tmp_path / "shot.png"
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+        f"--screenshot={shot}", "--window-size=1280,2000",
+    ]  # fmt: skip
+    run = subprocess.run(
+        [str(CHROMIUM), *flags, html_path.as_uri()], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Uncaught" not in run.stderr and "Failed to load resource" not in run.stderr, run.stderr[-2000:]
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert image.shape[:2] == (2000, 1280)
+    # The turntable sits right below the title: its band holds the cow's coloured pixels in 8 figures.
+    band = image[80:450]
+    coloured = (band.max(axis=-1) - band.min(axis=-1)) > 40
+    assert coloured.sum() > 2000, "no coloured preview pixels where the turntable should be"
+    columns = np.nonzero(coloured.any(axis=0))[0]
+    assert columns.max() - columns.min() > 600  # spread across the row, not one image
