@@ -38,6 +38,13 @@ class RefinementSettings(_Model):
     render_resolution: int = Field(512, ge=32, le=4096, description="Longest side of rendered views, pixels.")
     batch_views: int = Field(8, ge=1, le=64, description="Training views rendered per step.")
     texture_size: int = Field(1024, ge=64, le=8192, description="Texture map side, pixels.")
+    max_faces: int = Field(60_000, ge=100, le=2_000_000, description="The coarse mesh is decimated to this.")
+    position_lr: float = Field(5e-4, gt=0, le=0.1, description="Vertex step size, fraction of the bbox diagonal.")
+    laplacian_weight: float = Field(0.02, ge=0, description="Smoothness weight (uniform Laplacian).")
+    mask_weight: float = Field(2.0, ge=0, description="Silhouette loss weight, relative to colour.")
+    geometry_color_weight: float = Field(
+        0.3, ge=0, le=1, description="Share of the colour loss' gradient that moves vertices (silhouettes: 1)."
+    )
 
 
 class ExportSettings(_Model):
@@ -56,10 +63,17 @@ class QualitySettings(_Model):
 
 # Preset values, as the nested camelCase mapping that `QualitySettings` validates.
 PRESETS: dict[PresetName, dict[str, Any]] = {
-    # CPU-friendly: small grid, few low-resolution steps (PyTorch3D's CPU rasterizer is ~1 s a step).
+    # CPU-friendly: small grid, few low-resolution steps on a small mesh (PyTorch3D's CPU rasterizer costs
+    # pixels x faces: ~0.3 s a step here), texture baked from the photos at their own resolution.
     "draft": {
         "reconstruction": {"backend": "visual-hull", "resolution": 64},
-        "refinement": {"iterations": 40, "renderResolution": 128, "batchViews": 4, "textureSize": 512},
+        "refinement": {
+            "iterations": 30,
+            "renderResolution": 96,
+            "batchViews": 3,
+            "textureSize": 512,
+            "maxFaces": 1500,
+        },
         "export": {"formats": ["glb", "obj"], "targetFaces": 20_000},
     },
     "standard": {

@@ -50,7 +50,10 @@ class SilhouetteSdf:
             d = views.sample(sdf_px, pixels, outside=-1e9)  # off-image: no evidence
             d = torch.where(depth > 0, d * depth / focal, torch.full_like(d, -1e9))
             # k-th largest over the views: the tightest bound that tolerates k - 1 bad masks.
-            return torch.topk(d, min(k, d.shape[0]), dim=0).values[-1]
+            bound = torch.topk(d, min(k, d.shape[0]), dim=0).values[-1]
+            # Points that most cameras do not frame are background, not "no evidence".
+            seen = views.in_view_count(pixels, depth) >= (len(views) + 1) // 2
+            return torch.where(seen, bound, bound.abs().clamp(min=1e-3))
 
         coarse = initial_grid(views, COARSE_RESOLUTION)
         grid = fit_grid(evaluate(coarse, distance) < 0, coarse, resolution)

@@ -60,6 +60,14 @@ class SilhouetteViews:
         off = (grid.abs() > 1).any(dim=-1)
         return torch.where(off, torch.full_like(values, outside), values)
 
+    def in_view_count(self, pixels: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """[P] how many views see each point inside their image, in front of the camera."""
+        k = self.intrinsics
+        inside = (
+            (pixels[..., 0] >= 0) & (pixels[..., 0] <= k.width) & (pixels[..., 1] >= 0) & (pixels[..., 1] <= k.height)
+        )
+        return (inside & (depth > 0)).sum(dim=0)
+
     def look_at_point(self) -> torch.Tensor:
         """[3] the point nearest (least squares) to every camera's optical axis: the object's centre."""
         origins = self.c2w[:, :3, 3].double()

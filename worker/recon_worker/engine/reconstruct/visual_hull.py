@@ -29,7 +29,9 @@ class VisualHull:
             pixels, depth = views.project(points)
             alpha = views.sample(views.alpha, pixels, outside=1.0)  # off-image: no evidence
             alpha = alpha.masked_fill(depth <= 0, 1.0)
-            return kth_smallest(alpha, k)
+            # Points that most cameras do not frame are background, not "no evidence".
+            seen = views.in_view_count(pixels, depth) >= (len(views) + 1) // 2
+            return torch.where(seen, kth_smallest(alpha, k), torch.zeros_like(alpha[0]))
 
         coarse = initial_grid(views, COARSE_RESOLUTION)
         grid = fit_grid(evaluate(coarse, occupancy) > 0.5, coarse, resolution)

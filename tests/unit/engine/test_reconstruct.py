@@ -1,0 +1,53 @@
+"""Coarse reconstruction: both built-in backends carve a sphere's silhouettes into a closed sphere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recon_worker.capture import load_capture
+from recon_worker.engine.reconstruct import available, get_reconstructor
+from recon_worker.engine.reconstruct.views import SilhouetteViews
+from tests.unit.engine.synthetic_sphere import write_sphere_capture
+
+RADIUS = 0.5
+
+
+@pytest.fixture(scope="module")
+def sphere_views(tmp_path_factory: pytest.TempPathFactory) -> SilhouetteViews:
+    root = write_sphere_capture(tmp_path_factory.mktemp("sphere"), views=16, size=64, radius=RADIUS)
+    return SilhouetteViews.from_capture(load_capture(root))
+
+
+@pytest.mark.parametrize("backend", ["visual-hull", "silhouette-sdf"])
+def test_backend_gives_a_closed_mesh_close_to_the_sphere(sphere_views: SilhouetteViews, backend: str) -> None:
+    mesh = get_reconstructor(backend)(sphere_views, 48)
+    assert mesh.is_watertight and mesh.is_winding_consistent
+    assert mesh.volume > 0
+    radii = np.linalg.norm(mesh.vertices, axis=1)
+    # A hull of 16 views is a little larger than the sphere, never smaller (beyond a voxel's error).
+    voxel = 1.2 * 2 * RADIUS / 47
+    assert radii.min() > RADIUS - voxel
+    assert np.median(radii) < RADIUS * 1.08
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.2)
+    np.testing.assert_allclose(mesh.centroid, 0, atol=0.02)
+
+
+def test_look_at_point_is_the_sphere_centre(sphere_views: SilhouetteViews) -> None:
+    np.testing.assert_allclose(sphere_views.look_at_point().numpy(), 0, atol=1e-4)
+
+
+def test_registry_lists_builtins_and_names_unknown_backends() -> None:
+    assert {"visual-hull", "silhouette-sdf"} <= set(available())
+    with pytest.raises(ValueError, match=r"unknown reconstruction backend 'nerf'.*visual-hull"):
+        get_reconstructor("nerf")
+
+
+@pytest.mark.parametrize("backend", ["visual-hull", "silhouette-sdf"])
+def test_empty_masks_fail_with_an_actionable_error(tmp_path: Path, backend: str) -> None:
+    views = SilhouetteViews.from_capture(load_capture(write_sphere_capture(tmp_path, views=4, size=32)))
+    views.alpha.zero_()
+    with pytest.raises(ValueError, match="carve away everything"):
+        get_reconstructor(backend)(views, 32)
