@@ -172,7 +172,7 @@ class Pipeline:
             self.tracker.update(min(len(objects), start + batch) / len(objects) * 0.9)
         report = require_valid_capture(dest, self.task.input.transforms_file, self.limits)
         log.info("%s", report.summary())
-        return load_capture(dest, self.task.input.transforms_file), objects, time.monotonic() - started
+        return load_capture(dest, self.task.input.transforms_file), objects, round(time.monotonic() - started, 3)
 
     def _run_engine(self, ctx: StageContext, checkpoints: Checkpoints | None) -> None:
         resumed = checkpoints.completed(ENGINE_STAGES) if checkpoints else []
