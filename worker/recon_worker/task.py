@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from recon_worker.presets import QualitySettings
 
-TASK_API_VERSION = "recon.dev/v1alpha1"
-TASK_KIND = "ReconstructionTask"
+TASK_API_VERSION: Final = "recon.dev/v1alpha1"
+TASK_KIND: Final = "ReconstructionTask"
 
 # s3://bucket/optional/prefix/ (bucket names per the S3 naming rules) or file:///absolute/path/
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
