@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import http.server
 import json
 import os
+import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -124,3 +128,67 @@ def test_missing_credentials_are_access_denied(s3: S3Server, monkeypatch: pytest
     with pytest.raises(AccessDenied, match="no S3 credentials") as error:
         store(s3, "s3://any/x/").list_objects()
     assert error.value.reason == "NoCredentials"
+
+
+class FlakyFrontend:
+    """An HTTP front of the moto server that answers 503 SlowDown to the first `failures` requests.
+
+    A real server on a real socket, so botocore's own retry logic is what gets exercised.
+    """
+
+    def __init__(self, backend: str, failures: int) -> None:
+        self.failures, self.seen = failures, 0
+        target = urllib.parse.urlsplit(backend)
+        frontend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_one(self) -> None:
+                frontend.seen += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if frontend.seen <= frontend.failures:
+                    error = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                connection.request(self.command, self.path, body=body, headers=dict(self.headers))
+                response = connection.getresponse()
+                payload = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_throttling_and_5xx_are_retried_with_backoff(s3: S3Server) -> None:
+    s3.client().create_bucket(Bucket="flaky")
+    s3.client().put_object(Bucket="flaky", Key="cap/transforms.json", Body=b"{}")
+    frontend = FlakyFrontend(s3.endpoint, failures=2)
+    try:
+        storage = StorageSpec(endpoint=frontend.endpoint)
+        listing = open_store("s3://flaky/cap/", storage, StorageOptions(max_attempts=4)).list_objects()
+        assert [o.key for o in listing] == ["transforms.json"] and frontend.seen == 3
+        frontend.failures, frontend.seen = 100, 0
+        with pytest.raises(TransientError, match=r"cannot list s3://flaky/cap/: SlowDown .* \(after retries\)"):
+            open_store("s3://flaky/cap/", storage, StorageOptions(max_attempts=3)).list_objects()
+        assert frontend.seen == 3  # every attempt reached the server, then the worker gave up
+    finally:
+        frontend.close()

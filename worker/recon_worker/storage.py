@@ -163,7 +163,8 @@ def s3_client(storage: StorageSpec, options: StorageOptions) -> Any:
 
     endpoint = storage.endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     config = Config(
-        retries={"mode": options.retry_mode, "max_attempts": options.max_attempts},
+        # total_max_attempts counts the first try; botocore's own "max_attempts" key counts only retries.
+        retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts},
         # S3-compatible servers (MinIO, Ceph, moto) rarely serve virtual-hosted bucket names.
         s3={"addressing_style": "path"} if endpoint else {},
         connect_timeout=options.connect_timeout,
