@@ -1,6 +1,6 @@
 """Kopf handlers: thin glue that observes, calls `reconcile.decide`, and carries out its decision.
 
-Every path (create, resume, spec change, the healing timer, and events of owned Jobs and Pods) runs
+Every path (create, resume, spec change, the healing sweep, and events of owned Jobs and Pods) runs
 the same level-based `Reconciler.run`, serialized per ReconstructionJob. Reads come from Kopf indexes
 (in-memory caches fed by watches); the API is read fresh only before creating a Job or declaring one
 gone, so a stale cache can never create a duplicate.
@@ -13,7 +13,9 @@ from typing import Any
 
 import kopf
 
+from recon_operator.healer import Healer
 from recon_operator.labels import JOB_LABEL
+from recon_operator.login import login_with_token_file
 from recon_operator.names import label_value
 from recon_operator.reconciler import Reconciler
 from recon_operator.settings import OperatorSettings
@@ -25,6 +27,17 @@ CR = (API_GROUP, API_VERSION, PLURAL)
 OWNED = {JOB_LABEL: kopf.PRESENT}
 # Kopf passes indexes as extra keyword arguments, which its handler protocols do not declare: handlers
 # that take them carry `type: ignore[arg-type]` on the decorator line mypy reports.
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # In a pod: its ServiceAccount; elsewhere: $KUBECONFIG as it is now (the kubernetes client reads it at import).
+    # A kubeconfig whose user is a `tokenFile` (the local node agent's pods) needs the client's loader.
+    return (
+        kopf.login_with_service_account(**kwargs)
+        or login_with_token_file(**kwargs)
+        or kopf.login_with_kubeconfig(**kwargs)
+    )
 
 
 @kopf.on.startup()
@@ -39,9 +52,16 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
     settings.watching.client_timeout = 330
     reconciler = Reconciler.create(SETTINGS)
     memo.reconciler = reconciler
-    if SETTINGS.metrics_port:
+    memo.healer = Healer(reconciler, SETTINGS.namespaces, SETTINGS.reconcile_interval_s)
+    memo.healer.start()
+    if SETTINGS.metrics_port is not None:
         port = reconciler.metrics.serve(SETTINGS.metrics_port)
         logger.info(f"metrics on :{port}/metrics")
+
+
+@kopf.on.cleanup()
+def stop_healing(memo: Any, **_: Any) -> None:
+    memo.healer.stop()
 
 
 # ---- indexes: the operator's view of the world ----------------------------------------------------
@@ -98,19 +118,6 @@ def _owned(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[Any]:
     timeout=SETTINGS.handler_timeout_s,
 )
 def reconcile_resource(
-    body: kopf.Body,
-    memo: Any,
-    retry: int,
-    recon_jobs: kopf.Index[Any, Any],
-    recon_pods: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
-    key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
-    memo.reconciler.run(dict(body), _owned(recon_jobs, key), _owned(recon_pods, key), allow_create=True, retry=retry)
-
-
-@kopf.timer(*CR, interval=SETTINGS.reconcile_interval_s, initial_delay=SETTINGS.reconcile_interval_s)  # type: ignore[arg-type]
-def heal(
     body: kopf.Body,
     memo: Any,
     retry: int,

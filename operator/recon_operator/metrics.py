@@ -75,7 +75,7 @@ class OperatorMetrics:
         )
         self.retries = Counter(
             "recon_retries_total",
-            "Worker pod failures retried by the Job (counted when the job finishes), and new attempts.",
+            "Failed worker pods of finished jobs (kind=pod) and new attempts after a resume (kind=attempt).",
             ["kind"],
             registry=self.registry,
         )

@@ -97,6 +97,9 @@ def status_fields(
     """The complete operator-owned status for `phase`, keeping earlier times and condition transitions."""
     status = body.get("status") or {}
     generation = int((body.get("metadata") or {}).get("generation") or 0)
+    # Watches and listings render times differently ("Z" or "+00:00"): one form keeps the status stable.
+    started_at = rfc3339(parse_time(started_at)) if started_at else None
+    finished_at = rfc3339(parse_time(finished_at)) if finished_at else None
     quality = quality_findings(spec.gates, status.get("metrics"))
     fields: dict[str, Any] = {
         "phase": phase.value,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from recon_operator.jobspec import build_job
 from recon_operator.labels import JOB_LABEL
 from recon_operator.metrics import OperatorMetrics
 from recon_operator.names import job_name, label_value
-from recon_operator.phases import TERMINAL, Phase, Reason, confirm_outputs, parse_time
+from recon_operator.phases import TERMINAL, Observation, Phase, Reason, confirm_outputs, parse_time
 from recon_operator.preflight import PreflightError, credentials_from_secret, preflight
 from recon_operator.reconcile import Action, Decision, decide, from_observation, owned_status, status_fields
 from recon_operator.settings import OperatorSettings
@@ -35,7 +36,7 @@ def load_kube_config() -> kubernetes.client.ApiClient:
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     configuration = kubernetes.client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 32  # one per handler thread, plus room
     return kubernetes.client.ApiClient(configuration)
@@ -104,7 +105,7 @@ class Reconciler:
                 elif decision.action == Action.CREATE_JOB and not allow_create:
                     return
             status = self._act(body, decision, retry)
-            self._publish(body, status)
+            self._publish(body, status, decision.observation)
 
     def _act(self, body: Obj, decision: Decision, retry: int) -> dict[str, Any]:
         meta = body["metadata"]
@@ -152,7 +153,7 @@ class Reconciler:
             self.metrics.retries.labels("attempt").inc()
         return decision.status
 
-    def _publish(self, body: Obj, status: dict[str, Any]) -> None:
+    def _publish(self, body: Obj, status: dict[str, Any], observation: Observation | None = None) -> None:
         """Merge-patch the operator-owned status fields if they changed; post an Event on a phase change."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -176,6 +177,8 @@ class Reconciler:
             kopf.Body(cast("kopf.RawBody", dict(body))), type=event.type, reason=event.reason, message=event.message
         )
         self.metrics.transitions.labels(status["phase"]).inc()
+        if status["phase"] in TERMINAL and observation is not None and observation.pod_failures:
+            self.metrics.retries.labels("pod").inc(observation.pod_failures)
         self._observe_timings(body, status)
 
     def _observe_timings(self, body: Obj, status: Mapping[str, Any]) -> None:

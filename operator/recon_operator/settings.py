@@ -13,7 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 class OperatorSettings(BaseSettings):
     """Everything the operator needs besides the CR itself; defaults suit a production cluster."""
 
-    model_config = SettingsConfigDict(env_prefix="RECON_OPERATOR_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="RECON_OPERATOR_", env_parse_none_str="null", frozen=True, extra="ignore"
+    )
 
     # Comma-separated namespaces to watch; empty watches the whole cluster.
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
@@ -44,7 +46,8 @@ class OperatorSettings(BaseSettings):
     preflight_backoff_s: float = Field(5.0, gt=0)
     preflight_timeout_s: float = Field(20.0, gt=0)
     handler_timeout_s: float = Field(120.0, gt=0)
-    metrics_port: int = Field(9090, ge=0, le=65535)
+    # 0: any free port (tests); "null" serves no metrics.
+    metrics_port: int | None = Field(9090, ge=0, le=65535)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
 
     @field_validator("namespaces", mode="before")
