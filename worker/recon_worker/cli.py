@@ -12,17 +12,15 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from recon_worker import __version__
-from recon_worker.capture_checks import CaptureLimits, check_capture, check_listing
+from recon_worker.capture_checks import CaptureLimits
 from recon_worker.engine.synth import add_synth_parser
 from recon_worker.errors import (
     DEFAULT_TERMINATION_LOG,
     ExitCode,
-    InputsInvalid,
     WorkerError,
     write_termination_message,
 )
@@ -133,26 +131,12 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from recon_worker.storage import FileStore, open_store
-    from recon_worker.task import StorageSpec, check_uri
+    from recon_worker.runner import check_capture_at
+    from recon_worker.task import StorageSpec
 
-    limits = _limits(args)
     try:
-        store = open_store(check_uri(_uri(args.input)), StorageSpec(endpoint=args.endpoint, region=args.region))
-        with tempfile.TemporaryDirectory(prefix="recon-validate-") as scratch:
-            if isinstance(store, FileStore):
-                root = store.root
-                if not root.is_dir():
-                    raise InputsInvalid(f"{store.uri} is not a directory")
-            else:
-                objects = store.list_objects()
-                too_big = check_listing(objects, limits)
-                if too_big:
-                    print("capture invalid:\n" + "\n".join(f"  - {p}" for p in too_big))
-                    return int(ExitCode.INVALID)
-                root = Path(scratch)
-                store.download(objects, root)
-            report = check_capture(root, args.transforms_file, limits)
+        storage = StorageSpec(endpoint=args.endpoint, region=args.region)
+        report = check_capture_at(_uri(args.input), storage, args.transforms_file, _limits(args))
     except WorkerError as exc:
         print(f"{exc.reason}: {exc.message}", file=sys.stderr)
         return int(exc.exit_code)

@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from recon_worker.capture_checks import CaptureLimits
-from recon_worker.errors import ExitCode, Outcome, TaskInvalid, outcome_of
+from recon_worker.capture_checks import CaptureLimits, CaptureReport, check_capture, check_listing
+from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
 from recon_worker.gpu import detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
 from recon_worker.progress import Listener, ProgressTracker, stage_weights
 from recon_worker.status import StatusReporter, WorkerInfo, worker_patch
-from recon_worker.task import TaskDocument, TaskError, load_task
+from recon_worker.storage import FileStore, open_store
+from recon_worker.task import StorageSpec, TaskDocument, TaskError, check_uri, load_task
 
 log = logging.getLogger("recon_worker")
 
@@ -111,3 +112,19 @@ def execute(
         shutil.rmtree(scratch, ignore_errors=True)
         if reporter is not None:
             reporter.close()
+
+
+def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limits: CaptureLimits) -> CaptureReport:
+    """The capture checks alone (`recon-worker validate`): a local folder in place, an S3 prefix downloaded."""
+    store = open_store(check_uri(uri), storage)
+    if isinstance(store, FileStore):
+        if not store.root.is_dir():
+            raise InputsInvalid(f"{store.uri} is not a directory")
+        return check_capture(store.root, transforms_file, limits)
+    objects = store.list_objects()
+    too_big = check_listing(objects, limits)
+    if too_big:
+        return CaptureReport(too_big, 0, None)
+    with tempfile.TemporaryDirectory(prefix="recon-validate-") as scratch:
+        store.download(objects, Path(scratch))
+        return check_capture(Path(scratch), transforms_file, limits)
