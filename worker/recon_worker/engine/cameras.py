@@ -76,12 +76,15 @@ def projection_matrix(intrinsics: Intrinsics, near: float, far: float) -> np.nda
     )
 
 
-def depth_range(c2w: np.ndarray, center: np.ndarray, radius: float) -> tuple[float, float]:
-    """Near and far planes that enclose a sphere (world units) seen from every camera in `c2w` [B, 4, 4]."""
-    distances = np.linalg.norm(c2w[:, :3, 3] - center, axis=-1)
-    near = max(float(distances.min()) - 1.5 * radius, 0.02 * float(distances.min()))
-    far = float(distances.max()) + 1.5 * radius
-    return near, far
+def default_depth_range(c2w: np.ndarray) -> tuple[float, float]:
+    """Near and far planes from the cameras' distance to the world origin (object-centred captures).
+
+    They depend on the whole rig's scale only, never on which cameras are in a batch, so every batch of
+    a capture renders with the same depth mapping; the wide ratio costs nothing with one mesh in view.
+    """
+    scale = float(np.linalg.norm(c2w[:, :3, 3], axis=-1).max())
+    scale = scale if scale > 1e-6 else 1.0
+    return 0.01 * scale, 100.0 * scale
 
 
 def make_cameras(
@@ -94,18 +97,14 @@ def make_cameras(
 ) -> Cameras:
     """Batched cameras from shared intrinsics and camera-to-world poses `c2w` [B, 4, 4].
 
-    Without `near`/`far` the planes enclose the region the cameras look at (a sphere around the
-    cameras' centroid as large as their mean distance to it), which suits object-centred captures.
+    Without `near`/`far`, `default_depth_range` picks planes from the rig's scale.
     """
     poses = c2w.detach().cpu().numpy() if isinstance(c2w, torch.Tensor) else np.asarray(c2w, dtype=np.float64)
     if poses.ndim == 2:
         poses = poses[None]
-    if near is None or far is None:
-        center = poses[:, :3, 3].mean(axis=0)
-        radius = float(np.linalg.norm(poses[:, :3, 3] - center, axis=-1).mean()) or 1.0
-        auto_near, auto_far = depth_range(poses, center, radius)
-        near = auto_near if near is None else near
-        far = auto_far if far is None else far
+    auto_near, auto_far = default_depth_range(poses)
+    near = auto_near if near is None else near
+    far = auto_far if far is None else far
     proj = np.broadcast_to(projection_matrix(intrinsics, near, far), (len(poses), 4, 4))
     return Cameras(
         c2w=torch.as_tensor(poses, dtype=torch.float32, device=device),

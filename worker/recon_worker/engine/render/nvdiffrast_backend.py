@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from recon_worker.engine.render.base import Raster
+from recon_worker.engine.render.edge_antialias import edge_antialias, face_neighbors
 
 
 def _put_plugin_dir_on_path() -> None:
@@ -33,16 +34,22 @@ def _put_plugin_dir_on_path() -> None:
 
 @dataclass
 class NvdiffrastRaster:
-    rast: torch.Tensor  # [B, H, W, 4]: (u, v, z/w, triangle_id + 1), 0 where empty
-    rast_db: torch.Tensor | None = None
+    # nvdiffrast's native orientation: row 0 is the BOTTOM of the picture (OpenGL). Our clip space has y
+    # growing down the image, so the backend hands nvdiffrast positions with y negated (front faces stay
+    # counter-clockwise, as OpenGL tools expect) and flips what it returns.
+    rast: torch.Tensor  # [B, H, W, 4]: (u, v, z/w, triangle_id + 1), 0 where empty; native rows
+    pos_native: torch.Tensor  # [B, V, 4] the positions rasterized (y negated)
 
     @property
     def mask(self) -> torch.Tensor:
-        return self.rast[..., 3:4] > 0
+        return (self.rast[..., 3:4] > 0).flip(1)
 
     @property
     def triangle_id(self) -> torch.Tensor:
-        return self.rast[..., 3].long() - 1
+        return (self.rast[..., 3].long() - 1).flip(1)
+
+
+_FLIP_Y = (1.0, -1.0, 1.0, 1.0)
 
 
 class NvdiffrastRenderer:
@@ -55,15 +62,18 @@ class NvdiffrastRenderer:
         self._dr: Any = dr
         self.device = torch.device(device)
         self._ctx = dr.RasterizeCudaContext(device=self.device)
+        self._neighbor_key: tuple[object, ...] | None = None
+        self._neighbor_value = torch.zeros((0, 3), dtype=torch.long)
 
     def rasterize(self, pos_clip: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> NvdiffrastRaster:
-        rast, rast_db = self._dr.rasterize(self._ctx, pos_clip.contiguous(), tri.int().contiguous(), resolution)
-        return NvdiffrastRaster(rast, rast_db)
+        pos_native = (pos_clip * pos_clip.new_tensor(_FLIP_Y)).contiguous()
+        rast, _ = self._dr.rasterize(self._ctx, pos_native, tri.int().contiguous(), resolution)
+        return NvdiffrastRaster(rast, pos_native)
 
     def interpolate(self, attr: torch.Tensor, raster: Raster, tri: torch.Tensor) -> torch.Tensor:
         assert isinstance(raster, NvdiffrastRaster)
         out, _ = self._dr.interpolate(attr.contiguous(), raster.rast, tri.int().contiguous())
-        return out
+        return out.flip(1)
 
     def texture(self, tex: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         # nvdiffrast's (0, 0) is the first texel of row 0, which is the top of our image: flip v.
@@ -79,5 +89,13 @@ class NvdiffrastRenderer:
         tri: torch.Tensor,
     ) -> torch.Tensor:
         assert isinstance(raster, NvdiffrastRaster)
-        composite = torch.where(raster.mask, foreground, background.expand_as(foreground))
-        return self._dr.antialias(composite.contiguous(), raster.rast, pos_clip.contiguous(), tri.int().contiguous())
+        # Not `dr.antialias`: see edge_antialias.py for why (it misses the contour of fine meshes).
+        image = torch.where(raster.mask, foreground, background.expand_as(foreground))
+        return edge_antialias(image, raster.triangle_id, pos_clip, tri, self._neighbors(tri))
+
+    def _neighbors(self, tri: torch.Tensor) -> torch.Tensor:
+        # The same faces come back every step of an optimisation: keep the last adjacency.
+        key = (tri.data_ptr(), tuple(tri.shape), str(tri.device))
+        if self._neighbor_key != key:
+            self._neighbor_key, self._neighbor_value = key, face_neighbors(tri.long())
+        return self._neighbor_value
