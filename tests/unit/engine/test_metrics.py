@@ -51,7 +51,7 @@ def test_ssim_of_identical_images_is_one() -> None:
 def test_ssim_of_two_constant_images_is_the_luminance_term() -> None:
     # No variance and no covariance: SSIM = (2ab + C1) / (a^2 + b^2 + C1) with C1 = 0.01^2.
     a, b, c1 = 0.2, 0.7, 1e-4
-    assert ssim(flat(a), flat(b)) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-6)
+    assert ssim(flat(a), flat(b)) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-4)  # float32
 
 
 def test_ssim_falls_with_noise_and_is_symmetric() -> None:
@@ -61,6 +61,25 @@ def test_ssim_falls_with_noise_and_is_symmetric() -> None:
     very_noisy = np.clip(image + rng.normal(0, 0.3, image.shape), 0, 1)
     assert 1.0 > ssim(noisy, image) > ssim(very_noisy, image) > 0.0
     assert ssim(noisy, image) == pytest.approx(ssim(image, noisy), abs=1e-12)
+
+
+def test_ssim_agrees_with_scikit_image() -> None:
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(2)
+    image = ndimage_smooth(rng.random((80, 80, 3)))
+    noisy = np.clip(image + rng.normal(0, 0.05, image.shape), 0, 1)
+    reference = structural_similarity(
+        noisy, image, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1
+    )
+    # scikit-image leaves out a 5-pixel border; ours reflects it: the two means differ only slightly.
+    assert ssim(noisy, image) == pytest.approx(reference, abs=0.01)
+
+
+def ndimage_smooth(image: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(image, sigma=(2, 2, 0))
 
 
 def test_mask_iou_of_two_overlapping_squares() -> None:
@@ -77,7 +96,7 @@ def test_over_white_and_view_metrics() -> None:
     rgba[:4, :, 3] = 1.0  # top half red and opaque, bottom half transparent
     composite = over_white(rgba)
     assert composite[0, 0].tolist() == [1.0, 0.0, 0.0] and composite[7, 7].tolist() == [1.0, 1.0, 1.0]
-    metrics = view_metrics("test/r_0.png", composite, rgba[..., 3], rgba)
+    (metrics,) = view_metrics(["test/r_0.png"], composite[None], rgba[None, ..., 3], rgba[None])
     assert metrics.psnr == 100.0 and metrics.mask_iou == 1.0 and metrics.ssim == pytest.approx(1.0)
 
 

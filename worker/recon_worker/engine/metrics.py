@@ -15,7 +15,8 @@ triangle mesh), so the figure does not carry the spacing of a point sample as a 
 - Normal consistency: mean |cos| between the normals of each sample and of its nearest point on the
   other surface, averaged over both directions (orientation-agnostic, as in Occupancy Networks).
 
-Pure numpy/scipy/trimesh: no PyTorch here, so the runtime can import the models cheaply.
+Importing this module does not import PyTorch (SSIM imports it when called), so the runtime can read
+the models cheaply.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import numpy as np
 import trimesh
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from recon_worker.engine.meshcheck import MeshChecks
@@ -60,25 +60,42 @@ def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
     return float("inf") if mse == 0.0 else 10.0 * float(np.log10(1.0 / mse))
 
 
-def ssim_map(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """[H, W] SSIM of two [H, W, C] images in [0, 1] (Gaussian window, averaged over channels)."""
+def ssim_batch(prediction: np.ndarray, target: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """[N] mean SSIM of [N, H, W, C] images in [0, 1] (11x11 Gaussian window, sigma 1.5, reflected borders).
+
+    Separable convolutions in PyTorch on `device` (the renderer's: the GPU in production).
+    """
+    import torch
+    import torch.nn.functional as F
+
     c1, c2 = 0.01**2, 0.03**2
-    # truncate=3.5 with sigma=1.5 gives the 11x11 window of Wang et al. (radius 5).
-    blur = lambda img: ndimage.gaussian_filter(img, sigma=(1.5, 1.5, 0), truncate=3.5, mode="reflect")  # noqa: E731
-    x, y = prediction.astype(np.float64), target.astype(np.float64)
+    taps = torch.arange(11, dtype=torch.float32, device=device) - 5
+    kernel = torch.exp(-(taps**2) / (2 * 1.5**2))
+    kernel = kernel / kernel.sum()
+    n, h, w, c = prediction.shape
+    # Every channel of every image is one single-channel plane: [N*C, 1, H, W].
+    x = torch.as_tensor(np.ascontiguousarray(prediction), dtype=torch.float32, device=device)
+    y = torch.as_tensor(np.ascontiguousarray(target), dtype=torch.float32, device=device)
+    x = x.permute(0, 3, 1, 2).reshape(n * c, 1, h, w)
+    y = y.permute(0, 3, 1, 2).reshape(n * c, 1, h, w)
+
+    def blur(img: torch.Tensor) -> torch.Tensor:
+        img = F.pad(img, (5, 5, 5, 5), mode="reflect")
+        return F.conv2d(F.conv2d(img, kernel.view(1, 1, 1, 11)), kernel.view(1, 1, 11, 1))
+
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
     var_y = blur(y * y) - mu_y**2
     cov = blur(x * y) - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    result: np.ndarray = (num / den).mean(axis=-1)
+    result: np.ndarray = (num / den).reshape(n, c * h * w).mean(dim=1).double().cpu().numpy()
     return result
 
 
 def ssim(prediction: np.ndarray, target: np.ndarray) -> float:
     """Mean SSIM of two [H, W, C] images in [0, 1]."""
-    return float(ssim_map(prediction, target).mean())
+    return float(ssim_batch(prediction[None], target[None])[0])
 
 
 def mask_iou(prediction: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float:
@@ -109,16 +126,24 @@ PSNR_CAP = 100.0
 
 
 def view_metrics(
-    image: str, rendered_rgb: np.ndarray, rendered_alpha: np.ndarray, captured_rgba: np.ndarray
-) -> ViewMetrics:
-    """Compare a render ([H, W, 3] already over white, [H, W] coverage) with a captured [H, W, 4] RGBA view."""
+    images: list[str],
+    rendered_rgb: np.ndarray,
+    rendered_alpha: np.ndarray,
+    captured_rgba: np.ndarray,
+    device: str = "cpu",
+) -> list[ViewMetrics]:
+    """Compare renders ([N, H, W, 3] over white, [N, H, W] coverage) with captured [N, H, W, 4] RGBA views."""
     target = over_white(captured_rgba)
-    return ViewMetrics(
-        image=image,
-        psnr=min(psnr(rendered_rgb, target), PSNR_CAP),
-        ssim=ssim(rendered_rgb, target),
-        mask_iou=mask_iou(rendered_alpha, captured_rgba[..., 3]),
-    )
+    ssims = ssim_batch(rendered_rgb, target, device) if len(images) else np.zeros(0)
+    return [
+        ViewMetrics(
+            image=name,
+            psnr=min(psnr(rendered_rgb[k], target[k]), PSNR_CAP),
+            ssim=float(ssims[k]),
+            maskIoU=mask_iou(rendered_alpha[k], captured_rgba[k, ..., 3]),
+        )
+        for k, name in enumerate(images)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -175,9 +175,9 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     if indices:
         captured = capture.load_images(split)  # [N, H, W, 4]
         rgb, alpha = render_views(renderer, tensors, capture.intrinsics, capture.poses(split))
-        for k, index in enumerate(indices):
-            ctx.check_cancelled()
-            views.append(view_metrics(capture.frames[index].image, rgb[k], alpha[k], captured[k]))
+        ctx.check_cancelled()
+        names = [capture.frames[i].image for i in indices]
+        views = view_metrics(names, rgb, alpha, captured, device=str(renderer.device))
         for n, k in enumerate(np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int)):
             target = over_white(captured[k])
             strip = np.concatenate([target, rgb[k], error_map(rgb[k], target).astype(np.float32) / 255.0], axis=1)
