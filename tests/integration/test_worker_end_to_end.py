@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "preset": "draft",
     "reconstruction": {"resolution": 32},
-    "refinement": {"iterations": 4, "renderResolution": 64, "batchViews": 2, "textureSize": 256},
+    "refinement": {"iterations": 2, "renderResolution": 48, "batchViews": 2, "textureSize": 256},
     "export": {"formats": ["glb", "obj", "ply"], "targetFaces": 2000},
 }
 
@@ -31,9 +31,7 @@ def test_real_engine_run_publishes_a_verified_textured_mesh(s3: S3Server, tmp_pa
     from recon_worker.engine.synth import SynthOptions, synthesize
 
     capture = tmp_path / "spot"
-    synthesize(
-        MESHES / "spot" / "spot.obj", capture, SynthOptions(views=10, test_views=2, resolution=64, supersample=1)
-    )
+    synthesize(MESHES / "spot" / "spot.obj", capture, SynthOptions(views=8, test_views=1, resolution=48, supersample=1))
     client = s3.client()
     client.create_bucket(Bucket="captures")
     client.create_bucket(Bucket="results")
