@@ -75,7 +75,10 @@ def execute(
 ) -> Outcome:
     """Run the whole pipeline for `task`; never raises (Ctrl-C and SIGTERM become a Cancelled outcome)."""
     cancel = cancel or CancelToken()
-    scratch = Path(tempfile.mkdtemp(prefix="recon-", dir=os.environ.get("RECON_SCRATCH")))
+    parent = os.environ.get("RECON_SCRATCH")
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="recon-", dir=parent))
     try:
         device = detect_device(task.compute)
         log.info("computing on %s (%s, renderer %s)", device.device, device.gpu_name, device.renderer)
