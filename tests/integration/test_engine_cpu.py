@@ -34,7 +34,7 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ctx = StageContext(
         capture=load_capture(capture_dir),
         settings=resolve_quality("draft"),
-        gates=Gates(minPSNR=22, minMaskIoU=0.9),
+        gates=Gates(min_psnr=22, min_mask_iou=0.9),
         workdir=workdir,
         device="cpu",
         renderer="pytorch3d",

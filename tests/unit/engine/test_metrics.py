@@ -158,7 +158,7 @@ def test_quality_metrics_round_trip_and_status_keys() -> None:
     metrics = QualityMetrics(
         psnr=31.5,
         ssim=0.97,
-        maskIoU=0.99,
+        mask_iou=0.99,
         faces=12,
         vertices=8,
         watertight=True,

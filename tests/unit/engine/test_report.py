@@ -40,11 +40,11 @@ def make_report(folder: Path, *, gates_passed: bool = True) -> Report:
 
     checks = check_mesh(spot)
     metrics = QualityMetrics(
-        psnr=31.25, ssim=0.9712, maskIoU=0.9934, chamferL1=0.0712, fScore=0.9961, normal_consistency=0.987,
+        psnr=31.25, ssim=0.9712, mask_iou=0.9934, chamfer_l1=0.0712, fscore=0.9961, normal_consistency=0.987,
         faces=checks.faces, vertices=checks.vertices, watertight=True, manifold=True, renderer="pytorch3d",
         checks=checks,
         gates=GateResult(passed=gates_passed, enforced=False, failures=[] if gates_passed else ["PSNR 31.25 dB <x>"]),
-        views=[ViewMetrics(image="test/r_0.png", psnr=31.25, ssim=0.9712, maskIoU=0.9934)],
+        views=[ViewMetrics(image="test/r_0.png", psnr=31.25, ssim=0.9712, mask_iou=0.9934)],
     )  # fmt: skip
     return build_report(
         metrics=metrics,

@@ -99,7 +99,7 @@ def stage_context(capture_dir: Path, workdir: Path, gates: Gates, formats: tuple
 
 
 def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path) -> None:
-    gates = Gates(minPSNR=30, minMaskIoU=0.95, enforce=True)
+    gates = Gates(min_psnr=30, min_mask_iou=0.95, enforce=True)
     ctx = stage_context(capture_dir, tmp_path, gates, ("glb", "obj", "ply"))
     metrics = run_validate(ctx)
 
@@ -144,7 +144,7 @@ def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path) -
 
 def test_failed_gates_are_recorded_and_reported_not_raised(capture_dir: Path, tmp_path: Path) -> None:
     # A validate stage that judged a gate failed (not enforced): export still writes, the report says so.
-    ctx = stage_context(capture_dir, tmp_path, Gates(minPSNR=99), ("glb",))
+    ctx = stage_context(capture_dir, tmp_path, Gates(min_psnr=99), ("glb",))
     spot = load_result_mesh(tmp_path / "texture")
     write_obj(spot, tmp_path / "validate" / "mesh")
     checks = check_mesh(spot)
@@ -152,7 +152,7 @@ def test_failed_gates_are_recorded_and_reported_not_raised(capture_dir: Path, tm
     assert not gates.passed and not gates.enforced
     assert gates.failures == ["PSNR 40.00 dB is below the gate minPSNR 99 dB"]
     metrics = QualityMetrics(
-        psnr=40.0, ssim=0.99, maskIoU=0.99, faces=checks.faces, vertices=checks.vertices, watertight=True,
+        psnr=40.0, ssim=0.99, mask_iou=0.99, faces=checks.faces, vertices=checks.vertices, watertight=True,
         manifold=True, renderer="pytorch3d", checks=checks, gates=gates,
     )  # fmt: skip
     (tmp_path / "validate" / "metrics.json").write_text(metrics.model_dump_json(by_alias=True))
@@ -164,7 +164,7 @@ def test_failed_gates_are_recorded_and_reported_not_raised(capture_dir: Path, tm
 
 def test_gates_name_the_figure_and_the_bound() -> None:
     valid = check_mesh(trimesh.creation.box())
-    gates = Gates(minPSNR=30, minMaskIoU=0.9)
+    gates = Gates(min_psnr=30, min_mask_iou=0.9)
     assert evaluate_gates(gates, 31.0, 0.95, valid, True).passed
     failed = evaluate_gates(gates, 28.5, 0.85, valid, True)
     assert failed.failures == [
@@ -175,8 +175,8 @@ def test_gates_name_the_figure_and_the_bound() -> None:
     holed.update_faces(np.arange(1, 12))
     broken = evaluate_gates(Gates(), None, None, check_mesh(holed), False)
     assert broken.failures == ["the mesh is not watertight and manifold: 3 boundary edges (holes)"]
-    assert evaluate_gates(Gates(requireWatertight=False), None, None, check_mesh(holed), False).passed
-    unmeasured = evaluate_gates(Gates(minPSNR=20), None, None, valid, False)
+    assert evaluate_gates(Gates(require_watertight=False), None, None, check_mesh(holed), False).passed
+    unmeasured = evaluate_gates(Gates(min_psnr=20), None, None, valid, False)
     assert "PSNR could not be measured" in unmeasured.failures[0]
 
 

@@ -140,7 +140,7 @@ def view_metrics(
             image=name,
             psnr=min(psnr(rendered_rgb[k], target[k]), PSNR_CAP),
             ssim=float(ssims[k]),
-            maskIoU=mask_iou(rendered_alpha[k], captured_rgba[k, ..., 3]),
+            mask_iou=mask_iou(rendered_alpha[k], captured_rgba[k, ..., 3]),
         )
         for k, name in enumerate(images)
     ]
