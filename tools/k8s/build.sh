@@ -18,7 +18,9 @@ bin="$cache/k8s-$K8S_VERSION/bin"
 if [ "${1:-}" = "--print" ]; then echo "$bin"; exit 0; fi
 
 # Static binaries, no local paths in them, modules resolved from the proxy (never a vendor folder).
-export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath" GOWORK=off
+# -buildvcs=false: the etcd wrapper lives in this repository; stamping its commit would make every
+# commit give a different etcd binary.
+export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath -buildvcs=false" GOWORK=off
 mkdir -p "$bin"
 tmp=$(mktemp -d "$bin/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

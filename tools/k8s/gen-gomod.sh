@@ -29,6 +29,19 @@ for req in mod["Require"]:
 [ "${#staging[@]}" -gt 0 ] || { echo "gen-gomod: found no staging modules in $upstream_gomod" >&2; exit 1; }
 upstream_go=$(go mod edit -json "$upstream_gomod" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Go"])')
 
+# etcd first: its go.mod must exist before the tidy below, or tools/k8s would claim etcd/main.go.
+# server/v3 requires its sibling modules at real tags; its replace directives only matter
+# inside etcd's own repository, so requiring server/v3 from a wrapper main package is enough.
+cd "$here/etcd"
+rm -f go.mod go.sum
+go mod init recon-operator/tools/k8s/etcd >/dev/null 2>&1
+etcd_gomod=$(go mod download -json "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+etcd_go=$(go mod edit -json "$etcd_gomod" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Go"])')
+go mod edit -go="$etcd_go" -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+go mod tidy
+echo "gen-gomod: $here/etcd/go.mod: go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+
 cd "$here"
 rm -f go.mod go.sum
 go mod init recon-operator/tools/k8s >/dev/null 2>&1
@@ -43,14 +56,3 @@ done
 go mod tidy
 echo "gen-gomod: $here/go.mod: k8s.io/kubernetes $K8S_VERSION, ${#staging[@]} staging modules at $staging_version"
 
-# etcd: server/v3 requires its sibling modules at real tags; its replace directives only matter
-# inside etcd's own repository, so requiring server/v3 from a wrapper main package is enough.
-cd "$here/etcd"
-rm -f go.mod go.sum
-go mod init recon-operator/tools/k8s/etcd >/dev/null 2>&1
-etcd_gomod=$(go mod download -json "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
-etcd_go=$(go mod edit -json "$etcd_gomod" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Go"])')
-go mod edit -go="$etcd_go" -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-go mod tidy
-echo "gen-gomod: $here/etcd/go.mod: go.etcd.io/etcd/server/v3 $ETCD_VERSION"
