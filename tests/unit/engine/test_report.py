@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recon_worker.capture import Intrinsics
 from recon_worker.engine.export import load_result_mesh
 from recon_worker.engine.meshcheck import check_mesh
 from recon_worker.engine.metrics import GateResult, QualityMetrics, ViewMetrics
@@ -24,20 +26,24 @@ CHROMIUM = Path("/usr/bin/chromium")
 PREVIEW = 96
 
 
-def make_report(folder: Path, *, gates_passed: bool = True) -> Report:
-    """A report for spot with real turntable renders and a held-out comparison strip in folder/previews."""
+@pytest.fixture(scope="module")
+def rendered_previews(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real turntable renders of spot and a held-out comparison strip, rendered once for the module."""
     spot = load_result_mesh(MESHES / "spot")
-    previews = folder / "previews"
-    previews.mkdir(parents=True)
-    from recon_worker.capture import Intrinsics
-
+    previews = tmp_path_factory.mktemp("previews")
     intrinsics = Intrinsics(PREVIEW * 1.4, PREVIEW * 1.4, PREVIEW / 2, PREVIEW / 2, PREVIEW, PREVIEW)
     poses = turntable_poses(np.zeros(3), 3.0, np.array([0.0, 1.0, 0.0]), 8, 20.0)
     rgb, _ = render_views(get_renderer("cpu", "pytorch3d"), MeshTensors.of(spot, "cpu"), intrinsics, poses)
     for k, image in enumerate(rgb):
         to_png(image).save(previews / f"turntable_{k:02d}.png")
     to_png(np.concatenate([rgb[0], rgb[1], np.zeros_like(rgb[0])], axis=1)).save(previews / "heldout_00.png")
+    return previews
 
+
+def make_report(folder: Path, previews: Path, *, gates_passed: bool = True) -> Report:
+    """A report for spot, its previews copied into folder/previews."""
+    shutil.copytree(previews, folder / "previews")
+    spot = load_result_mesh(MESHES / "spot")
     checks = check_mesh(spot)
     metrics = QualityMetrics(
         psnr=31.25, ssim=0.9712, mask_iou=0.9934, chamfer_l1=0.0712, fscore=0.9961, normal_consistency=0.987,
@@ -60,8 +66,8 @@ def make_report(folder: Path, *, gates_passed: bool = True) -> Report:
     )
 
 
-def test_report_json_round_trips_with_all_sections(tmp_path: Path) -> None:
-    report = make_report(tmp_path)
+def test_report_json_round_trips_with_all_sections(tmp_path: Path, rendered_previews: Path) -> None:
+    report = make_report(tmp_path, rendered_previews)
     json_path, _ = write_report(report, tmp_path)
     again = Report.model_validate_json(json_path.read_text())
     assert again == report
@@ -73,8 +79,8 @@ def test_report_json_round_trips_with_all_sections(tmp_path: Path) -> None:
     assert set(again.software) >= {"python", "torch", "pytorch3d", "nvdiffrast", "trimesh", "recon-worker"}
 
 
-def test_report_html_is_self_contained(tmp_path: Path) -> None:
-    _, html_path = write_report(make_report(tmp_path, gates_passed=False), tmp_path)
+def test_report_html_is_self_contained(tmp_path: Path, rendered_previews: Path) -> None:
+    _, html_path = write_report(make_report(tmp_path, rendered_previews, gates_passed=False), tmp_path)
     page = html_path.read_text()
     assert "<script" not in page
     # Every image is inlined; nothing is fetched from anywhere.
@@ -88,8 +94,9 @@ def test_report_html_is_self_contained(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs headless Chromium at /usr/bin/chromium (apt-get install chromium)"
 )
-def test_report_html_renders_previews_in_chromium(tmp_path: Path) -> None:
-    _, html_path = write_report(make_report(tmp_path / "out"), tmp_path / "out")
+def test_report_html_renders_previews_in_chromium(tmp_path: Path, rendered_previews: Path) -> None:
+    (tmp_path / "out").mkdir()
+    _, html_path = write_report(make_report(tmp_path / "out", rendered_previews), tmp_path / "out")
     shot = tmp_path / "shot.png"
     flags = [
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
