@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from recon_worker import __version__
 from recon_worker.errors import TransientError
 from recon_worker.stage import StageName
-from recon_worker.storage import Store, StoredObject, sha256_of
+from recon_worker.storage import Store, StoredObject, UploadedFile, sha256_of
 from recon_worker.task import TaskDocument
 
 log = logging.getLogger("recon_worker.checkpoint")
@@ -107,6 +107,14 @@ class Checkpoints:
         ]
         marker = CheckpointMarker(stage=stage, run_key=self.key, worker_version=__version__, files=entries)
         self.store.put_bytes(f"{self.prefix}{stage}/{MARKER}", marker.model_dump_json(indent=1).encode())
+
+    def stored_files(self, stage: StageName) -> dict[str, UploadedFile] | None:
+        """A saved stage's files (name in the stage folder -> its copy in the store), or None if not saved."""
+        marker = self._marker(stage)
+        if marker is None:
+            return None
+        base = f"{self.prefix}{stage}/files/"
+        return {f.name: UploadedFile(base + f.name, f.size, f.sha256) for f in marker.files}
 
     def restore(self, stage: StageName, folder: Path) -> None:
         """Download a stage's folder and check every file against the checkpoint's sha256."""

@@ -50,7 +50,7 @@ from recon_worker.publish import (
 )
 from recon_worker.stage import Cancelled, StageContext, StageName
 from recon_worker.status import StatusReporter, metrics_patch, outputs_patch
-from recon_worker.storage import Store, StoredObject, open_store
+from recon_worker.storage import Store, StoredObject, UploadedFile, open_store
 from recon_worker.task import TaskDocument
 
 log = logging.getLogger("recon_worker.pipeline")
@@ -136,7 +136,8 @@ class Pipeline:
             metrics = self._metrics(ctx)
             self.cancel.check()
             self.tracker.start("publish")
-            manifest = self._publish(output_store, ctx, objects, metrics, staging)
+            staged = checkpoints.stored_files("export") if checkpoints is not None else None
+            manifest = self._publish(output_store, ctx, objects, metrics, staging, staged)
             self.tracker.finish("publish")
         except BaseException as exc:
             if staging is not None:
@@ -211,7 +212,13 @@ class Pipeline:
         return metrics
 
     def _publish(
-        self, store: Store, ctx: StageContext, objects: list[StoredObject], metrics: dict[str, Any], staging: str
+        self,
+        store: Store,
+        ctx: StageContext,
+        objects: list[StoredObject],
+        metrics: dict[str, Any],
+        staging: str,
+        staged: Mapping[str, UploadedFile] | None,
     ) -> Manifest:
         def build(files: list[ManifestFile]) -> Manifest:
             return Manifest(
@@ -239,6 +246,7 @@ class Pipeline:
             build,
             check_cancelled=self.cancel.check,
             progress=self.tracker.update,
+            staged=staged,  # the export checkpoint: its files need no second upload
         )
 
     def _clean_after_failure(self, store: Store, staging: str, exit_code: int) -> None:

@@ -2,7 +2,8 @@
 
 Order, under the output URI:
 1. delete an older `manifest.json` (a re-run must never pair an old manifest with new files);
-2. upload every file of the export folder to `.recon-staging/<run id>/outputs/` (sha256 of each);
+2. upload every file of the export folder to `.recon-staging/<run id>/outputs/` (sha256 of each), unless
+   the export stage's checkpoint already holds exactly these files: then they are copied from there;
 3. server-side copy each staged file to its final key;
 4. write `manifest.json` (files with size and sha256, metrics, versions, input fingerprint);
 5. delete the staged copies.
@@ -27,7 +28,7 @@ from pydantic.alias_generators import to_camel
 from recon_worker import __version__
 from recon_worker.errors import QualityGateFailed
 from recon_worker.presets import QualitySettings
-from recon_worker.storage import Store, StoredObject
+from recon_worker.storage import Store, StoredObject, UploadedFile
 from recon_worker.task import Gates, ResourceRef
 
 MANIFEST = "manifest.json"
@@ -103,8 +104,13 @@ def publish_outputs(
     build_manifest: Callable[[list[ManifestFile]], Manifest],
     check_cancelled: Callable[[], None] = lambda: None,
     progress: Callable[[float], None] = lambda fraction: None,
+    staged: Mapping[str, UploadedFile] | None = None,
 ) -> Manifest:
-    """Publish every file under `export_dir` atomically (see the module doc); returns the manifest written."""
+    """Publish every file under `export_dir` atomically (see the module doc); returns the manifest written.
+
+    `staged` (name in the export folder -> its copy in the store, e.g. the export stage's checkpoint) spares
+    the upload when it holds exactly the export folder's files; otherwise they are uploaded to staging.
+    """
     files = {p.relative_to(export_dir).as_posix(): p for p in sorted(export_dir.rglob("*")) if p.is_file()}
     if not files:
         raise RuntimeError(f"the export stage wrote nothing into {export_dir}")
@@ -112,19 +118,26 @@ def publish_outputs(
         raise RuntimeError(f"the export stage must not write {MANIFEST}: the publisher writes it last")
     staged_prefix = f"{staging}outputs/"
     store.delete(MANIFEST)
-    uploaded = store.upload({staged_prefix + name: path for name, path in files.items()})
+    reuse = staged is not None and {n: p.stat().st_size for n, p in files.items()} == {
+        n: u.size for n, u in staged.items()
+    }
+    if staged is not None and reuse:
+        sources = dict(staged)
+    else:
+        uploaded = store.upload({staged_prefix + name: path for name, path in files.items()})
+        sources = {u.key.removeprefix(staged_prefix): u for u in uploaded}
     progress(0.5)
     check_cancelled()
     entries = []
-    for i, item in enumerate(uploaded):
-        name = item.key.removeprefix(staged_prefix)
+    for i, (name, item) in enumerate(sorted(sources.items())):
         store.copy(item.key, name)
         entries.append(ManifestFile(name=name, uri=store.uri_of(name), size=item.size, sha256=item.sha256))
-        progress(0.5 + 0.45 * (i + 1) / len(uploaded))
+        progress(0.5 + 0.45 * (i + 1) / len(sources))
     check_cancelled()
     manifest = build_manifest(entries)
     store.put_bytes(MANIFEST, json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2).encode())
-    store.delete_prefix(staged_prefix)
+    if not reuse:
+        store.delete_prefix(staged_prefix)
     progress(1.0)
     return manifest
 

@@ -101,3 +101,26 @@ def test_input_fingerprint_changes_with_any_object_and_ignores_order() -> None:
     assert input_fingerprint(a) == input_fingerprint(list(reversed(a)))
     assert input_fingerprint(a) != input_fingerprint([a[0], StoredObject("images/r_0.png", 99, "e3")])
     assert input_fingerprint(a) != input_fingerprint(a[:1])
+
+
+def test_publish_copies_from_a_matching_staged_copy_without_uploading_again(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "out")
+    folder = export_folder(tmp_path / "export")
+    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    uploaded = store.upload({f"cp/export/files/{name}": path for name, path in files.items()})
+    staged = {u.key.removeprefix("cp/export/files/"): u for u in uploaded}
+    manifest = publish_outputs(store, folder, ".recon-staging/u/", manifest_for, staged=staged)
+    assert not (tmp_path / "out" / ".recon-staging").exists()  # nothing was uploaded to staging
+    assert (tmp_path / "out" / "cp" / "export" / "files" / "mesh.glb").exists()  # the caller's copy stays
+    for entry in manifest.files:
+        content = (tmp_path / "out" / entry.name).read_bytes()
+        assert entry.sha256 == hashlib.sha256(content).hexdigest() == staged[entry.name].sha256
+
+
+def test_a_staged_copy_that_differs_from_the_export_folder_is_not_used(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "out")
+    folder = export_folder(tmp_path / "export")
+    [only] = store.upload({"cp/mesh.glb": folder / "mesh.glb"})
+    manifest = publish_outputs(store, folder, ".recon-staging/u/", manifest_for, staged={"mesh.glb": only})
+    assert [f.name for f in manifest.files] == ["mesh.glb", "previews/view_0.png", "report.json"]
+    assert (tmp_path / "out" / "report.json").read_text() == '{"psnr": 30}'
