@@ -185,7 +185,7 @@ def test_enforced_gate_failure_exits_2_and_publishes_nothing(s3: S3Server, captu
 
 @pytest.mark.slow
 def test_output_bucket_deleted_mid_run_exits_2_naming_it(s3: S3Server, capture: Path, tmp_path: Path) -> None:
-    task = task_document(s3, quality={"preset": "draft", "refinement": {"iterations": 40}})
+    task = task_document(s3, quality={"preset": "draft", "refinement": {"iterations": 80}})
     process = start_worker(task, tmp_path, RECON_STANDIN_STEP_SECONDS="0.1")
     wait_for_key(s3, "results", f"{STAGING}checkpoints/reconstruct/checkpoint.json", process)
     client = s3.client()
