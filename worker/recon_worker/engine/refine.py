@@ -104,7 +104,7 @@ def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
     diag = torch.arange(num_verts, device=faces.device)
     index = torch.cat([edges.T, torch.stack([diag, diag])], dim=1)
     values = torch.cat([values, torch.ones(num_verts, device=faces.device)])
-    return torch.sparse_coo_tensor(index, values, (num_verts, num_verts)).coalesce().to_sparse_csr()
+    return torch.sparse_coo_tensor(index, values, (num_verts, num_verts), check_invariants=False).coalesce()
 
 
 def charbonnier(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
