@@ -26,3 +26,29 @@ def transition_event(previous: str | None, status: Mapping[str, Any]) -> Event |
     reason = status.get("reason") or phase
     message = f"{previous or 'New'} → {phase}" + (f": {detail}" if detail else "")
     return Event(kind, str(reason), message[:1024])
+
+
+def event_manifest(owner: Mapping[str, Any], event: Event, now: str, instance: str) -> dict[str, Any]:
+    """A core/v1 Event about the ReconstructionJob `owner` (posted directly: it works from any thread)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": owner.get("apiVersion", "recon.dev/v1alpha1"),
+            "kind": owner.get("kind", "ReconstructionJob"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": event.message,
+        "source": {"component": "recon-operator"},
+        "reportingComponent": "recon-operator",
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

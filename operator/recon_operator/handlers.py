@@ -9,6 +9,7 @@ gone, so a stale cache can never create a duplicate.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -18,6 +19,7 @@ from recon_operator.labels import JOB_LABEL
 from recon_operator.login import login_with_token_file
 from recon_operator.names import label_value
 from recon_operator.reconciler import Reconciler
+from recon_operator.requeue import Requeue
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
@@ -47,33 +49,39 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
         prefix="recon.dev", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # Events come from the reconciler's transitions, not from logs
-    settings.execution.max_workers = 16  # handlers are blocking API and S3 calls
+    settings.execution.max_workers = SETTINGS.handler_threads  # handlers are blocking API and S3 calls
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     reconciler = Reconciler.create(SETTINGS)
     memo.reconciler = reconciler
     memo.healer = Healer(reconciler, SETTINGS.namespaces, SETTINGS.reconcile_interval_s)
     memo.healer.start()
+    # Shared by every per-object memo (Kopf copies the operator's memo shallowly).
+    memo.views = views = IndexViews()
+    memo.requeue = Requeue(lambda key: reconcile_owner(reconciler, views, key), threads=SETTINGS.requeue_threads)
     if SETTINGS.metrics_port is not None:
         port = reconciler.metrics.serve(SETTINGS.metrics_port)
         logger.info(f"metrics on :{port}/metrics")
 
 
 @kopf.on.cleanup()
-def stop_healing(memo: Any, **_: Any) -> None:
+def stop_background_work(memo: Any, **_: Any) -> None:
     memo.healer.stop()
+    memo.requeue.stop()
 
 
 # ---- indexes: the operator's view of the world ----------------------------------------------------
+# Indexers and the deletion hook are `async`: they only copy dicts, and Kopf would otherwise hand each
+# call (three per watch event) to its thread pool.
 
 
 @kopf.index(*CR)
-def recon_resources(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def recon_resources(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {(namespace, label_value(name)): dict(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     owners = [ref for ref in body.metadata.get("ownerReferences") or [] if ref.get("kind") == KIND]
     if not owners:
         return {}
@@ -87,7 +95,7 @@ def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_:
 
 
 @kopf.index("", "v1", "pods", labels=OWNED)
-def recon_pods(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+async def recon_pods(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     meta = body["metadata"]
     snapshot = {
         "metadata": {k: meta.get(k) for k in ("name", "uid", "ownerReferences", "creationTimestamp")},
@@ -130,29 +138,40 @@ def reconcile_resource(
 
 
 @kopf.on.event(*CR)
-def forget_deleted(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def forget_deleted(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     if type == "DELETED":
         memo.reconciler.forget(namespace, name)
 
 
-# ---- what it owns: a change of a worker Job or Pod re-derives the owner's status at once ---------
+# ---- what it owns: a change of a worker Job or Pod re-derives the owner's status ------------------
 
 
-def _on_child(
-    namespace: str | None,
-    labels: kopf.Labels,
-    memo: Any,
-    recon_resources: kopf.Index[Any, Any],
-    recon_jobs: kopf.Index[Any, Any],
-    recon_pods: kopf.Index[Any, Any],
-) -> None:
-    key = (str(namespace), labels[JOB_LABEL])
-    for body in _owned(recon_resources, key):
-        memo.reconciler.run(body, _owned(recon_jobs, key), _owned(recon_pods, key), allow_create=False, retry=0)
+@dataclass
+class IndexViews:
+    """Kopf's indexes, which reach only handlers, kept for the requeue threads (they are live views)."""
+
+    resources: kopf.Index[Any, Any] | None = None
+    jobs: kopf.Index[Any, Any] | None = None
+    pods: kopf.Index[Any, Any] | None = None
+
+    def bind(self, resources: kopf.Index[Any, Any], jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+        self.resources, self.jobs, self.pods = resources, jobs, pods
+
+
+def reconcile_owner(reconciler: Reconciler, views: IndexViews, key: Any) -> None:
+    if views.resources is None or views.jobs is None or views.pods is None:
+        return
+    for body in _owned(views.resources, key):
+        reconciler.run(body, _owned(views.jobs, key), _owned(views.pods, key), allow_create=False, retry=0)
+
+
+def _requeue(memo: Any, namespace: str | None, labels: kopf.Labels, indexes: tuple[kopf.Index[Any, Any], ...]) -> None:
+    memo.views.bind(*indexes)
+    memo.requeue.add((str(namespace), labels[JOB_LABEL]))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)  # type: ignore[arg-type]
-def job_changed(
+async def job_changed(
     namespace: str | None,
     labels: kopf.Labels,
     memo: Any,
@@ -161,11 +180,11 @@ def job_changed(
     recon_pods: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    _on_child(namespace, labels, memo, recon_resources, recon_jobs, recon_pods)
+    _requeue(memo, namespace, labels, (recon_resources, recon_jobs, recon_pods))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)  # type: ignore[arg-type]
-def pod_changed(
+async def pod_changed(
     namespace: str | None,
     labels: kopf.Labels,
     memo: Any,
@@ -174,4 +193,4 @@ def pod_changed(
     recon_pods: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    _on_child(namespace, labels, memo, recon_resources, recon_jobs, recon_pods)
+    _requeue(memo, namespace, labels, (recon_resources, recon_jobs, recon_pods))

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import kubernetes
 
 from recon_operator.labels import JOB_LABEL
 from recon_operator.names import label_value
-from recon_operator.reconciler import Reconciler
+from recon_operator.reconciler import Reconciler, raw_json
 from recon_operator.spec import API_GROUP, API_VERSION, PLURAL
 
 log = logging.getLogger("recon_operator.healer")
@@ -48,17 +48,18 @@ class Healer(threading.Thread):
         custom = kubernetes.client.CustomObjectsApi(api)
         batch = kubernetes.client.BatchV1Api(api)
         core = kubernetes.client.CoreV1Api(api)
+        # Plain JSON (_preload_content=False): client models of every pod would cost memory and CPU.
         if namespace is None:
-            crs = custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL)
-            jobs = batch.list_job_for_all_namespaces(label_selector=JOB_LABEL)
-            pods = core.list_pod_for_all_namespaces(label_selector=JOB_LABEL)
+            crs = custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, _preload_content=False)
+            jobs = batch.list_job_for_all_namespaces(label_selector=JOB_LABEL, _preload_content=False)
+            pods = core.list_pod_for_all_namespaces(label_selector=JOB_LABEL, _preload_content=False)
         else:
-            crs = custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL)
-            jobs = batch.list_namespaced_job(namespace, label_selector=JOB_LABEL)
-            pods = core.list_namespaced_pod(namespace, label_selector=JOB_LABEL)
-        plain = api.sanitize_for_serialization
-        items = cast("dict[str, Any]", crs)["items"]
-        return list(items), [plain(j) for j in jobs.items], [plain(p) for p in pods.items]
+            crs = custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, _preload_content=False
+            )
+            jobs = batch.list_namespaced_job(namespace, label_selector=JOB_LABEL, _preload_content=False)
+            pods = core.list_namespaced_pod(namespace, label_selector=JOB_LABEL, _preload_content=False)
+        return _items(crs), _items(jobs), _items(pods)
 
     def sweep(self) -> None:
         for namespace in self.namespaces or (None,):
@@ -82,3 +83,8 @@ class Healer(threading.Thread):
                     pass  # preflight retries belong to the create handler's backoff
                 except Exception:
                     log.exception(f"healing {meta['namespace']}/{meta['name']} failed")
+
+
+def _items(response: object) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = raw_json(response)["items"]
+    return items

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -14,7 +16,7 @@ import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from recon_operator.events import transition_event
+from recon_operator.events import Event, event_manifest, transition_event
 from recon_operator.identity import build_identity
 from recon_operator.jobspec import build_job
 from recon_operator.labels import JOB_LABEL
@@ -22,7 +24,7 @@ from recon_operator.metrics import OperatorMetrics
 from recon_operator.names import job_name, label_value
 from recon_operator.phases import TERMINAL, Observation, Phase, Reason, confirm_outputs, parse_time
 from recon_operator.preflight import PreflightError, credentials_from_secret, preflight
-from recon_operator.reconcile import Action, Decision, decide, from_observation, owned_status, status_fields
+from recon_operator.reconcile import Action, Decision, decide, from_observation, owned_status, rfc3339, status_fields
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import API_GROUP, API_VERSION, PLURAL, ReconstructionJobSpec
 from recon_operator.storage import MANIFEST, StoreAccess, object_exists, parse_location
@@ -40,6 +42,11 @@ def load_kube_config() -> kubernetes.client.ApiClient:
     configuration = kubernetes.client.Configuration.get_default_copy()
     configuration.connection_pool_maxsize = 32  # one per handler thread, plus room
     return kubernetes.client.ApiClient(configuration)
+
+
+def raw_json(response: object) -> Any:
+    """The body of a call made with `_preload_content=False` (the client's stubs type it as the model)."""
+    return json.loads(cast("Any", response).data)
 
 
 class KeyedLocks:
@@ -94,11 +101,9 @@ class Reconciler:
             if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
                     return
-                # Caches may lag our own writes: decide again on what the API says now.
-                fresh = self._get_resource(meta["namespace"], meta["name"])
-                if fresh is None:
-                    return
-                body, jobs = fresh, self._list_jobs(meta["namespace"], meta["name"])
+                # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
+                # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
+                jobs = self._list_jobs(meta["namespace"], meta["name"])
                 decision = decide(body, jobs, pods, datetime.now(UTC))
                 if decision.action == Action.CONFIRM_JOB_GONE:
                     decision = Decision(Action.NONE, decision.attempt, status=decision.status)
@@ -173,13 +178,21 @@ class Reconciler:
         event = transition_event(previous, status)
         if event is None:
             return
-        kopf.event(
-            kopf.Body(cast("kopf.RawBody", dict(body))), type=event.type, reason=event.reason, message=event.message
-        )
+        self._post_event(body, event)
         self.metrics.transitions.labels(status["phase"]).inc()
         if status["phase"] in TERMINAL and observation is not None and observation.pod_failures:
             self.metrics.retries.labels("pod").inc(observation.pod_failures)
         self._observe_timings(body, status)
+
+    def _post_event(self, body: Obj, event: Event) -> None:
+        manifest = event_manifest(body, event, rfc3339(datetime.now(UTC)), socket.gethostname())
+        try:
+            create: Callable[..., Any] = (
+                self.core.create_namespaced_event
+            )  # the stubs want a model; a dict is sent as is
+            create(body["metadata"]["namespace"], manifest, _preload_content=False)
+        except ApiException as exc:  # an Event is a courtesy: never fail a reconcile over it
+            log.warning(f"could not post Event {event.reason} for {body['metadata']['name']}: {exc.reason}")
 
     def _observe_timings(self, body: Obj, status: Mapping[str, Any]) -> None:
         phase = status["phase"]
@@ -194,11 +207,13 @@ class Reconciler:
 
     def _job_created(self, body: Obj, status: Mapping[str, Any]) -> datetime | None:
         try:
-            job = self.batch.read_namespaced_job(status["jobName"], body["metadata"]["namespace"])
+            response = self.batch.read_namespaced_job(
+                status["jobName"], body["metadata"]["namespace"], _preload_content=False
+            )
         except ApiException:
             return None
-        created: datetime | None = job.metadata.creation_timestamp if job.metadata else None
-        return created
+        created = raw_json(response)["metadata"].get("creationTimestamp")
+        return parse_time(created) if created else None
 
     # ---- API and store helpers -----------------------------------------------------------------
 
@@ -223,28 +238,29 @@ class Reconciler:
             timeout_s=self.settings.preflight_timeout_s,
         )
 
-    def _get_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return cast("dict[str, Any]", obj)
-
     def _list_jobs(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        jobs = self.batch.list_namespaced_job(namespace, label_selector=f"{JOB_LABEL}={label_value(name)}")
-        return [self.api.sanitize_for_serialization(job) for job in jobs.items]
+        selector = f"{JOB_LABEL}={label_value(name)}"
+        response = self.batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False)
+        jobs: list[dict[str, Any]] = raw_json(response)["items"]
+        return jobs
 
     def _create(self, obj: dict[str, Any]) -> None:
         """Create `obj`; one that exists already (deterministic names) is what we wanted."""
         namespace = obj["metadata"]["namespace"]
+        rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
+        creators: dict[str, Callable[..., Any]] = {
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Role": rbac.create_namespaced_role,
+            "RoleBinding": rbac.create_namespaced_role_binding,
+            "Job": self.batch.create_namespaced_job,
+        }
+        create = creators[obj["kind"]]
         try:
-            kubernetes.utils.create_from_dict(self.api, obj, namespace=namespace)
-        except kubernetes.utils.FailToCreateError as exc:
-            if all(getattr(e, "status", None) == 409 for e in exc.api_exceptions):
-                return
-            raise
+            # Raw responses: deserializing every created object into client models only costs memory.
+            create(namespace, obj, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
     def _delete_job(self, namespace: str, name: str) -> None:
         try:

@@ -46,6 +46,9 @@ class OperatorSettings(BaseSettings):
     preflight_backoff_s: float = Field(5.0, gt=0)
     preflight_timeout_s: float = Field(20.0, gt=0)
     handler_timeout_s: float = Field(120.0, gt=0)
+    # Threads for Kopf's create/resume/update handlers, and for re-deriving status after Job/Pod events.
+    handler_threads: int = Field(24, ge=1)
+    requeue_threads: int = Field(4, ge=1)
     # 0: any free port (tests); "null" serves no metrics.
     metrics_port: int | None = Field(9090, ge=0, le=65535)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"

@@ -5,6 +5,7 @@ The operator only probes (preflight) and checks for the published manifest; it n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,21 +61,27 @@ class StoreAccess:
     timeout_s: float = 20.0
 
     def client(self) -> Any:
-        creds = dict(self.credentials)
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=self.region or "us-east-1",
-            aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-            aws_session_token=creds.get("AWS_SESSION_TOKEN"),
-            config=Config(
-                connect_timeout=self.timeout_s,
-                read_timeout=self.timeout_s,
-                retries={"max_attempts": 2, "mode": "standard"},
-                s3={"addressing_style": "path"} if self.endpoint else None,
-            ),
-        )
+        """A boto3 S3 client for this access, shared (they are thread-safe and costly to build)."""
+        return _client(self)
+
+
+@functools.lru_cache(maxsize=64)
+def _client(access: StoreAccess) -> Any:
+    creds = dict(access.credentials)
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=access.endpoint,
+        region_name=access.region or "us-east-1",
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
+        config=Config(
+            connect_timeout=access.timeout_s,
+            read_timeout=access.timeout_s,
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path"} if access.endpoint else None,
+        ),
+    )
 
 
 def error_code(exc: ClientError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from recon_operator.events import transition_event
+from recon_operator.events import event_manifest, transition_event
 from recon_operator.metrics import OperatorMetrics
 
 
@@ -34,3 +34,23 @@ def test_events_only_on_phase_changes() -> None:
     assert started is not None and started.type == "Normal" and started.message == "Pending → Running: on n1"
     failed = transition_event("Running", {"phase": "Failed", "reason": "OOMKilled", "message": "m"})
     assert failed is not None and (failed.type, failed.reason) == ("Warning", "OOMKilled")
+
+
+def test_event_manifest_points_at_the_resource() -> None:
+    owner = {
+        "apiVersion": "recon.dev/v1alpha1",
+        "kind": "ReconstructionJob",
+        "metadata": {"name": "bunny", "namespace": "ns", "uid": "u1"},
+    }
+    event = transition_event(None, {"phase": "Pending", "reason": "JobCreated", "message": "creating Job bunny-1"})
+    assert event is not None
+    manifest = event_manifest(owner, event, "2026-01-01T00:00:00Z", "op-0")
+    assert manifest["involvedObject"] == {
+        "apiVersion": "recon.dev/v1alpha1",
+        "kind": "ReconstructionJob",
+        "name": "bunny",
+        "namespace": "ns",
+        "uid": "u1",
+    }
+    assert (manifest["type"], manifest["reason"]) == ("Normal", "JobCreated")
+    assert manifest["message"] == "New → Pending: creating Job bunny-1"

@@ -20,7 +20,7 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECON_OPERATOR_WORKER_IMAGE", "reg/w:2")
     monkeypatch.setenv("RECON_OPERATOR_S3_ENDPOINT", "http://minio:9000")
     monkeypatch.setenv("RECON_OPERATOR_RECONCILE_INTERVAL_S", "2.5")
-    settings = OperatorSettings()  # type: ignore[call-arg]
+    settings = OperatorSettings()
     assert settings.namespaces == ("team-a", "team-b")
     assert settings.worker_command == ("python", "-c", "print(1)")
     assert settings.worker_image == "reg/w:2"
@@ -30,10 +30,10 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_worker_command_as_json_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECON_OPERATOR_WORKER_COMMAND", '["sh", "-c", "exit 3"]')
-    assert OperatorSettings().worker_command == ("sh", "-c", "exit 3")  # type: ignore[call-arg]
+    assert OperatorSettings().worker_command == ("sh", "-c", "exit 3")
 
 
 def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECON_OPERATOR_PREFLIGHT_RETRIES", "0")
     with pytest.raises(ValidationError, match="preflight_retries"):
-        OperatorSettings()  # type: ignore[call-arg]
+        OperatorSettings()
