@@ -1,0 +1,362 @@
+"""Reconstruction benchmark: quality, validity, time and GPU memory per object and capture condition.
+
+Two steps, so the GPU part can run on a machine that cannot write the docs:
+
+    # on the GPU machine (or anywhere, with --device cpu): synthesize, reconstruct, measure
+    python tools/bench_recon.py run --suite gpu --out bench-gpu.json
+    python tools/bench_recon.py run --suite cpu --out bench-cpu.json
+    # where the repository lives: merge one or more result files into the docs
+    python tools/bench_recon.py docs bench-gpu.json bench-cpu.json
+
+Each case synthesizes its capture first (`recon_worker.engine.synth`, outside the timed region), then
+times the whole pipeline fetch -> publish in-process through `recon_worker.runner.execute`, the same
+code path as `recon-worker local` (file:// input and output, no checkpoints). The first case is run
+once untimed to warm up (CUDA context, nvdiffrast's plugin build). Figures come from the published
+manifest.json and report.json; peak GPU memory is PyTorch's peak reserved memory during the case.
+
+`docs` rewrites the "## Reconstruction" section of docs/benchmarks.md (other sections are kept) and
+docs/benchmarks/recon.json (one record per row; rows of the same case, device and date are replaced).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "worker"))
+# The public-domain meshes (as in tests/conftest.py): beside the checkout, or where RECON_MESHES points.
+MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
+MESH_FILES = {"spot": "spot/spot.obj", "bob": "bob/bob_tri.obj", "blub": "blub/blub_triangulated.obj"}
+DOCS_MD = REPO / "docs" / "benchmarks.md"
+DOCS_JSON = REPO / "docs" / "benchmarks" / "recon.json"
+SECTION = "## Reconstruction"
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    views: int
+    specular: float
+    test_views: int
+    resolution: int
+    preset: str
+    # Targets: min PSNR (dB), max Chamfer-L1 (% of diagonal), min F-score.
+    min_psnr: float
+    max_chamfer: float
+    min_fscore: float
+    min_mask_iou: float = 0.99
+    max_seconds: float = 15.0
+    max_gpu_gb: float = 12.0
+
+
+CONDITIONS = {
+    "clean": Condition("clean", 100, 0.0, 20, 512, "standard", 38.0, 0.08, 0.995),
+    "sparse": Condition("sparse", 24, 0.0, 20, 512, "standard", 34.0, 0.12, 0.98),
+    "specular": Condition("specular", 100, 0.5, 20, 512, "standard", 33.0, 0.10, 0.99),
+    "sparse-specular": Condition("sparse-specular", 24, 0.5, 20, 512, "standard", 30.0, 0.15, 0.95),
+    # The CPU path at the draft preset; its target is the draft one (24 dB in 3 minutes), no geometric one.
+    "cpu-draft": Condition("cpu-draft", 24, 0.0, 5, 128, "draft", 24.0, float("inf"), 0.0, 0.0, 180.0),
+}
+SUITES = {
+    "gpu": [(o, c) for o in MESH_FILES for c in ("clean", "sparse", "specular", "sparse-specular")],
+    "cpu": [("spot", "cpu-draft")],
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# run
+
+
+def device_label(device: str) -> str:
+    if device != "cuda":
+        return "cpu"
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    for short in ("H200", "H100", "A100", "L40S", "L4", "A10G", "T4"):
+        if short in name:
+            return short
+    return name
+
+
+def run_case(obj: str, cond: Condition, device: str, scratch: Path) -> dict[str, Any]:
+    """Synthesize (untimed), then time the pipeline; returns the record of this row."""
+    import torch
+
+    from recon_worker.engine.synth import SynthOptions, synthesize
+    from recon_worker.presets import resolve_quality
+    from recon_worker.runner import execute
+    from recon_worker.task import TaskDocument
+
+    capture = scratch / f"{obj}-{cond.name}" / "capture"
+    output = scratch / f"{obj}-{cond.name}" / "output"
+    if not capture.exists():
+        options = SynthOptions(
+            views=cond.views, test_views=cond.test_views, resolution=cond.resolution, specular=cond.specular,
+            device=device,
+        )  # fmt: skip
+        synthesize(MESHES / MESH_FILES[obj], capture, options)
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    quality = resolve_quality(cond.preset)  # type: ignore[arg-type]
+    task = TaskDocument.model_validate(
+        {
+            "input": {"uri": capture.as_uri() + "/", "transformsFile": "transforms_train.json"},
+            "output": {"uri": output.as_uri() + "/"},
+            "quality": quality.model_dump(mode="json", by_alias=True),
+            "compute": {"gpus": 1 if device == "cuda" else 0, "minGpuMemoryGiB": 0},
+        }
+    )
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    outcome = execute(task, use_checkpoints=False)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    total = time.perf_counter() - started
+    record: dict[str, Any] = {
+        "object": obj, "condition": cond.name, "preset": cond.preset, "device": device_label(device),
+        "views": cond.views, "test_views": cond.test_views, "resolution": cond.resolution,
+        "specular": cond.specular, "total_seconds": round(total, 2), "outcome": outcome.reason,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"), "machine": machine(device),
+        "timed": "recon-worker local pipeline (runner.execute, in-process, warm), fetch -> publish",
+    }  # fmt: skip
+    if outcome.exit_code != 0:
+        record["error"] = outcome.message
+        return record
+    manifest = json.loads((output / "manifest.json").read_text())
+    report = json.loads((output / "report.json").read_text())
+    stage_seconds = {k: round(v, 2) for k, v in manifest["stageSeconds"].items()}
+    stage_seconds["publish"] = round(max(0.0, total - sum(manifest["stageSeconds"].values())), 2)
+    m = report["metrics"]
+    record.update(
+        backend=m["renderer"],
+        stage_seconds=stage_seconds,
+        psnr=m["psnr"],
+        ssim=m["ssim"],
+        mask_iou=m["maskIoU"],
+        chamfer_l1_pct_diag=m["chamferL1"],
+        fscore_0_5pct=m["fScore"],
+        normal_consistency=m["normalConsistency"],
+        faces=m["faces"],
+        watertight=m["watertight"],
+        manifold=m["manifold"],
+        peak_gpu_mem_gb=round(torch.cuda.max_memory_reserved() / 1e9, 2) if device == "cuda" else None,
+        peak_gpu_mem_allocated_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None,
+    )
+    record["misses"] = misses(record, cond)
+    record["targets_met"] = not record["misses"]
+    return record
+
+
+def machine(device: str) -> str:
+    cpu = f"{os.cpu_count()} CPU cores"
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)}, {cpu}"
+    # This row's figures depend on what else the machine was doing: say so.
+    return f"{platform.processor() or platform.machine()}, {cpu}, load average {os.getloadavg()[0]:.1f} at the end"
+
+
+def misses(record: dict[str, Any], cond: Condition) -> list[str]:
+    """Targets this row misses, each with the measured figure."""
+    out = []
+    if record["psnr"] is None or record["psnr"] < cond.min_psnr:
+        out.append(f"PSNR {record['psnr']:.2f} < {cond.min_psnr:g}")
+    if cond.min_mask_iou > 0 and (record["mask_iou"] is None or record["mask_iou"] < cond.min_mask_iou):
+        out.append(f"IoU {record['mask_iou']:.4f} < {cond.min_mask_iou}")
+    chamfer, fscore = record["chamfer_l1_pct_diag"], record["fscore_0_5pct"]
+    if cond.max_chamfer != float("inf") and (chamfer is None or chamfer > cond.max_chamfer):
+        out.append(f"Chamfer {chamfer:.3f} % > {cond.max_chamfer:g} %")
+    if cond.min_fscore > 0 and (fscore is None or fscore < cond.min_fscore):
+        out.append(f"F {fscore:.3f} < {cond.min_fscore:g}")
+    if not (record["watertight"] and record["manifold"]):
+        out.append("not watertight+manifold")
+    if record["peak_gpu_mem_gb"] is not None and record["peak_gpu_mem_gb"] > cond.max_gpu_gb:
+        out.append(f"GPU {record['peak_gpu_mem_gb']:.1f} GB > {cond.max_gpu_gb:g}")
+    if record["total_seconds"] > cond.max_seconds:
+        out.append(f"{record['total_seconds']:.1f} s > {cond.max_seconds:g} s")
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    cases = SUITES[args.suite]
+    if args.objects:
+        cases = [c for c in cases if c[0] in args.objects]
+    if args.conditions:
+        cases = [c for c in cases if c[1] in args.conditions]
+    device = "cpu" if args.suite == "cpu" else "cuda"
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="bench-recon-")).resolve()
+    out = Path(args.out)
+    records: list[dict[str, Any]] = []
+    # Imports and the renderer's set-up stay out of the timed region, as in a long-running worker image.
+    import importlib
+
+    from recon_worker.engine.render import get_renderer
+
+    for module in ("reconstruct.stage", "refine", "texture", "validate", "export"):
+        importlib.import_module(f"recon_worker.engine.{module}")
+
+    get_renderer(device)
+    if cases and not args.no_warmup:
+        obj, cond = cases[0]
+        print(f"warm-up: {obj} {cond} (untimed)", flush=True)
+        try:
+            run_case(obj, CONDITIONS[cond], device, scratch)
+        except Exception as exc:
+            print(f"warm-up failed: {type(exc).__name__}: {exc}", flush=True)
+    for obj, cond in cases:
+        try:
+            record = run_case(obj, CONDITIONS[cond], device, scratch)
+        except Exception as exc:  # one broken case must not lose the rows measured so far
+            spec = CONDITIONS[cond]
+            record = {
+                "object": obj, "condition": cond, "preset": spec.preset, "device": device_label(device),
+                "views": spec.views, "resolution": spec.resolution, "total_seconds": None,
+                "outcome": type(exc).__name__, "error": str(exc), "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                "machine": machine(device),
+            }  # fmt: skip
+        records.append(record)
+        out.write_text(json.dumps(records, indent=2))  # after every row: a timeout keeps what was measured
+        print(json.dumps({k: record.get(k) for k in ("object", "condition", "total_seconds", "psnr", "misses")}))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# docs
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    head = (
+        "| object | condition | preset | device | backend | views | res | total s | PSNR | SSIM | IoU "
+        "| Chamfer-L1 % | F@0.5% | faces | watertight+manifold | peak GPU GB | met? |\n"
+        "|" + " --- |" * 5 + " ---: |" * 9 + " --- | ---: | --- |\n"
+    )
+    rows = []
+    for r in records:
+        if "error" in r:
+            cells = [r["object"], r["condition"], r["preset"], r["device"], "", r["views"], r["resolution"]]
+            cells += [_num(r["total_seconds"], ".1f"), f"failed: {r['outcome']}", *[""] * 7, "no"]
+            rows.append("| " + " | ".join(map(str, cells)) + " |")
+            continue
+        met = "yes" if r["targets_met"] else "no: " + "; ".join(r["misses"])
+        valid = r["watertight"] and r["manifold"]
+        rows.append(
+            f"| {r['object']} | {r['condition']} | {r['preset']} | {r['device']} | {r['backend']} | {r['views']} "
+            f"| {r['resolution']}² | {r['total_seconds']:.1f} | {_num(r['psnr'], '.2f')} | {_num(r['ssim'], '.4f')} "
+            f"| {_num(r['mask_iou'], '.4f')} | {_num(r['chamfer_l1_pct_diag'], '.3f')} "
+            f"| {_num(r['fscore_0_5pct'], '.3f')} | {r['faces']} | {'yes' if valid else 'no'} "
+            f"| {_num(r['peak_gpu_mem_gb'], '.2f')} | {met} |"
+        )  # fmt: skip
+    return head + "\n".join(rows) + "\n"
+
+
+def section(records: list[dict[str, Any]]) -> str:
+    machines = sorted({f"{r['device']}: {r['machine']}" for r in records})
+    dates = sorted({r["date"] for r in records})
+    stages = "\n".join(
+        f"| {r['object']} | {r['condition']} | {r['device']} | "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r.get("stage_seconds", {}).items())
+        + " |"
+        for r in records
+    )
+    return f"""{SECTION}
+
+Measured with `tools/bench_recon.py` (`make bench-recon`). Each capture is synthesized from the
+public-domain mesh first (untimed; Lambertian, or with a Blinn-Phong highlight of weight 0.5 for the
+specular conditions; 20 held-out test views, 5 for the CPU row); the timed region is the whole
+pipeline fetch → publish of `recon-worker local` (`runner.execute`, in-process; GPU rows after one
+untimed warm-up run), file:// input and output, no checkpoints. PSNR/SSIM/IoU: held-out views on white.
+Chamfer-L1: point-to-surface, % of the ground truth's bounding-box diagonal; F-score at 0.5 % of it.
+Peak GPU memory: PyTorch's peak reserved memory.
+
+Targets (met? column): clean ≥38 dB, ≤0.08 %, F≥0.995; sparse ≥34 dB, ≤0.12 %, F≥0.98;
+specular ≥33 dB, ≤0.10 %, F≥0.99; sparse-specular ≥30 dB, ≤0.15 %, F≥0.95; every GPU row IoU ≥0.99,
+watertight and manifold, peak GPU ≤12 GB, total ≤15 s. CPU draft row: ≥24 dB, valid, total ≤180 s.
+
+Machines: {"; ".join(machines)}. Dates: {", ".join(dates)}.
+
+{markdown_table(records)}
+Stage timings (s):
+
+| object | condition | device | stages |
+| --- | --- | --- | --- |
+{stages}
+"""
+
+
+def merge_section(document: str, new_section: str) -> str:
+    """`document` with its "## Reconstruction" section replaced by `new_section` (appended if absent)."""
+    start = document.find(SECTION + "\n")
+    if start < 0:
+        prefix = document.rstrip() + "\n\n" if document.strip() else "# Benchmarks\n\n"
+        return prefix + new_section
+    end = document.find("\n## ", start + len(SECTION))
+    rest = document[end + 1 :] if end >= 0 else ""
+    return document[:start] + new_section + ("\n" + rest if rest else "")
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    new: list[dict[str, Any]] = []
+    for path in args.results:
+        new += json.loads(Path(path).read_text())
+    if not new:
+        print("no records in", ", ".join(args.results), file=sys.stderr)
+        return 1
+    for record in new:  # targets are judged here, so a change of target needs no new measurement
+        if "error" not in record:
+            record["misses"] = misses(record, CONDITIONS[record["condition"]])
+            record["targets_met"] = not record["misses"]
+    key = lambda r: (r["object"], r["condition"], r["device"])  # noqa: E731
+    fresh = {key(r) for r in new}
+    old = json.loads(DOCS_JSON.read_text()) if DOCS_JSON.exists() else []
+    records = [r for r in old if key(r) not in fresh] + new
+    order = {name: i for i, name in enumerate(CONDITIONS)}
+    records.sort(key=lambda r: (r["device"] == "cpu", list(MESH_FILES).index(r["object"]), order[r["condition"]]))
+    DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    DOCS_JSON.write_text(json.dumps(records, indent=2) + "\n")
+    DOCS_MD.write_text(merge_section(DOCS_MD.read_text() if DOCS_MD.exists() else "", section(records)))
+    print(f"wrote {len(records)} rows to {DOCS_JSON.relative_to(REPO)} and {DOCS_MD.relative_to(REPO)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="synthesize captures, run the pipeline, write a results JSON")
+    run.add_argument("--suite", choices=sorted(SUITES), default="gpu")
+    run.add_argument("--objects", nargs="*", choices=sorted(MESH_FILES))
+    run.add_argument("--conditions", nargs="*", choices=sorted(CONDITIONS))
+    run.add_argument("--out", required=True, help="results JSON (rewritten after every row)")
+    run.add_argument("--scratch", help="folder for captures and outputs (default: a new temporary folder)")
+    run.add_argument("--no-warmup", action="store_true")
+    run.set_defaults(handler=cmd_run)
+    docs = commands.add_parser("docs", help="merge results JSON files into docs/benchmarks.md and recon.json")
+    docs.add_argument("results", nargs="+")
+    docs.set_defaults(handler=cmd_docs)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
