@@ -1,8 +1,8 @@
 """Export: the textured mesh as GLB, OBJ (+ MTL + PNG) and PLY, at most `targetFaces` faces.
 
-Decimation keeps the texture by re-unwrapping the simplified surface (xatlas) and re-baking its
-texture from the full-resolution one: every texel of the new atlas takes the colour of the nearest
-point of the original textured surface. Quadric decimation (fast-simplification, through trimesh)
+Decimation keeps the texture by re-unwrapping the simplified surface (xatlas, with the texture stage's
+`unwrap`) and re-baking its texture from the full-resolution one: every texel of the new atlas takes
+the colour of the nearest point of the original textured surface. Quadric decimation (fast-simplification, through trimesh)
 can break a closed surface; the result is re-checked and repaired, and the original mesh is kept
 when the decimated one stays broken.
 
@@ -31,8 +31,6 @@ EXPORT_FILES: dict[str, tuple[str, ...]] = {
     "ply": ("mesh.ply",),
 }
 _MATERIAL_NAME = "material"
-# Gutter around each chart of a re-baked atlas, in texels (keeps mip-mapped lookups off the background).
-_ATLAS_PADDING = 4
 
 
 def uv_of(mesh: trimesh.Trimesh) -> np.ndarray:
@@ -149,7 +147,7 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int) -> tuple[trimesh.Trimesh,
     """
     if len(mesh.faces) <= target_faces:
         return mesh, []
-    import xatlas
+    from recon_worker.engine.texture import unwrap
 
     geometry, _ = welded(mesh)
     simplified = geometry.simplify_quadric_decimation(face_count=target_faces)
@@ -159,14 +157,11 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int) -> tuple[trimesh.Trimesh,
     if not (checks.watertight and checks.manifold) or len(simplified.faces) > target_faces:
         problems = "; ".join(checks.problems()) or f"{len(simplified.faces)} faces"
         return mesh, [f"decimation to {target_faces} faces gave an invalid mesh ({problems}); kept the original"]
-    vmapping, indices, uv = xatlas.parametrize(
-        np.asarray(simplified.vertices, np.float32), np.asarray(simplified.faces, np.uint32)
-    )
     size = max(texture_image(mesh).size)
-    vertices = np.asarray(simplified.vertices)[vmapping]
-    image = bake_texture(mesh, vertices, indices.astype(np.int64), uv, size)
-    notes = [f"decimated {len(mesh.faces)} -> {len(indices)} faces, texture re-baked at {size}px", *repairs]
-    return textured(vertices, indices.astype(np.int64), uv, image), notes
+    atlas = unwrap(simplified, size)  # the texture stage's unwrap: same charts, packing and gutters
+    image = bake_texture(mesh, atlas.verts, atlas.faces, atlas.uv, size)
+    notes = [f"decimated {len(mesh.faces)} -> {len(atlas.faces)} faces, texture re-baked at {size}px", *repairs]
+    return textured(atlas.verts, atlas.faces, atlas.uv, image), notes
 
 
 # --------------------------------------------------------------------------------------------------
