@@ -2,9 +2,9 @@
 
 Decimation keeps the texture by re-unwrapping the simplified surface (xatlas, with the texture stage's
 `unwrap`) and re-baking its texture from the full-resolution one: every texel of the new atlas takes
-the colour of the nearest point of the original textured surface. Quadric decimation (fast-simplification, through trimesh)
-can break a closed surface; the result is re-checked and repaired, and the original mesh is kept
-when the decimated one stays broken.
+the colour of the nearest point of the original textured surface. Quadric decimation
+(fast-simplification, through trimesh) can break a closed surface; the result is re-checked and
+repaired, and the original mesh is kept when the decimated one stays broken.
 
 File names are fixed by the output contract: mesh.glb, mesh.obj, mesh.mtl, texture.png, mesh.ply.
 """
