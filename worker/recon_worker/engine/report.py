@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 import platform
 from collections.abc import Sequence
@@ -250,6 +251,8 @@ capture {cap.train_views} training + {cap.test_views} held-out views at {cap.wid
 <h2>Timings (s)</h2>{timings}
 <p class=muted>Resumed from a checkpoint: {html.escape(", ".join(report.resumed_stages) or "none")}</p>
 <h2>GPU</h2>{gpu_rows}
+<h2>Files</h2><p>{html.escape(", ".join(f for f in report.files if not f.startswith("previews/")))}</p>
+<h2>Settings</h2><pre>{html.escape(json.dumps(report.settings, indent=2))}</pre>
 <h2>Software</h2>{software}
 </body></html>
 """
