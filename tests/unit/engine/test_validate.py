@@ -79,7 +79,9 @@ def capture_dir(spot: trimesh.Trimesh, tmp_path_factory: pytest.TempPathFactory)
     return root
 
 
-def stage_context(capture_dir: Path, workdir: Path, gates: Gates, formats: tuple[str, ...]) -> StageContext:
+def stage_context(
+    capture_dir: Path, workdir: Path, gates: Gates, formats: tuple[str, ...], device: str = "cpu"
+) -> StageContext:
     texture = workdir / "texture"
     texture.mkdir(parents=True)
     # The texture stage's file names (engine.texture): textured.obj, its MTL and texture.
@@ -90,17 +92,24 @@ def stage_context(capture_dir: Path, workdir: Path, gates: Gates, formats: tuple
         settings=resolve_quality("draft"),
         gates=gates,
         workdir=workdir,
-        device="cpu",
-        renderer="pytorch3d",
+        device=device,
+        renderer="auto",  # PyTorch3D on the CPU, nvdiffrast on CUDA
         export_formats=formats,
         stage_seconds={"fetch": 0.1, "reconstruct": 1.0, "refine": 2.0, "texture": 0.5, "validate": 3.0},
         resumed_stages=["reconstruct"],
     )
 
 
-def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path) -> None:
+CUDA = pytest.param(
+    "cuda",
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path, device: str) -> None:
     gates = Gates(min_psnr=30, min_mask_iou=0.95, enforce=True)
-    ctx = stage_context(capture_dir, tmp_path, gates, ("glb", "obj", "ply"))
+    ctx = stage_context(capture_dir, tmp_path, gates, ("glb", "obj", "ply"), device)
     metrics = run_validate(ctx)
 
     assert metrics.view_split == "test" and len(metrics.views) == 3
@@ -109,7 +118,7 @@ def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path) -
     assert metrics.ssim is not None and metrics.ssim > 0.97
     assert metrics.chamfer_l1 is not None and metrics.chamfer_l1 < 1e-3 and metrics.fscore == 1.0
     assert metrics.watertight and metrics.manifold and metrics.checks.valid
-    assert metrics.faces == 5856 and metrics.renderer == "pytorch3d"
+    assert metrics.faces == 5856 and metrics.renderer == ("nvdiffrast" if device == "cuda" else "pytorch3d")
     assert metrics.gates.passed and metrics.gates.enforced and metrics.gates.failures == []
 
     on_disk = json.loads((tmp_path / "validate" / "metrics.json").read_text())
@@ -132,9 +141,12 @@ def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path) -
         "previews/turntable_00.png", "previews/heldout_00.png",
     }  # fmt: skip
     report = Report.model_validate_json((out / "report.json").read_text())
-    assert report.metrics == metrics and report.renderer == "pytorch3d" and report.device == "cpu"
+    assert report.metrics == metrics and report.renderer == metrics.renderer and report.device == device
     assert report.stage_seconds["refine"] == 2.0 and report.total_seconds == pytest.approx(6.6)
-    assert report.resumed_stages == ["reconstruct"] and report.gpu.name is None
+    assert report.resumed_stages == ["reconstruct"]
+    assert (report.gpu.name is None) == (device == "cpu")
+    if device == "cuda":
+        assert report.gpu.peak_memory_allocated_gb is not None and report.gpu.peak_memory_allocated_gb > 0
     assert report.software["torch"] and report.software["pytorch3d"] and report.software["trimesh"]
     assert report.capture.test_views == 3 and report.capture.ground_truth
     glb = trimesh.load(out / "mesh.glb", force="mesh", process=False)
