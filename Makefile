@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help venv k8s-bins cluster-up cluster-down test test-unit lint fmt generate clean
+.PHONY: help venv k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ cluster-up: venv k8s-bins ## Start the local control plane and node agent (kubec
 
 cluster-down: venv ## Stop the local control plane
 	PYTHONPATH=tools $(PY) -m localcluster down
+
+cluster-status: venv ## Show the local control plane's components
+	PYTHONPATH=tools $(PY) -m localcluster status
 
 lint: venv ## ruff (lint and format check), mypy, and generated files up to date
 	$(VENV)/bin/ruff check .
@@ -43,7 +46,8 @@ test-unit: venv ## Unit tests only (no control plane)
 test: venv k8s-bins lint ## Everything CI checks: lint, types, unit and integration tests (real control plane, S3)
 	RECON_REQUIRE_CLUSTER=1 $(PY) -m pytest tests
 
-clean: ## Remove local state and caches in the repo (the cached venv and binaries stay in $(RECON_CACHE))
+clean: ## Stop the local cluster; remove local state in the repo (the cached venv and binaries stay in $(RECON_CACHE))
+	-[ -x $(PY) ] && [ -f .cluster/cluster.json ] && PYTHONPATH=tools $(PY) -m localcluster down
 	rm -rf .cluster .demo .scratch .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -f $(VENV)

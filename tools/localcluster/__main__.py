@@ -18,14 +18,10 @@ from localcluster.controlplane import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m localcluster", description="Local Kubernetes control plane."
-    )
+    parser = argparse.ArgumentParser(prog="python -m localcluster", description="Local Kubernetes control plane.")
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: <repo>/.cluster")
-    parser.add_argument(
-        "--crd-dir", type=Path, default=DEFAULT_CRD_DIR, help="CRD YAMLs to install (default: crds/)"
-    )
+    parser.add_argument("--crd-dir", type=Path, default=DEFAULT_CRD_DIR, help="CRD YAMLs to install (default: crds/)")
     parser.add_argument("--node-name", default="local-node")
     parser.add_argument("--no-node", action="store_true", help="start no node agent")
     parser.add_argument("--gpus", type=int, default=1, help="nvidia.com/gpu capacity of the node (default 1)")
@@ -41,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             labels=dict(label.split("=", 1) for label in args.label),
         )
     ]  # fmt: skip
-    cluster = Cluster(
-        ClusterConfig(state_dir=args.state_dir, crd_dir=args.crd_dir, nodes=nodes, timeout=args.timeout)
-    )
+    cluster = Cluster(ClusterConfig(state_dir=args.state_dir, crd_dir=args.crd_dir, nodes=nodes, timeout=args.timeout))
     if args.command == "up":
         try:
             cluster.up()

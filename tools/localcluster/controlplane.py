@@ -96,9 +96,7 @@ class Cluster:
 
     def process(self, name: str) -> ManagedProcess:
         if name not in self.processes:
-            self.processes[name] = ManagedProcess(
-                name, self.run_dir / f"{name}.pid", self.logs_dir / f"{name}.log"
-            )
+            self.processes[name] = ManagedProcess(name, self.run_dir / f"{name}.pid", self.logs_dir / f"{name}.log")
         return self.processes[name]
 
     def status(self) -> dict[str, bool]:
@@ -143,9 +141,7 @@ class Cluster:
     def down(self) -> None:
         """Stop node agents and kwok first (they stop their pods' processes), then the control plane."""
         order = ["kwok", "node-", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-        names = sorted(
-            self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p))
-        )
+        names = sorted(self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p)))
         for name in names:
             self.processes[name].stop(grace=15.0 if name.startswith("node-") else 10.0)
 
@@ -167,8 +163,7 @@ class Cluster:
         pki = PKI(self.pki_dir)
         pki.create_ca()
         self.ports = {
-            name: free_port()
-            for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
+            name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
         }
         self.save_info()
         apiserver_cert = pki.issue("apiserver", "kube-apiserver", sans=APISERVER_SANS, server=True)
@@ -186,9 +181,7 @@ class Cluster:
             ("scheduler", "system:kube-scheduler", ()),
         ):
             pair = pki.issue(name, cn, orgs)
-            write_cert_kubeconfig(
-                self._kubeconfig_for(name), self.server, pki.ca.cert, pair.cert, pair.key, cn
-            )
+            write_cert_kubeconfig(self._kubeconfig_for(name), self.server, pki.ca.cert, pair.cert, pair.key, cn)
 
         self._start_etcd()
         self._wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{self.ports['etcd']}/health", None), "/health")
@@ -319,9 +312,7 @@ class Cluster:
             f"node-{node.name}-serving", f"system:node:{node.name}", ("system:nodes",), sans, server=True
         )
         kubeconfig = self.pki_dir / f"node-{node.name}.kubeconfig"
-        write_cert_kubeconfig(
-            kubeconfig, self.server, pki.ca.cert, pair.cert, pair.key, f"system:node:{node.name}"
-        )
+        write_cert_kubeconfig(kubeconfig, self.server, pki.ca.cert, pair.cert, pair.key, f"system:node:{node.name}")
         argv = [
             sys.executable, "-m", "localcluster.nodeagent",
             f"--kubeconfig={kubeconfig}",

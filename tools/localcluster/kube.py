@@ -81,9 +81,7 @@ def install_crds(api: client.ApiClient, files: list[Path], timeout: float) -> li
             if not doc:
                 continue
             if doc.get("kind") != "CustomResourceDefinition":
-                raise ValueError(
-                    f"{path}: expected only CustomResourceDefinition documents, found {doc.get('kind')}"
-                )
+                raise ValueError(f"{path}: expected only CustomResourceDefinition documents, found {doc.get('kind')}")
             name = doc["metadata"]["name"]
             try:
                 ext.patch_custom_resource_definition(
@@ -94,9 +92,7 @@ def install_crds(api: client.ApiClient, files: list[Path], timeout: float) -> li
                     _content_type="application/apply-patch+yaml",  # JSON is YAML: the body is sent as JSON
                 )
             except ApiException as err:
-                raise RuntimeError(
-                    f"{path}: the apiserver rejected CRD {name}: {err.body or err.reason}"
-                ) from err
+                raise RuntimeError(f"{path}: the apiserver rejected CRD {name}: {err.body or err.reason}") from err
             names.append(name)
     for name in names:
         wait_for(f"CRD {name} to be Established", functools.partial(_crd_established, ext, name), timeout)

@@ -20,9 +20,7 @@ def _write(path: Path, server: str, ca: Path, user: dict[str, Any], name: str, n
     document = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {"name": "local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}
-        ],
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": _b64(ca)}}],
         "users": [{"name": name, "user": user}],
         "contexts": [{"name": "local", "context": context}],
         "current-context": "local",
@@ -38,8 +36,6 @@ def write_cert_kubeconfig(path: Path, server: str, ca: Path, cert: Path, key: Pa
     _write(path, server, ca, user, name, None)
 
 
-def write_token_kubeconfig(
-    path: Path, server: str, ca: Path, token_file: Path, name: str, namespace: str
-) -> None:
+def write_token_kubeconfig(path: Path, server: str, ca: Path, token_file: Path, name: str, namespace: str) -> None:
     """Kubeconfig whose token is read from `token_file` (refreshed in place by the node agent)."""
     _write(path, server, ca, {"tokenFile": str(token_file)}, name, namespace)

@@ -92,16 +92,12 @@ class NodeAgent:
         self.labels = {
             "kubernetes.io/hostname": self.name,
             "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
-                platform.machine(), platform.machine()
-            ),
+            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
             **dict(label.split("=", 1) for label in args.label),
         }
         self.taints = [_parse_taint(t) for t in args.taint]
         self.log_server = (
-            LogServer(self, args.serving_cert, args.serving_key, args.client_ca)
-            if args.serving_cert
-            else None
+            LogServer(self, args.serving_cert, args.serving_key, args.client_ca) if args.serving_cert else None
         )
         self.free_gpus = list(range(args.gpus))
         self.gpu_lock = threading.Lock()
@@ -202,9 +198,7 @@ class NodeAgent:
                 "metadata": {
                     "name": self.name,
                     "namespace": "kube-node-lease",
-                    "ownerReferences": [
-                        {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node_uid}
-                    ],
+                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node_uid}],
                 },
                 "spec": spec,
             }
@@ -414,8 +408,7 @@ class PodWorker(threading.Thread):
         spec = self.pod["spec"]
         self.containers = [Container(c, self.folder / "containers" / c["name"]) for c in spec["containers"]]
         self.init_containers = [
-            Container(c, self.folder / "init-containers" / c["name"])
-            for c in spec.get("initContainers") or []
+            Container(c, self.folder / "init-containers" / c["name"]) for c in spec.get("initContainers") or []
         ]
         self.start_time = now()
         self.set_status("Pending")
@@ -458,9 +451,7 @@ class PodWorker(threading.Thread):
                 if message != reported:
                     reported = message
                     for container in self.containers:
-                        container.state = {
-                            "waiting": {"reason": "CreateContainerConfigError", "message": message}
-                        }
+                        container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
                     self.set_status("Pending")
                     self.agent.event(self.pod, "Warning", "Failed", f"Error: {message}")
             self.changed.wait(2)
@@ -474,9 +465,7 @@ class PodWorker(threading.Thread):
         for volume in spec.get("volumes") or []:
             volume_dirs[volume["name"]] = self.materialize_volume(volume, volumes_dir / volume["name"])
 
-        base = {
-            k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH", "PYTHONUNBUFFERED")
-        }
+        base = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "PYTHONPATH", "PYTHONUNBUFFERED")}
         base["HOSTNAME"] = self.pod_name
         # The venv stands in for the image: its programs (python, recon-worker) resolve first.
         venv_bin = str(Path(sys.executable).parent)
@@ -560,9 +549,7 @@ class PodWorker(threading.Thread):
                 if obj is None:
                     if ref.get("optional"):
                         continue
-                    raise ConfigError(
-                        f'volume {name}: {"secret" if secret else "configmap"} "{ref_name}" not found'
-                    )
+                    raise ConfigError(f'volume {name}: {"secret" if secret else "configmap"} "{ref_name}" not found')
                 data = decoded_data(obj, secret)
                 items = ref.get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
@@ -583,9 +570,7 @@ class PodWorker(threading.Thread):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(field_ref(self.pod, item["fieldRef"]["fieldPath"]))
             else:
-                raise ConfigError(
-                    f"volume {name}: {sorted(source)} volumes are not emulated by the local node agent"
-                )
+                raise ConfigError(f"volume {name}: {sorted(source)} volumes are not emulated by the local node agent")
         return folder
 
     # ---- identity ---------------------------------------------------------------------------
@@ -634,10 +619,7 @@ class PodWorker(threading.Thread):
         """Start the container's process; on failure record a StartError (exit code 128) and return False."""
         spec = container.spec
         paths = container.paths
-        argv = [
-            paths.rewrite(expand(part, env))
-            for part in (spec.get("command") or []) + (spec.get("args") or [])
-        ]
+        argv = [paths.rewrite(expand(part, env)) for part in (spec.get("command") or []) + (spec.get("args") or [])]
         started = now()
         container.termination_file.write_text("")
         error = None
@@ -668,8 +650,7 @@ class PodWorker(threading.Thread):
                     )
             except FileNotFoundError:
                 error = (
-                    f'exec: "{argv[0]}": executable file not found in $PATH '
-                    "(images are not pulled on the local node)"
+                    f'exec: "{argv[0]}": executable file not found in $PATH (images are not pulled on the local node)'
                 )
             except PermissionError:
                 error = f'exec: "{argv[0]}": permission denied'
@@ -697,9 +678,7 @@ class PodWorker(threading.Thread):
         code = container.popen.poll()
         if code is None:
             return False
-        exit_code = (
-            code if code >= 0 else 128 - code
-        )  # killed by signal N: 128+N, as container runtimes report
+        exit_code = code if code >= 0 else 128 - code  # killed by signal N: 128+N, as container runtimes report
         terminated: Obj = {
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
@@ -790,15 +769,11 @@ class PodWorker(threading.Thread):
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         running = [c for c in containers if c.popen is not None and c.popen.poll() is None]
         if running:
-            self.agent.event(
-                self.pod, "Normal", "Killing", f"Stopping container {', '.join(c.name for c in running)}"
-            )
+            self.agent.event(self.pod, "Normal", "Killing", f"Stopping container {', '.join(c.name for c in running)}")
         for container in running:
             _signal_group(container.popen, signal.SIGTERM)
         deadline = time.monotonic() + float(grace)
-        while time.monotonic() < deadline and any(
-            c.popen is not None and c.popen.poll() is None for c in running
-        ):
+        while time.monotonic() < deadline and any(c.popen is not None and c.popen.poll() is None for c in running):
             time.sleep(0.1)
         for container in running:
             _signal_group(container.popen, signal.SIGKILL)
@@ -898,9 +873,7 @@ class PodWorker(threading.Thread):
             if err.status == 404:
                 self.gone = True
             else:
-                log.warning(
-                    "pod %s/%s: status %s not posted: %s", self.namespace, self.pod_name, phase, err.body
-                )
+                log.warning("pod %s/%s: status %s not posted: %s", self.namespace, self.pod_name, phase, err.body)
 
 
 class LogServer(http.server.ThreadingHTTPServer):
@@ -923,9 +896,7 @@ class LogServer(http.server.ThreadingHTTPServer):
         self.port = int(self.server_address[1])
 
     def find(self, namespace: str, pod: str, name: str) -> Container | None:
-        workers = [
-            w for w in list(self.agent.workers.values()) if (w.namespace, w.pod_name) == (namespace, pod)
-        ]
+        workers = [w for w in list(self.agent.workers.values()) if (w.namespace, w.pod_name) == (namespace, pod)]
         for worker in workers:
             for container in worker.containers + worker.init_containers:
                 if container.name == name:
@@ -940,18 +911,14 @@ class _LogHandler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         parts = url.path.strip("/").split("/")
         if len(parts) != 4 or parts[0] != "containerLogs":
-            self.send_error(
-                404, "only /containerLogs/<namespace>/<pod>/<container> is served by the local node"
-            )
+            self.send_error(404, "only /containerLogs/<namespace>/<pod>/<container> is served by the local node")
             return
         query = urllib.parse.parse_qs(url.query)
         container = self.server.find(parts[1], parts[2], parts[3])
         if container is None:
             self.send_error(404, f"container {parts[3]!r} of pod {parts[1]}/{parts[2]} is not on this node")
             return
-        restart = (
-            container.restarts - 1 if query.get("previous", ["false"])[0] == "true" else container.restarts
-        )
+        restart = container.restarts - 1 if query.get("previous", ["false"])[0] == "true" else container.restarts
         path = container.folder / f"{max(restart, 0)}.log"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -1001,12 +968,8 @@ def _parse_taint(text: str) -> Obj:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m localcluster.nodeagent", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--kubeconfig", required=True, help="identity system:node:<name> (group system:nodes)"
-    )
+    parser = argparse.ArgumentParser(prog="python -m localcluster.nodeagent", description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", required=True, help="identity system:node:<name> (group system:nodes)")
     parser.add_argument("--name", default="local-node")
     parser.add_argument("--state-dir", required=True, help="per-pod folders go under <state-dir>/pods")
     parser.add_argument("--cpu", default="2")
@@ -1021,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-ca", help="CA of the apiserver's kubelet client certificate")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s: %(message)s")
-    api = kube_config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    api = kube_config.new_client_from_config(config_file=args.kubeconfig)
     api.configuration.connection_pool_maxsize = 64  # one watch plus a request per busy pod thread
     api.rest_client = client.rest.RESTClientObject(api.configuration)
     agent = NodeAgent(api, args)

@@ -60,9 +60,7 @@ class PathMap:
     """
 
     def __init__(self, mapping: dict[str, str]) -> None:
-        self.mapping = sorted(
-            ((k.rstrip("/") or "/", v) for k, v in mapping.items()), key=lambda kv: -len(kv[0])
-        )
+        self.mapping = sorted(((k.rstrip("/") or "/", v) for k, v in mapping.items()), key=lambda kv: -len(kv[0]))
 
     def _map_path(self, value: str) -> str | None:
         for container_path, host_path in self.mapping:
@@ -117,7 +115,7 @@ def field_ref(pod: Obj, path: str) -> str:
 
 
 def _quantity(text: str) -> Decimal:
-    return Decimal(parse_quantity(text))  # type: ignore[no-untyped-call]
+    return Decimal(parse_quantity(text))
 
 
 def resource_field_ref(container: Obj, ref: Obj, allocatable: dict[str, str]) -> str:
@@ -146,9 +144,7 @@ def decoded_data(obj: Obj, secret: bool) -> dict[str, str]:
     if secret:
         return {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items()}
     merged = dict(obj.get("data") or {})
-    merged.update(
-        {k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("binaryData") or {}).items()}
-    )
+    merged.update({k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("binaryData") or {}).items()})
     return merged
 
 
@@ -203,9 +199,7 @@ def container_env(
                     continue
                 if data is None:
                     raise ConfigError(f'{what} "{ref["name"]}" not found')
-                raise ConfigError(
-                    f"couldn't find key {ref['key']} in {what.capitalize()} {namespace}/{ref['name']}"
-                )
+                raise ConfigError(f"couldn't find key {ref['key']} in {what.capitalize()} {namespace}/{ref['name']}")
             env[name] = data[ref["key"]]
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
