@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,8 @@ class Installed:
     s3: Any  # boto3 S3 client, as this machine reaches the store
     credentials: dict[str, str]
     helm_output: str
+    values: dict[str, Any]  # the chart values it was installed with
     local: Cluster | None = None  # the local control plane, None for an external cluster
-    logs: list[str] = field(default_factory=list)
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -109,7 +109,7 @@ def _external() -> Installed:
         aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
     )
-    return Installed(kubeconfig, api, s3, credentials, out.stdout)
+    return Installed(kubeconfig, api, s3, credentials, out.stdout, values)
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +139,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         out = install_chart(cluster.kubeconfig, RELEASE, SYSTEM_NAMESPACE, values, state / "values.yaml")
         s3 = s3_server.client()
         _make_buckets(s3)
-        yield Installed(cluster.kubeconfig, cluster.api_client(), s3, dict(TEST_CREDENTIALS), out.stdout, cluster)
+        yield Installed(
+            cluster.kubeconfig, cluster.api_client(), s3, dict(TEST_CREDENTIALS), out.stdout, values, cluster
+        )
     finally:
         s3_server.stop()
         cluster.down()
