@@ -93,6 +93,19 @@ def test_worker_image_matches_the_pinned_torch_and_builds_the_plugin_at_build_ti
     assert len(froms) == 2 and "devel" in froms[0] and "runtime" in froms[1], "devel builds, runtime runs"
 
 
+def test_worker_command_loads_the_prebuilt_plugin_from_a_writable_copy() -> None:
+    """Pods have a read-only root filesystem; the extension loader writes a lock and build.ninja beside the plugin."""
+    final = "\n".join(f"{keyword} {args}" for keyword, args in final_stage("Dockerfile.worker"))
+    assert "> /usr/local/bin/recon-worker" in final, "`recon-worker` must be the wrapper"
+    assert "ENV PATH=/usr/local/bin:/opt/venv/bin:" in final, "the wrapper comes first on PATH"
+    assert 'cp -a /opt/torch_extensions "$plugins"' in final and "${TMPDIR:-/tmp}" in final
+    # The same architectures at run time as at build time, or the loader sees new flags and recompiles.
+    assert "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}" in final
+    steps = instructions("Dockerfile.worker")
+    first_from = next(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    assert any(k == "ARG" and a.startswith("TORCH_CUDA_ARCH_LIST=") for k, a in steps[:first_from]), "one global list"
+
+
 def test_worker_image_user_is_the_operators_default_worker_uid() -> None:
     from recon_operator.settings import OperatorSettings
 
