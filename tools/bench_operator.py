@@ -82,24 +82,30 @@ class Recorder:
     def _watch(self, kind: str) -> None:
         call, args = self._stream(kind)
         while not self.stop.is_set():
-            for event in watch.Watch().stream(call, *args, timeout_seconds=30, _request_timeout=60):
-                now = time.monotonic()
-                obj = event["object"]
-                if kind == "crs":
-                    if (obj.get("status") or {}).get("phase") == "Succeeded":
-                        with self.lock:
-                            self.succeeded.setdefault(obj["metadata"]["name"], now)
-                    continue
-                meta = obj.metadata
-                with self.lock:
-                    if kind == "jobs":
-                        self.job_seen.setdefault(meta.name, now)
-                    else:
-                        job = (meta.labels or {}).get("batch.kubernetes.io/job-name")
-                        if job:
-                            self.pod_seen.setdefault(job, now)
-                if self.stop.is_set():
-                    return
+            try:
+                self._follow(kind, call, args)
+            except Exception:  # a watch cut off (e.g. by shutting the cluster down): resume unless stopping
+                time.sleep(0.5)
+
+    def _follow(self, kind: str, call: Any, args: tuple[Any, ...]) -> None:
+        for event in watch.Watch().stream(call, *args, timeout_seconds=30, _request_timeout=60):
+            now = time.monotonic()
+            obj = event["object"]
+            if kind == "crs":
+                if (obj.get("status") or {}).get("phase") == "Succeeded":
+                    with self.lock:
+                        self.succeeded.setdefault(obj["metadata"]["name"], now)
+                continue
+            meta = obj.metadata
+            with self.lock:
+                if kind == "jobs":
+                    self.job_seen.setdefault(meta.name, now)
+                else:
+                    job = (meta.labels or {}).get("batch.kubernetes.io/job-name")
+                    if job:
+                        self.pod_seen.setdefault(job, now)
+            if self.stop.is_set():
+                return
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -263,13 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crs", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--json", type=Path, default=REPO / "docs" / "benchmarks" / "operator.json")
-    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md", help="'' to skip")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
         result = run(args.crs, args.nodes, Path(tmp))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if str(args.doc):
+    if not args.no_doc:
         update_doc(args.doc, markdown(result))
     print(json.dumps(result, indent=2))
     ratio = result["cr_to_job_p99_s"] / max(result["job_to_pod_p99_s"], 1e-9)

@@ -87,7 +87,9 @@ async def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels
         return {}
     meta = body["metadata"]
     snapshot = {
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp")},
+        "metadata": {
+            k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "deletionTimestamp")
+        },
         "spec": {"suspend": (body.get("spec") or {}).get("suspend", False)},
         "status": dict(body.get("status") or {}),
     }

@@ -146,6 +146,20 @@ def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -
             return Decision(Action.DELETE_RESOURCE, attempt, status=kept)
         return Decision(Action.NONE, attempt, status=kept)
 
+    if current is not None and (current.get("metadata") or {}).get("deletionTimestamp"):
+        # The Job is going away. Ours (suspend): stay Suspended until it is gone, then resume creates the
+        # next attempt. Someone else's: the attempt is cancelled.
+        gone = current["metadata"]["name"]
+        if spec.suspend or phase == Phase.SUSPENDED:
+            message = "spec.suspend is true: the worker is stopped and its GPU released"
+            if not spec.suspend:
+                message = f"resuming once Job {gone} has finished terminating"
+            suspended = status_fields(body, spec, Phase.SUSPENDED, Reason.SUSPENDED, message, attempt, now)
+            return Decision(Action.NONE, attempt, status=suspended)
+        message = f"worker Job {gone} was deleted before it finished"
+        cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.JOB_DELETED, message, attempt, now)
+        return Decision(Action.NONE, attempt, status=cancelled)
+
     if spec.suspend and not (current is not None and is_finished(current)):
         message = "spec.suspend is true: the worker is stopped and its GPU released"
         suspended = status_fields(body, spec, Phase.SUSPENDED, Reason.SUSPENDED, message, attempt, now)

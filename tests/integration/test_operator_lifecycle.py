@@ -146,8 +146,7 @@ def apply(
 
 
 def get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return obj
+    return raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
 
 def wait_status(
@@ -345,7 +344,7 @@ def test_deleting_the_resource_removes_job_pods_and_identity(
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
 
     def all_gone() -> bool:
-        accounts = [a.metadata.name for a in core.list_namespaced_service_account(namespace).items]
+        accounts = [a.metadata.name for a in core.list_namespaced_service_account(namespace).items if a.metadata]
         return (
             not jobs_of(batch, namespace, "gone")
             and not pods_of(core, namespace, "gone-1")
@@ -426,3 +425,20 @@ def test_worker_identity_may_patch_only_its_own_status(
         with pytest.raises(ApiException) as refused:
             call(*args)
         assert refused.value.status == 403
+
+
+def test_resume_right_after_suspend_waits_for_the_old_job_then_starts_the_next(
+    operator: KopfRunner,
+    store: S3Server,
+    custom: client.CustomObjectsApi,
+    batch: client.BatchV1Api,
+    namespace: str,
+) -> None:
+    apply(custom, store, namespace, "flip", {"sleep": 300, "attempts": {"2": {"sleep": 0}}})
+    wait_phase(custom, namespace, "flip", "Running")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "flip", {"spec": {"suspend": True}})
+    wait_phase(custom, namespace, "flip", "Suspended")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "flip", {"spec": {"suspend": False}})
+    status = wait_phase(custom, namespace, "flip", "Succeeded")
+    assert status["attempts"] == 2 and status["jobName"] == "flip-2"
+    assert [j.metadata.name for j in jobs_of(batch, namespace, "flip")] == ["flip-2"]

@@ -139,3 +139,19 @@ def test_deciding_twice_on_the_same_world_is_stable() -> None:
     body["status"] = first.status
     second = decide(body, [job(1)], [running_pod(1)], NOW)
     assert owned_status(second.status) == owned_status(first.status)
+
+
+def deleting(job_body: dict[str, Any]) -> dict[str, Any]:
+    job_body["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:59Z"
+    return job_body
+
+
+def test_resume_waits_for_the_suspended_job_to_finish_terminating() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Suspended"}), [deleting(job(1))], [running_pod(1)], NOW)
+    assert decision.action == Action.NONE
+    assert decision.status["phase"] == Phase.SUSPENDED and "bunny-1" in decision.status["message"]
+
+
+def test_a_job_deleted_by_someone_else_cancels_at_once() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}), [deleting(job(1))], [running_pod(1)], NOW)
+    assert decision.status["phase"] == Phase.CANCELLED and decision.status["reason"] == Reason.JOB_DELETED
