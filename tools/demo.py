@@ -217,8 +217,12 @@ def down() -> int:
     """Stop what a KEEP=1 demo left running."""
     pid_file = STATE / "s3.pid"
     if pid_file.exists():
+        pid = int(pid_file.read_text())
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
         pid_file.unlink()
     Cluster(ClusterConfig(state_dir=STATE / "cluster", crd_dir=None)).down()
     print(f"stopped the demo in {STATE}")
