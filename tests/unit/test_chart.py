@@ -305,3 +305,19 @@ def test_chart_app_version_matches_the_operator_and_worker_versions() -> None:
         assert chart["appVersion"] == version, (
             f"{project}/pyproject.toml is {version}, Chart.yaml {chart['appVersion']}"
         )
+
+
+def test_the_demo_and_e2e_values_pass_the_schema_and_reach_the_operator(tmp_path: Path) -> None:
+    from localinstall import LocalPorts, local_node_values
+
+    values = local_node_values("http://127.0.0.1:9999", LocalPorts(metrics=41001, health=41002))
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    out = helm("template", "rel", str(CHART), "--kube-version", KUBE_VERSION, "-f", str(tmp_path / "values.yaml"))
+    manifests = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    container = pod_of(manifests)["containers"][0]
+    assert container["command"] == ["recon-operator"]
+    assert {p["containerPort"] for p in container["ports"]} == {41001, 41002}
+    data = one(manifests, "ConfigMap")["data"]
+    assert data["RECON_OPERATOR_S3_ENDPOINT"] == "http://127.0.0.1:9999"
+    assert json.loads(data["RECON_OPERATOR_WORKER_COMMAND"]) == ["recon-worker", "run"]
+    assert data["RECON_OPERATOR_DEFAULT_CPU"] == "1"
