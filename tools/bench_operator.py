@@ -248,7 +248,9 @@ writes before applying the CRs (kwok pods run nothing), so preflight and the man
 | all {result["crs"]} Succeeded after | {result["all_succeeded_s"]} s | |
 | operator peak RSS | {result["operator_peak_rss_mb"]} MB | ≤ 250 MB |
 
-Machine: {result["machine"]}; {result["date"]}. Figures in `docs/benchmarks/operator.json`.
+Machine: {result["machine"]}; {result["date"]}. The machine may be shared with other work (see the
+load average): that inflates both latencies alike, so their ratio is the comparison that holds.
+Figures in `docs/benchmarks/operator.json`.
 """
 
 

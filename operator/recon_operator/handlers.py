@@ -23,7 +23,7 @@ from recon_operator.requeue import Requeue
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
-# Read at import: decorator arguments (timer interval, retries, timeouts) come from it.
+# Read at import: decorator arguments (retries, backoff, timeouts) come from it.
 SETTINGS = OperatorSettings.model_validate({})
 CR = (API_GROUP, API_VERSION, PLURAL)
 OWNED = {JOB_LABEL: kopf.PRESENT}

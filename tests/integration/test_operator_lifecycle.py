@@ -2,12 +2,13 @@
 
 The worker is replaced by STAND_IN, a small real Python program run by the node agent as the pod's
 process. It reads the task document like the worker, then does what the capture's `behaviour.json`
-says (per attempt): sleep, patch its own CR's status with metrics through its ServiceAccount, publish
-`manifest.json` to the S3 server, write a termination message, exit with a code.
+says (per attempt): sleep or wait for a marker object, patch its own CR's status with metrics through
+its ServiceAccount, publish `manifest.json` to the S3 server, write a termination message, exit with a code.
 
 Not producible here (the node agent has no images, cgroups or kubelet eviction): ImagePullFailed,
-OOMKilled and Evicted, and DeadlineExceeded would take the CRD's 60 s minimum; those are unit-tested
-in tests/unit/operator/test_phases.py.
+OOMKilled and Evicted as a failure reason, and DeadlineExceeded would take the CRD's 60 s minimum; those
+are unit-tested in tests/unit/operator/test_phases.py. Eviction through the Eviction API is tested here:
+it is retried without spending the backoff budget.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ STAND_IN = textwrap.dedent(
     plan = json.loads(s3.get_object(Bucket=bucket, Key=prefix + "behaviour.json")["Body"].read())
     plan = {**plan, **plan.get("attempts", {}).get(str(task["job"]["attempt"]), {})}
     time.sleep(plan.get("sleep", 0))
+    while plan.get("waitFor"):  # until the test puts this object beside the capture
+        try:
+            s3.head_object(Bucket=bucket, Key=prefix + plan["waitFor"])
+            break
+        except Exception:
+            time.sleep(0.5)
     if plan.get("metrics"):
         config.load_kube_config()
         worker = {"pod": os.environ["POD_NAME"], "node": os.environ["NODE_NAME"]}
@@ -442,3 +449,25 @@ def test_resume_right_after_suspend_waits_for_the_old_job_then_starts_the_next(
     status = wait_phase(custom, namespace, "flip", "Succeeded")
     assert status["attempts"] == 2 and status["jobName"] == "flip-2"
     assert [j.metadata.name for j in jobs_of(batch, namespace, "flip")] == ["flip-2"]
+
+
+def test_eviction_is_retried_without_spending_the_backoff_budget(
+    operator: KopfRunner,
+    store: S3Server,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    apply(custom, store, namespace, "evictee", {"waitFor": "go"}, backoffLimit=0)
+    wait_phase(custom, namespace, "evictee", "Running")
+    (first,) = pods_of(core, namespace, "evictee-1")
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first.metadata.name}}
+    raw(core.create_namespaced_pod_eviction, first.metadata.name, namespace, eviction)
+
+    def replaced() -> bool:
+        return any(p.metadata.name != first.metadata.name for p in pods_of(core, namespace, "evictee-1"))
+
+    wait_for("a replacement pod after the eviction", replaced, 60)
+    store.client().put_object(Bucket="captures", Key="evictee/go", Body=b"")
+    status = wait_phase(custom, namespace, "evictee", "Succeeded")
+    assert status["attempts"] == 1  # the same Job retried it: backoffLimit 0 was not spent
