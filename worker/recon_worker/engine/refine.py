@@ -107,6 +107,11 @@ def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
     return torch.sparse_coo_tensor(index, values, (num_verts, num_verts), check_invariants=False).coalesce()
 
 
+def to_clip(mvp: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
+    """World positions [V, 3] -> clip positions [B, V, 4] under world-to-clip matrices `mvp` [B, 4, 4]."""
+    return torch.einsum("bij,vj->bvi", mvp, torch.cat([verts, torch.ones_like(verts[:, :1])], dim=-1))
+
+
 def charbonnier(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.sqrt(x * x + eps * eps) - eps
 
@@ -150,33 +155,37 @@ def refine_mesh(
     generator = torch.Generator().manual_seed(seed)
     num_views = len(views.cameras)
     batch = min(settings.batch_views, num_views)
-    order = torch.randperm(num_views, generator=generator)
     resolution = views.cameras.resolution
     losses: list[tuple[int, float]] = []
     record_every = max(iterations // 10, 1)
     scale = settings.geometry_color_weight
+    # Everything random is drawn up front and moved to the device once: no host-to-device copy (an
+    # implicit sync on CUDA) inside the loop. Views are visited in shuffled epochs.
+    epochs = -(-iterations * batch // num_views) + 1
+    schedule_views = torch.cat([torch.randperm(num_views, generator=generator) for _ in range(epochs)])
+    view_index = schedule_views[: iterations * batch].reshape(iterations, batch).to(device)  # [I, B]
+    backgrounds = torch.rand((iterations, 3), generator=generator).to(device)  # [I, 3]
+    mvp_all = views.cameras.mvp  # [N, 4, 4], inverted once
+    centers_all = views.cameras.centers  # [N, 3]
+    zero = torch.zeros(1, device=device)
 
-    cursor = 0
     for it in range(iterations):
         check_cancelled()
-        if cursor + batch > num_views:
-            order, cursor = torch.randperm(num_views, generator=generator), 0
-        index = order[cursor : cursor + batch]
-        cursor += batch
-        cams = views.cameras[index.to(views.cameras.c2w.device)]
-        target = views.images[index.to(views.images.device)]  # [B, H, W, 4]
+        index = view_index[it]
+        mvp, centers = mvp_all[index], centers_all[index]
+        target = views.images[index]  # [B, H, W, 4]
 
         verts = verts0 + offsets
         # Same positions, but the colour loss' gradient reaches them scaled by `geometry_color_weight`.
         verts_for_color = verts.detach() + scale * (verts - verts.detach())
-        pos_clip = cams.to_clip(verts)
-        raster = renderer.rasterize(cams.to_clip(verts_for_color), faces, resolution)
-        view_dirs = F.normalize(verts.detach()[None] - cams.centers[:, None], dim=-1)  # [B, V, 3]
+        pos_clip = to_clip(mvp, verts)
+        raster = renderer.rasterize(to_clip(mvp, verts_for_color), faces, resolution)
+        view_dirs = F.normalize(verts.detach()[None] - centers[:, None], dim=-1)  # [B, V, 3]
         vertex_rgb = colors[None] + torch.einsum("vcj,bvj->bvc", view_dep, view_dirs)  # [B, V, 3]
         rgb = renderer.interpolate(vertex_rgb, raster, faces)
-        background = torch.rand(3, generator=generator).to(device)
+        background = backgrounds[it]
         fg = torch.cat([rgb, torch.ones_like(rgb[..., :1])], dim=-1)
-        bg = torch.cat([background, torch.zeros(1, device=device)])
+        bg = torch.cat([background, zero])
         out = renderer.antialias(fg, bg, raster, pos_clip, faces)  # [B, H, W, 4]
 
         target_rgb = target[..., :3] * target[..., 3:] + background * (1 - target[..., 3:])
