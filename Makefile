@@ -3,14 +3,29 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
+REGISTRY ?= ghcr.io/recon-dev
+VERSION  ?= 0.1.0
 VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help venv k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
+.PHONY: help demo demo-down images kind-e2e venv k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+demo: venv k8s-bins ## Local cluster, Helm install, a CPU job on spot, outputs in .demo/ (KEEP=1 keeps it up)
+	$(PY) tools/demo.py
+
+demo-down: venv ## Stop what `KEEP=1 make demo` left running
+	$(PY) tools/demo.py down
+
+images: ## Build the operator and worker images (needs Docker)
+	docker build -f Dockerfile.operator -t $(REGISTRY)/recon-operator:$(VERSION) .
+	docker build -f Dockerfile.worker -t $(REGISTRY)/recon-worker:$(VERSION) .
+
+kind-e2e: venv k8s-bins ## End-to-end tests on a kind cluster with the real images (needs Docker)
+	tools/kind-e2e.sh
 
 venv: ## Create or reuse the virtual environment (.venv -> cached venv keyed by the pyproject files)
 	@tools/venv.sh
