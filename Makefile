@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help demo demo-down images kind-e2e venv k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
+.PHONY: help demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ kind-e2e: venv k8s-bins ## End-to-end tests on a kind cluster with the real imag
 
 venv: ## Create or reuse the virtual environment (.venv -> cached venv keyed by the pyproject files)
 	@tools/venv.sh
+
+system-deps: ## Install the Debian packages the tests use (headless Chromium), when missing
+	@tools/system-deps.sh
 
 k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm into the cache (once)
 	@tools/k8s/build.sh
@@ -58,7 +61,7 @@ generate: venv ## Regenerate files derived from the CRD and the worker (docs/api
 test-unit: venv ## Unit tests only (no control plane)
 	$(PY) -m pytest -m "not cluster" tests
 
-test: venv k8s-bins lint ## Everything CI checks: lint, types, unit and integration tests (real control plane, S3)
+test: venv system-deps k8s-bins lint ## Everything CI checks: lint, types, unit and integration tests (real control plane, S3)
 	RECON_REQUIRE_CLUSTER=1 $(PY) -m pytest tests
 
 clean: ## Stop the local cluster; remove local state in the repo (the cached venv and binaries stay in $(RECON_CACHE))
