@@ -6,9 +6,8 @@ says (per attempt): sleep or wait for a marker object, patch its own CR's status
 its ServiceAccount, publish `manifest.json` to the S3 server, write a termination message, exit with a code.
 
 Not producible here (the node agent has no images, cgroups or kubelet eviction): ImagePullFailed,
-OOMKilled and Evicted as a failure reason, and DeadlineExceeded would take the CRD's 60 s minimum; those
-are unit-tested in tests/unit/operator/test_phases.py. Eviction through the Eviction API is tested here:
-it is retried without spending the backoff budget.
+OOMKilled and Evicted as a failure reason; those are unit-tested in tests/unit/operator/test_phases.py.
+Eviction through the Eviction API is tested here: it is retried without spending the backoff budget.
 """
 
 from __future__ import annotations
@@ -256,6 +255,7 @@ def test_failures_have_typed_reasons_and_evidence(
     apply(custom, store, namespace, "flaky", {"exit": 1, "reason": "Crash", "message": "segfault"}, backoffLimit=1)
     apply(custom, store, namespace, "no-capture", None)
     apply(custom, store, namespace, "no-manifest", {"exit": 0, "publish": False})
+    apply(custom, store, namespace, "too-slow", {"sleep": 300}, activeDeadlineSeconds=60)  # the CRD's minimum
 
     status = wait_phase(custom, namespace, "bad-input", "Failed")
     assert status["reason"] == "InputsInvalid"
@@ -277,6 +277,9 @@ def test_failures_have_typed_reasons_and_evidence(
 
     status = wait_phase(custom, namespace, "no-manifest", "Failed")  # exit 0 without publishing is no success
     assert status["reason"] == "OutputsMissing" and "s3://results/no-manifest/manifest.json" in status["message"]
+
+    status = wait_phase(custom, namespace, "too-slow", "Failed", timeout=120)
+    assert status["reason"] == "DeadlineExceeded"
 
 
 def test_unschedulable_is_queued_then_fails_its_pending_deadline(
