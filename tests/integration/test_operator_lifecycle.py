@@ -256,6 +256,8 @@ def test_failures_have_typed_reasons_and_evidence(
     apply(custom, store, namespace, "no-capture", None)
     apply(custom, store, namespace, "no-manifest", {"exit": 0, "publish": False})
     apply(custom, store, namespace, "too-slow", {"sleep": 300}, activeDeadlineSeconds=60)  # the CRD's minimum
+    dead_store = {"credentialsSecret": "s3", "endpoint": f"http://127.0.0.1:{free_port()}"}
+    apply(custom, store, namespace, "no-store", {}, storage=dead_store)
 
     status = wait_phase(custom, namespace, "bad-input", "Failed")
     assert status["reason"] == "InputsInvalid"
@@ -277,6 +279,10 @@ def test_failures_have_typed_reasons_and_evidence(
 
     status = wait_phase(custom, namespace, "no-manifest", "Failed")  # exit 0 without publishing is no success
     assert status["reason"] == "OutputsMissing" and "s3://results/no-manifest/manifest.json" in status["message"]
+
+    status = wait_phase(custom, namespace, "no-store", "Failed")  # after the preflight retries (2 here)
+    assert status["reason"] == "StorageUnreachable" and dead_store["endpoint"] in status["message"]
+    assert jobs_of(batch, namespace, "no-store") == []
 
     status = wait_phase(custom, namespace, "too-slow", "Failed", timeout=120)
     assert status["reason"] == "DeadlineExceeded"
