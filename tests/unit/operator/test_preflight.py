@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from recon_operator.phases import Reason
-from recon_operator.preflight import PROBE_PREFIX, PreflightError, preflight
+from recon_operator.preflight import PROBE_PREFIX, PreflightError, credentials_from_secret, preflight
 from recon_operator.spec import ReconstructionJobSpec
-from recon_operator.storage import StoreAccess, object_exists
+from recon_operator.storage import StoreAccess, object_exists, parse_location
 from tests.s3server import TEST_CREDENTIALS, S3Server, free_port
 
 
@@ -88,3 +90,26 @@ def test_manifest_check(buckets: S3Server, tmp_path: Path) -> None:
     assert object_exists(access(buckets), "s3://results/bunny/manifest.json")
     (tmp_path / "manifest.json").write_text("{}")
     assert object_exists(StoreAccess(), f"file://{tmp_path}/manifest.json")
+
+
+def test_locations_split_for_their_client() -> None:
+    s3 = parse_location("s3://results/jobs/bunny/")
+    assert (s3.scheme, s3.bucket, s3.prefix) == ("s3", "results", "jobs/bunny/")
+    assert s3.child("manifest.json") == "s3://results/jobs/bunny/manifest.json"
+    assert parse_location("s3://results").prefix == ""
+    local = parse_location("file:///data/out%20put/")
+    assert (local.scheme, str(local.path)) == ("file", "/data/out put")
+
+
+def test_credentials_come_from_the_secret_and_missing_keys_are_named() -> None:
+    secret = SimpleNamespace(data={"AWS_ACCESS_KEY_ID": b64("id"), "AWS_SECRET_ACCESS_KEY": b64("key")})
+    assert credentials_from_secret(secret, "ns", "s3") == (
+        ("AWS_ACCESS_KEY_ID", "id"),
+        ("AWS_SECRET_ACCESS_KEY", "key"),
+    )
+    with pytest.raises(PreflightError, match=r"Secret ns/s3 .* has no key AWS_SECRET_ACCESS_KEY"):
+        credentials_from_secret(SimpleNamespace(data={"AWS_ACCESS_KEY_ID": b64("id")}), "ns", "s3")
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
