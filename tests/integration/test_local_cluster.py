@@ -236,6 +236,28 @@ def test_environment_volumes_and_gpus_reach_the_process(namespace: str, core: cl
     assert not seen["out"].startswith("/scratch") and seen["cwd"] == str(Path(seen["out"]).parent)
 
 
+def test_mount_covering_the_agents_paths_leaves_its_own_variables_alone(
+    namespace: str, core: client.CoreV1Api, cluster: Cluster
+) -> None:
+    # The pod's identity lives in the cluster's state folder; an emptyDir mounted over a parent of it (the
+    # chart mounts one at /tmp) must not redirect the agent's KUBECONFIG into the volume.
+    cover = "/" + cluster.kubeconfig.resolve().parts[1]
+    script = """
+        import os, pathlib
+        mine_in_volume = os.environ["MINE"].startswith(os.environ["RECON_VOLUME_COVER"])
+        message = f"{os.path.isfile(os.environ['KUBECONFIG'])} {mine_in_volume}"
+        pathlib.Path(os.environ["RECON_TERMINATION_MESSAGE_PATH"]).write_text(message)
+    """
+    container = python_container(
+        script, env=[{"name": "MINE", "value": f"{cover}/x"}], volumeMounts=[{"name": "cover", "mountPath": cover}]
+    )
+    raw(
+        core.create_namespaced_pod, namespace, bare_pod("cover", container, volumes=[{"name": "cover", "emptyDir": {}}])
+    )
+    state = terminated(wait_pod_phase(core, namespace, "cover", ("Succeeded", "Failed")))
+    assert (state["exitCode"], state["message"]) == (0, "True True"), state
+
+
 def test_missing_secret_keeps_pod_pending_with_config_error(namespace: str, core: client.CoreV1Api) -> None:
     env = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]
     raw(core.create_namespaced_pod, namespace, bare_pod("noconfig", python_container("pass", env=env)))

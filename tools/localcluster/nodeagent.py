@@ -506,7 +506,9 @@ class PodWorker(threading.Thread):
                 own,
             )
             paths = PathMap(mapping)
-            envs[container.name] = {k: paths.rewrite(v) for k, v in env.items()}
+            # Only what the pod declares is a container path; the agent's own variables (KUBECONFIG, PATH,
+            # HOME, ...) are host paths already and must survive a mount that happens to cover them (/tmp).
+            envs[container.name] = {k: paths.rewrite(v) if own.get(k) != v else v for k, v in env.items()}
             container.paths = paths
         return envs
 
