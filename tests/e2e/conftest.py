@@ -125,8 +125,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         if os.environ.get("RECON_REQUIRE_CLUSTER"):
             pytest.fail(message + " (RECON_REQUIRE_CLUSTER is set)", pytrace=False)
         pytest.skip(message)
-    # Not under /tmp: the node agent rewrites environment values under a pod's mountPaths, and the chart
-    # mounts an emptyDir at /tmp, so a kubeconfig path under /tmp would be rewritten away.
+    # Kept in the checkout (git-ignored) so a failed run leaves its logs where people look.
     scratch = REPO / ".scratch"
     scratch.mkdir(exist_ok=True)
     state = Path(tempfile.mkdtemp(prefix="e2e-", dir=scratch))
