@@ -68,6 +68,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, *
 def stop_background_work(memo: Any, **_: Any) -> None:
     memo.healer.stop()
     memo.requeue.stop()
+    memo.reconciler.metrics.stop()
 
 
 # ---- indexes: the operator's view of the world ----------------------------------------------------

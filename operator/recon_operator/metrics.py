@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -51,6 +52,7 @@ class OperatorMetrics:
     """All metrics in one registry of their own (tests build as many as they like)."""
 
     def __init__(self) -> None:
+        self._server: WSGIServer | None = None
         self.registry = CollectorRegistry()
         self.phases = PhaseBook()
         self.registry.register(self.phases)
@@ -90,6 +92,14 @@ class OperatorMetrics:
         )
 
     def serve(self, port: int) -> int:
-        """Serve `/metrics` on `port` (0: any free port); returns the port."""
+        """Serve `/metrics` on `port` (0: any free port) until `stop()`; returns the port."""
         server, _thread = start_http_server(port, registry=self.registry)
+        self._server = server
         return int(server.server_port)
+
+    def stop(self) -> None:
+        """Stop serving and free the port (an operator restarted in the same process binds it again)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -69,9 +69,14 @@ def attempt_of(job: Obj) -> int:
     return int(value) if str(value).isdigit() else 0
 
 
+# FailureTarget and SuccessCriteriaMet come first, while the last pods terminate: the outcome is decided.
+FINISHED_CONDITIONS = ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet")
+
+
 def is_finished(job: Obj) -> bool:
+    """The Job controller has decided the outcome (its pods stay, as evidence, until the Job's TTL)."""
     for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
+        if condition.get("type") in FINISHED_CONDITIONS and condition.get("status") == "True":
             return True
     return False
 

@@ -31,6 +31,7 @@ from recon_operator.storage import MANIFEST, StoreAccess, object_exists, parse_l
 
 Obj = Mapping[str, Any]
 log = logging.getLogger("recon_operator")
+STICKY = frozenset({*TERMINAL, Phase.SUSPENDED})
 
 
 def load_kube_config() -> kubernetes.client.ApiClient:
@@ -71,6 +72,8 @@ class Reconciler:
     api: kubernetes.client.ApiClient
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    # (uid, operator-owned status) last patched onto each CR: guards against cached bodies that lag it.
+    published: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Reconciler:
@@ -89,6 +92,7 @@ class Reconciler:
         return kubernetes.client.CustomObjectsApi(self.api)
 
     def forget(self, namespace: str, name: str) -> None:
+        self.published.pop((namespace, name), None)
         self.metrics.phases.forget(namespace, name)
         self.locks.drop((namespace, name))
 
@@ -97,6 +101,7 @@ class Reconciler:
     def run(self, body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], *, allow_create: bool, retry: int) -> None:
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
+            body = self._not_older_than_published(body)
             decision = decide(body, jobs, pods, datetime.now(UTC))
             if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
@@ -111,6 +116,23 @@ class Reconciler:
                     return
             status = self._act(body, decision, retry)
             self._publish(body, status, decision.observation)
+
+    def _not_older_than_published(self, body: Obj) -> Obj:
+        """`body`, with the status this operator last published if the body's predates it.
+
+        Cached bodies can lag our own patches. A phase that ends or pauses the attempt (Succeeded, Failed,
+        Cancelled, Suspended) must not be re-decided from an older view: seeing its Job being deleted, the
+        older view would call it Cancelled.
+        """
+        meta = body["metadata"]
+        published = self.published.get((meta["namespace"], meta["name"]))
+        if published is None or published[0] != meta.get("uid"):
+            return body
+        status = published[1]
+        current = (body.get("status") or {}).get("phase")
+        if status["phase"] in STICKY and current != status["phase"]:
+            return {**body, "status": {**(body.get("status") or {}), **status}}
+        return body
 
     def _act(self, body: Obj, decision: Decision, retry: int) -> dict[str, Any]:
         meta = body["metadata"]
@@ -172,6 +194,7 @@ class Reconciler:
                 if exc.status == 404:
                     return
                 raise
+        self.published[(namespace, name)] = (meta.get("uid"), status)
         previous = self.metrics.phases.record(namespace, name, status["phase"])
         if previous is None:
             previous = old.get("phase")

@@ -23,9 +23,15 @@ def test_metrics_are_served_over_http() -> None:
     metrics = OperatorMetrics()
     metrics.preflight_failures.labels("InputsInvalid").inc()
     port = metrics.serve(0)
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        metrics.stop()
     assert 'recon_preflight_failures_total{reason="InputsInvalid"} 1.0' in text
     assert "recon_time_to_job_seconds_bucket" in text
+    again = OperatorMetrics()
+    assert again.serve(port) == port  # the port was freed
+    again.stop()
 
 
 def test_events_only_on_phase_changes() -> None:
