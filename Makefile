@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
+.PHONY: help bench-operator bench-recon demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,6 +44,16 @@ cluster-down: venv ## Stop the local control plane
 
 cluster-status: venv ## Show the local control plane's components
 	PYTHONPATH=tools $(PY) -m localcluster status
+
+bench-operator: venv k8s-bins ## Operator benchmark: 500 ReconstructionJobs on kwok nodes (docs/benchmarks.md, docs/benchmarks/operator.json)
+	PYTHONPATH=tools $(PY) tools/bench_operator.py
+
+bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where CUDA is (docs/benchmarks.md, docs/benchmarks/recon.json)
+	mkdir -p .scratch
+	$(PY) tools/bench_recon.py run --suite cpu --out .scratch/bench-cpu.json
+	if $(PY) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \
+	  $(PY) tools/bench_recon.py run --suite gpu --out .scratch/bench-gpu.json; fi
+	$(PY) tools/bench_recon.py docs .scratch/bench-*.json
 
 lint: venv ## ruff (lint and format check), mypy, and generated files up to date
 	$(VENV)/bin/ruff check .
