@@ -24,7 +24,16 @@ from recon_operator.metrics import OperatorMetrics
 from recon_operator.names import job_name, label_value
 from recon_operator.phases import TERMINAL, Observation, Phase, Reason, confirm_outputs, parse_time
 from recon_operator.preflight import PreflightError, credentials_from_secret, preflight
-from recon_operator.reconcile import Action, Decision, decide, from_observation, owned_status, rfc3339, status_fields
+from recon_operator.reconcile import (
+    Action,
+    Decision,
+    decide,
+    from_observation,
+    is_finished,
+    owned_status,
+    rfc3339,
+    status_fields,
+)
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import API_GROUP, API_VERSION, PLURAL, ReconstructionJobSpec
 from recon_operator.storage import MANIFEST, StoreAccess, object_exists, parse_location
@@ -143,7 +152,11 @@ class Reconciler:
             case Action.CREATE_JOB:
                 return self._start_attempt(body, spec, decision, retry, now)
             case Action.DELETE_JOB:
-                self._delete_job(namespace, job_name(name, decision.attempt))
+                wanted = job_name(name, decision.attempt)
+                # Stopping a failed attempt is decided from cached Jobs, which can lag the Job controller;
+                # a Job it has already finished keeps its pods as evidence, so ask the API before deleting.
+                if decision.status.get("phase") == Phase.SUSPENDED or not self._job_finished(namespace, wanted):
+                    self._delete_job(namespace, wanted)
             case Action.CHECK_OUTPUTS:
                 assert decision.observation is not None
                 manifest = parse_location(spec.output.uri).child(MANIFEST)
@@ -284,6 +297,15 @@ class Reconciler:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+
+    def _job_finished(self, namespace: str, name: str) -> bool:
+        try:
+            job = raw_json(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        return is_finished(job)
 
     def _delete_job(self, namespace: str, name: str) -> None:
         try:

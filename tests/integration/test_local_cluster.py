@@ -251,6 +251,8 @@ def test_mount_covering_the_agents_paths_leaves_its_own_variables_alone(
     container = python_container(
         script, env=[{"name": "MINE", "value": f"{cover}/x"}], volumeMounts=[{"name": "cover", "mountPath": cover}]
     )
+    # By name, from the venv the agent puts first on PATH: the venv itself may live under the mount too.
+    container["command"][0] = "python"
     raw(
         core.create_namespaced_pod, namespace, bare_pod("cover", container, volumes=[{"name": "cover", "emptyDir": {}}])
     )
