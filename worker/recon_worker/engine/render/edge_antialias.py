@@ -128,3 +128,29 @@ def _exit_fraction(corners: torch.Tensor, cp: torch.Tensor, cq: torch.Tensor) ->
     s = torch.where(crossing, ep / torch.where(crossing, ep - eq, torch.ones_like(ep)), torch.full_like(ep, 2.0))
     best, best_edge = s.min(dim=1)
     return best.clamp(0, 1), best_edge
+
+
+class SilhouetteCompositor:
+    """Composite with smooth silhouette edges, for any backend whose raster gives a mask and triangle ids.
+
+    Keeps the face adjacency of the last mesh: an optimisation renders the same faces every step.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._neighbors = torch.zeros((0, 3), dtype=torch.long)
+
+    def __call__(
+        self,
+        foreground: torch.Tensor,  # [B, H, W, C]
+        background: torch.Tensor,  # [C] or [B, H, W, C]
+        mask: torch.Tensor,  # bool, covered pixels (as Raster.mask)
+        triangle_id: torch.Tensor,  # [B, H, W] face index, -1 where uncovered
+        pos_clip: torch.Tensor,
+        tri: torch.Tensor,
+    ) -> torch.Tensor:
+        key = (tri.data_ptr(), tuple(tri.shape), str(tri.device))
+        if self._key != key:
+            self._key, self._neighbors = key, face_neighbors(tri.long())
+        image = torch.where(mask, foreground, background.expand_as(foreground))
+        return edge_antialias(image, triangle_id, pos_clip, tri, self._neighbors)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from recon_worker.engine.render.base import Raster
-from recon_worker.engine.render.edge_antialias import edge_antialias, face_neighbors
+from recon_worker.engine.render.edge_antialias import SilhouetteCompositor
 
 
 def _put_plugin_dir_on_path() -> None:
@@ -62,8 +62,7 @@ class NvdiffrastRenderer:
         self._dr: Any = dr
         self.device = torch.device(device)
         self._ctx = dr.RasterizeCudaContext(device=self.device)
-        self._neighbor_key: tuple[object, ...] | None = None
-        self._neighbor_value = torch.zeros((0, 3), dtype=torch.long)
+        self._composite = SilhouetteCompositor()
 
     def rasterize(self, pos_clip: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> NvdiffrastRaster:
         pos_native = (pos_clip * pos_clip.new_tensor(_FLIP_Y)).contiguous()
@@ -90,12 +89,4 @@ class NvdiffrastRenderer:
     ) -> torch.Tensor:
         assert isinstance(raster, NvdiffrastRaster)
         # Not `dr.antialias`: see edge_antialias.py for why (it misses the contour of fine meshes).
-        image = torch.where(raster.mask, foreground, background.expand_as(foreground))
-        return edge_antialias(image, raster.triangle_id, pos_clip, tri, self._neighbors(tri))
-
-    def _neighbors(self, tri: torch.Tensor) -> torch.Tensor:
-        # The same faces come back every step of an optimisation: keep the last adjacency.
-        key = (tri.data_ptr(), tuple(tri.shape), str(tri.device))
-        if self._neighbor_key != key:
-            self._neighbor_key, self._neighbor_value = key, face_neighbors(tri.long())
-        return self._neighbor_value
+        return self._composite(foreground, background, raster.mask, raster.triangle_id, pos_clip, tri)

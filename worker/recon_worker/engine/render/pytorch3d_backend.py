@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from recon_worker.engine.render.base import Raster
-from recon_worker.engine.render.edge_antialias import edge_antialias, face_neighbors
+from recon_worker.engine.render.edge_antialias import SilhouetteCompositor
 
 
 @dataclass
@@ -40,8 +40,7 @@ class Pytorch3dRenderer:
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
-        self._neighbor_key: tuple[object, ...] | None = None
-        self._neighbor_value = torch.zeros((0, 3), dtype=torch.long)
+        self._composite = SilhouetteCompositor()
 
     def rasterize(self, pos_clip: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int]) -> Pytorch3dRaster:
         from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
@@ -93,12 +92,4 @@ class Pytorch3dRenderer:
         tri: torch.Tensor,
     ) -> torch.Tensor:
         assert isinstance(raster, Pytorch3dRaster)
-        image = torch.where(raster.mask, foreground, background.expand_as(foreground))
-        return edge_antialias(image, raster.triangle_id, pos_clip, tri, self._neighbors(tri))
-
-    def _neighbors(self, tri: torch.Tensor) -> torch.Tensor:
-        # The same faces come back every step of an optimisation: keep the last adjacency.
-        key = (tri.data_ptr(), tuple(tri.shape), str(tri.device))
-        if self._neighbor_key != key:
-            self._neighbor_key, self._neighbor_value = key, face_neighbors(tri.long())
-        return self._neighbor_value
+        return self._composite(foreground, background, raster.mask, raster.triangle_id, pos_clip, tri)
