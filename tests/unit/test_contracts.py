@@ -86,3 +86,15 @@ def test_presets_are_ordered_by_cost() -> None:
 def test_generated_files_are_up_to_date() -> None:
     result = subprocess.run([sys.executable, str(REPO / "tools" / "generate.py"), "--check"], capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_operator_and_worker_resolve_quality_alike(preset: str) -> None:
+    # The operator cannot import the worker, so it merges overrides onto its generated copy of the presets
+    # with its own few lines; both must give the settings the worker would have chosen.
+    from recon_operator.presets import resolve_quality as operator_resolve
+    from recon_operator.spec import Quality
+
+    overrides = {"reconstruction": {"resolution": 48}, "refinement": {"iterations": 7}, "export": {"formats": ["ply"]}}
+    by_operator = QualitySettings.model_validate(operator_resolve(Quality(preset=preset, **overrides)))
+    assert by_operator == resolve_quality(preset, overrides)  # type: ignore[arg-type]
