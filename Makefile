@@ -27,7 +27,7 @@ images: ## Build the operator and worker images (needs Docker)
 kind-e2e: venv k8s-bins ## End-to-end tests on a kind cluster with the real images (needs Docker)
 	tools/kind-e2e.sh
 
-venv: ## Create or reuse the virtual environment (.venv -> cached venv keyed by the pyproject files)
+venv: ## Create or reuse .venv (this checkout's code over a shared, cached base of the dependencies)
 	@tools/venv.sh
 
 system-deps: ## Install the Debian packages the tests use (headless Chromium), when missing
@@ -78,4 +78,4 @@ clean: ## Stop the local cluster; remove local state in the repo (the cached ven
 	-[ -x $(PY) ] && [ -f .cluster/cluster.json ] && PYTHONPATH=tools $(PY) -m localcluster down
 	rm -rf .cluster .demo .scratch .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
-	rm -f $(VENV)
+	rm -rf $(VENV)

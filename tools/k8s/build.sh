@@ -22,6 +22,10 @@ if [ "${1:-}" = "--print" ]; then echo "$bin"; exit 0; fi
 # commit give a different etcd binary.
 export CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath -buildvcs=false" GOWORK=off
 mkdir -p "$bin"
+# One builder at a time per machine (several clones, parallel `make`): the second waits, then finds
+# the binaries present.
+exec 8>"$bin/.build.lock"
+flock 8
 tmp=$(mktemp -d "$bin/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
