@@ -63,7 +63,8 @@ fi
 # This checkout's packages, editable (cheap: no dependencies are resolved).
 if [ ! -f .venv/.recon-editable ] || [ operator/pyproject.toml -nt .venv/.recon-editable ] ||
   [ worker/pyproject.toml -nt .venv/.recon-editable ]; then
-  "$base/bin/python" -m pip --python .venv/bin/python install -q --no-deps --no-build-isolation \
+  # (setuptools warns about editable installs of a package whose folder shares its name: that is the point.)
+  PYTHONWARNINGS=ignore "$base/bin/python" -m pip --python .venv/bin/python install -q --no-deps --no-build-isolation \
     -e ./operator -e ./worker
   touch .venv/.recon-editable
 fi
