@@ -4,7 +4,7 @@
 # Two layers, so that every clone runs its own code while PyTorch is installed once per machine:
 #   - a shared base venv in the cache outside the repository, keyed by a hash of everything that
 #     decides its third-party contents (both pyproject files, the constraints file, the Python version
-#     and this script). It holds the dependencies only, never this project's packages.
+#     and `base_layout` below). It holds the dependencies only, never this project's packages.
 #   - `.venv` in the checkout: a small venv of its own whose site-packages adds the base's
 #     (a `.pth` file) and holds editable installs of *this* checkout's operator/ and worker/.
 # Two clones on one machine therefore share PyTorch but never import each other's trees.
@@ -15,7 +15,9 @@ cache=${RECON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/recon-operator}
 python=${PYTHON:-python3}
 constraints=constraints.txt
 
-key=$( (cat operator/pyproject.toml worker/pyproject.toml tools/venv.sh "$constraints" 2>/dev/null; "$python" -VV) |
+# Bump when the way the base is built changes (editing the rest of this script does not rebuild it).
+base_layout=1
+key=$( (echo "$base_layout"; cat operator/pyproject.toml worker/pyproject.toml "$constraints" 2>/dev/null; "$python" -VV) |
   sha256sum | cut -c1-16)
 base="$cache/venv-base-$key"
 
