@@ -8,8 +8,9 @@
 Steps: start the local control plane (tools/localcluster) with no CRD, and a moto S3 server; install
 charts/recon-operator with Helm (CRD, RBAC, the operator's Deployment: the node agent runs its
 `recon-operator` process under the chart's own ServiceAccount); render a capture of spot with
-`recon-worker synth` into a bucket; apply a CPU ReconstructionJob (draft preset); show `kubectl get rj`
-until it finishes; list the published files; download them to .demo/output/; print the metrics.
+`recon-worker synth`; then, as a user would, `kubectl recon submit --wait` (the capture checked, uploaded
+to a bucket, a CPU ReconstructionJob with the draft preset created and followed until it ends),
+`kubectl recon get` and `kubectl recon fetch` (outputs verified by sha256 into .demo/output/).
 Everything lives in .demo/ (git-ignored).
 """
 
@@ -31,16 +32,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "tools"), str(REPO)]
 
 from localinstall import (  # noqa: E402
-    GROUP,
-    PLURAL,
-    VERSION,
     LocalPorts,
     credentials_secret,
     install_chart,
     local_node_values,
-    reconstruction_job,
     render_capture,
-    upload_folder,
 )
 
 from localcluster import Cluster, ClusterConfig, NodeConfig, binaries  # noqa: E402
@@ -49,7 +45,6 @@ from tests.s3server import TEST_CREDENTIALS, S3Server, start_s3_server  # noqa: 
 
 STATE = REPO / ".demo"
 RELEASE, SYSTEM_NAMESPACE, NAMESPACE, JOB = "recon-operator", "recon-system", "demo", "spot"
-TERMINAL = ("Succeeded", "Failed", "Cancelled")
 
 
 @dataclass(frozen=True)
@@ -113,25 +108,27 @@ class Demo:
         s3 = self.s3.client()
         s3.create_bucket(Bucket="captures")
         s3.create_bucket(Bucket="results")
-        count = upload_folder(s3, capture, "captures", "spot")
-        print(f"uploaded {count} files to s3://captures/spot/")
-
-        say(f"kubectl apply: ReconstructionJob {NAMESPACE}/{JOB} (CPU, draft preset)")
         self.kubectl("create", "namespace", NAMESPACE)
         self.apply(credentials_secret("s3", TEST_CREDENTIALS))
-        job = reconstruction_job(JOB, "s3://captures/spot/", "s3://results/spot/", "s3")
-        self.apply(job)
-        print(json.dumps(job["spec"], indent=2))
 
-        say(f"kubectl get rj -n {NAMESPACE} -w  (until it finishes)")
-        status = self.watch()
-        phase = status.get("phase")
+        # From here on, the commands a user types: kubectl recon checks, uploads, submits and follows the job.
+        code = self.kubectl_recon(
+            "submit", str(capture.relative_to(REPO)), "--name", JOB, "--upload-to", "s3://captures/",
+            "--output", f"s3://results/{JOB}/", "--preset", "draft", "--set", "resources.gpus=0",
+            "--credentials-secret", "s3", "--wait", "--timeout", f"{self.config.timeout_s:.0f}",
+        )  # fmt: skip
         self.kubectl("-n", NAMESPACE, "get", "rj", "-o", "wide", show=True)
-        if phase != "Succeeded":
-            say(f"the job ended {phase}: {status.get('reason')}: {status.get('message')}")
+        if code != 0:
+            say(f"the job did not succeed (kubectl recon exited {code})")
             self.kubectl("-n", NAMESPACE, "describe", "rj", JOB, show=True)
             return 1
-        self.report(status)
+        self.kubectl_recon("get", JOB, "--credentials-secret", "s3")
+        output = STATE / "output"
+        self.kubectl_recon("fetch", JOB, str(output.relative_to(REPO)), "--credentials-secret", "s3")
+        say("downloaded")
+        for name in ("report.json", "report.html", "mesh.glb"):
+            path = output / name
+            print(f"  {path.relative_to(REPO)}" + ("" if path.exists() else "  (not published)"))
         say(f"done in {time.monotonic() - self.started:.0f} s")
         return 0
 
@@ -148,48 +145,6 @@ class Demo:
         print(f"  kubectl get rj -A        # S3: {self.s3.endpoint if self.s3 else '-'} (any credentials)")
         print("  python tools/demo.py down   # stop it")
 
-    # ---- the job -------------------------------------------------------------------------------
-
-    def watch(self) -> dict[str, Any]:
-        """Print `kubectl get rj` whenever a column changes, until a terminal phase or the timeout."""
-        deadline = time.monotonic() + self.config.timeout_s
-        last = ""
-        header_shown = False
-        while time.monotonic() < deadline:
-            table = self.kubectl("-n", NAMESPACE, "get", "rj", JOB).stdout.splitlines()
-            # A new row when phase, progress or stage moves, not every time AGE ticks.
-            if len(table) == 2 and table[1].rsplit(None, 1)[0] != last:
-                if not header_shown:
-                    print(table[0])
-                    header_shown = True
-                print(table[1], flush=True)
-                last = table[1].rsplit(None, 1)[0]
-            status = self.resource().get("status") or {}
-            if status.get("phase") in TERMINAL:
-                return dict(status)
-            time.sleep(2)
-        raise TimeoutError(f"{NAMESPACE}/{JOB} did not finish within {self.config.timeout_s:.0f} s")
-
-    def report(self, status: dict[str, Any]) -> None:
-        assert self.s3 is not None
-        s3 = self.s3.client()
-        say("published outputs (s3://results/spot/)")
-        output = STATE / "output"
-        listing = s3.list_objects_v2(Bucket="results", Prefix="spot/").get("Contents", [])
-        for item in listing:
-            key = item["Key"]
-            print(f"  {item['Size']:>10,d}  s3://results/{key}")
-            target = output / key.removeprefix("spot/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file("results", key, str(target))
-        say("metrics (status.metrics)")
-        for name, value in sorted((status.get("metrics") or {}).items()):
-            print(f"  {name:24} {value}")
-        say("downloaded")
-        for name in ("report.json", "report.html", "mesh.glb"):
-            path = output / name
-            print(f"  {path.relative_to(REPO)}" + ("" if path.exists() else "  (not published)"))
-
     # ---- kubectl -------------------------------------------------------------------------------
 
     def kubectl(self, *args: str, show: bool = False, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -203,14 +158,17 @@ class Demo:
             print(result.stdout.rstrip())
         return result
 
+    def kubectl_recon(self, *args: str) -> int:
+        """`kubectl recon ARGS -n demo`, printed as a user would type it, its output shown as it comes."""
+        assert self.s3 is not None
+        shown = " ".join(a if " " not in a else repr(a) for a in args)
+        print(f"$ kubectl recon {shown} -n {NAMESPACE}", flush=True)
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig), "AWS_ENDPOINT_URL": self.s3.endpoint}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return subprocess.run([binaries.kubectl(), "recon", *args, "-n", NAMESPACE], env=env, cwd=REPO).returncode
+
     def apply(self, obj: dict[str, Any]) -> None:
         self.kubectl("-n", NAMESPACE, "apply", "-f", "-", stdin=json.dumps(obj))
-
-    def resource(self) -> dict[str, Any]:
-        out = self.kubectl("-n", NAMESPACE, "get", f"{PLURAL}.{GROUP}", JOB, "-o", "json").stdout
-        body: dict[str, Any] = json.loads(out)
-        assert body["apiVersion"] == f"{GROUP}/{VERSION}"
-        return body
 
 
 def down() -> int:

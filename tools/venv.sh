@@ -17,7 +17,7 @@ constraints=constraints.txt
 
 # Bump when the way the base is built changes (editing the rest of this script does not rebuild it).
 base_layout=1
-key=$( (echo "$base_layout"; cat operator/pyproject.toml worker/pyproject.toml "$constraints" 2>/dev/null; "$python" -VV) |
+key=$( (echo "$base_layout"; cat operator/pyproject.toml worker/pyproject.toml kubectl-recon/pyproject.toml "$constraints" 2>/dev/null; "$python" -VV) |
   sha256sum | cut -c1-16)
 base="$cache/venv-base-$key"
 
@@ -35,8 +35,8 @@ if [ ! -f "$base/.complete" ]; then
   [ -f "$constraints" ] && cflag=(-c "$constraints")
   # Resolve the dependencies through the project's own metadata, then drop the project itself:
   # the base must not hold any clone's code.
-  "$base/bin/python" -m pip install -q "${cflag[@]}" "./operator[dev]" "./worker[dev]"
-  "$base/bin/python" -m pip uninstall -q -y recon-operator recon-worker
+  "$base/bin/python" -m pip install -q "${cflag[@]}" "./operator[dev]" "./worker[engine,dev]" "./kubectl-recon[dev]"
+  "$base/bin/python" -m pip uninstall -q -y recon-operator recon-worker kubectl-recon
   touch "$base/.complete"
 fi
 flock -u 9
@@ -64,9 +64,9 @@ fi
 
 # This checkout's packages, editable (cheap: no dependencies are resolved).
 if [ ! -f .venv/.recon-editable ] || [ operator/pyproject.toml -nt .venv/.recon-editable ] ||
-  [ worker/pyproject.toml -nt .venv/.recon-editable ]; then
+  [ worker/pyproject.toml -nt .venv/.recon-editable ] || [ kubectl-recon/pyproject.toml -nt .venv/.recon-editable ]; then
   # (setuptools warns about editable installs of a package whose folder shares its name: that is the point.)
   PYTHONWARNINGS=ignore "$base/bin/python" -m pip --python .venv/bin/python install -q --no-deps --no-build-isolation \
-    -e ./operator -e ./worker
+    -e ./operator -e ./worker -e ./kubectl-recon
   touch .venv/.recon-editable
 fi

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     SUCCEEDED = "Succeeded"
     SUSPENDED = "Suspended"
     JOB_DELETED = "JobDeleted"
+    CANCEL_REQUESTED = "CancelRequested"
     INPUTS_INVALID = "InputsInvalid"
     STORAGE_UNREACHABLE = "StorageUnreachable"
     INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"

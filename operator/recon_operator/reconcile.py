@@ -151,6 +151,12 @@ def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -
             return Decision(Action.DELETE_RESOURCE, attempt, status=kept)
         return Decision(Action.NONE, attempt, status=kept)
 
+    if spec.cancel and not (current is not None and is_finished(current)):
+        # Cancelled is terminal: from the next reconcile on, the branch above deletes a Job still running.
+        message = "spec.cancel is true: the job was cancelled" + (f" and Job {wanted} is stopped" if current else "")
+        cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.CANCEL_REQUESTED, message, attempt, now)
+        return Decision(Action.DELETE_JOB if current is not None else Action.NONE, attempt, status=cancelled)
+
     if current is not None and (current.get("metadata") or {}).get("deletionTimestamp"):
         # The Job is going away. Ours (suspend): stay Suspended until it is gone, then resume creates the
         # next attempt. Someone else's: the attempt is cancelled.

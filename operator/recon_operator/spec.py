@@ -86,6 +86,7 @@ class ReconstructionJobSpec(_Model):
     pending_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
     suspend: bool = False
+    cancel: bool = False
     image: str | None = None
 
 

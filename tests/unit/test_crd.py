@@ -152,3 +152,13 @@ def test_input_and_output_are_immutable() -> None:
     new = copy.deepcopy(old)
     new["spec"]["suspend"] = True
     assert validate(new, old=old) == []
+
+
+def test_cancel_cannot_be_undone() -> None:
+    old = minimal()
+    cancelled = copy.deepcopy(old)
+    cancelled["spec"]["cancel"] = True
+    assert validate(cancelled, old=old) == []
+    undone = copy.deepcopy(cancelled)
+    undone["spec"]["cancel"] = False
+    assert any(e.startswith("spec.cancel:") and "cannot be undone" in e for e in validate(undone, old=cancelled))

@@ -80,7 +80,10 @@ def test_operator_image_is_slim_python_with_only_the_operator() -> None:
 
 def test_worker_image_matches_the_pinned_torch_and_builds_the_plugin_at_build_time() -> None:
     worker = tomllib.loads((REPO / "worker" / "pyproject.toml").read_text())
-    torch_pin = next(dep for dep in worker["project"]["dependencies"] if dep.startswith("torch=="))
+    # PyTorch belongs to the `engine` extra (the core imports none), which the `cuda` extra includes.
+    torch_pin = next(dep for dep in worker["project"]["optional-dependencies"]["engine"] if dep.startswith("torch=="))
+    assert "recon-worker[engine]" in worker["project"]["optional-dependencies"]["cuda"]
+    assert not [dep for dep in worker["project"]["dependencies"] if dep.startswith(("torch", "easypytorch3d"))]
     version = torch_pin.removeprefix("torch==")
     text = "\n".join(f"{keyword} {args}" for keyword, args in instructions("Dockerfile.worker"))
     assert f"torch=={version}+cu130" in text, f"the image must install {torch_pin} built for CUDA 13.0"

@@ -185,11 +185,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run the reconstruction engine (PyTorch): the `engine` extra of the distribution.
+ENGINE_COMMANDS = frozenset({"run", "local", "synth"})
+
+
+def engine_installed() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
+        return int(ExitCode.INVALID)
+    if args.command in ENGINE_COMMANDS and not engine_installed():
+        print(
+            f"recon-worker {args.command}: the reconstruction engine is not installed "
+            "(pip install 'recon-worker[engine]'; add the `cuda` extra for nvdiffrast)",
+            file=sys.stderr,
+        )
         return int(ExitCode.INVALID)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -16,7 +16,7 @@ import hashlib
 import os
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -27,6 +27,8 @@ from recon_worker.errors import AccessDenied, InputsInvalid, TransientError, Wor
 from recon_worker.task import StorageSpec
 
 MiB = 1024 * 1024
+# Called with the bytes moved since the last call, from transfer threads (progress bars add them up).
+OnBytes = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,11 @@ class Store(ABC):
         """Every object under `prefix` (recursively), sorted by key; raises InputsInvalid if the root is missing."""
 
     @abstractmethod
-    def download(self, objects: Sequence[StoredObject], dest: Path) -> None:
+    def download(self, objects: Sequence[StoredObject], dest: Path, on_bytes: OnBytes | None = None) -> None:
         """Fetch each object to dest/<key>, in parallel, checking each file against its listed size."""
 
     @abstractmethod
-    def upload(self, files: Mapping[str, Path]) -> list[UploadedFile]:
+    def upload(self, files: Mapping[str, Path], on_bytes: OnBytes | None = None) -> list[UploadedFile]:
         """Upload local files (key -> path) in parallel; returns each key with its size and sha256."""
 
     @abstractmethod
@@ -156,8 +158,12 @@ def s3_error(exc: Exception, *, action: str, uri: str, bucket: str) -> WorkerErr
     return TransientError(f"cannot {action} {uri}: {type(exc).__name__}: {exc} (after retries)")
 
 
-def s3_client(storage: StorageSpec, options: StorageOptions) -> Any:
-    """A boto3 S3 client: endpoint and region from the task, else boto3's usual environment and config."""
+def s3_client(storage: StorageSpec, options: StorageOptions, credentials: Mapping[str, str] | None = None) -> Any:
+    """A boto3 S3 client: endpoint and region from the task, else boto3's usual environment and config.
+
+    `credentials` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, as in a
+    credentials Secret) replace boto3's own credential chain.
+    """
     import boto3
     from botocore.config import Config
 
@@ -171,7 +177,31 @@ def s3_client(storage: StorageSpec, options: StorageOptions) -> Any:
         read_timeout=options.read_timeout,
         max_pool_connections=max(10, options.max_concurrency * 2),
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=storage.region, config=config)
+    session = (
+        boto3.session.Session(
+            aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
+        )
+        if credentials
+        else boto3.session.Session()
+    )
+    return session.client("s3", endpoint_url=endpoint, region_name=storage.region, config=config)
+
+
+def _subscribers(on_bytes: OnBytes | None) -> list[Any] | None:
+    """s3transfer subscribers that report progress to `on_bytes`."""
+    if on_bytes is None:
+        return None
+    from s3transfer.subscribers import BaseSubscriber
+
+    report = on_bytes
+
+    class _Progress(BaseSubscriber):
+        def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+            report(bytes_transferred)
+
+    return [_Progress()]
 
 
 class S3Store(Store):
@@ -220,15 +250,17 @@ class S3Store(Store):
             raise self._error(exc, "list", prefix) from exc
         return sorted(objects, key=lambda o: o.key)
 
-    def download(self, objects: Sequence[StoredObject], dest: Path) -> None:
+    def download(self, objects: Sequence[StoredObject], dest: Path, on_bytes: OnBytes | None = None) -> None:
         from boto3.s3.transfer import create_transfer_manager
 
         futures = []
+        subs = _subscribers(on_bytes)
         with create_transfer_manager(self.client, self.transfer_config) as manager:
             for obj in objects:
                 target = dest / _check_key(obj.key)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                futures.append((obj.key, manager.download(self.bucket, _join(self.prefix, obj.key), str(target))))
+                key = _join(self.prefix, obj.key)
+                futures.append((obj.key, manager.download(self.bucket, key, str(target), subscribers=subs)))
             self._wait(futures, "download")
         for obj in objects:
             size = (dest / obj.key).stat().st_size
@@ -238,14 +270,15 @@ class S3Store(Store):
                     reason="InputChanged",
                 )
 
-    def upload(self, files: Mapping[str, Path]) -> list[UploadedFile]:
+    def upload(self, files: Mapping[str, Path], on_bytes: OnBytes | None = None) -> list[UploadedFile]:
         from boto3.s3.transfer import create_transfer_manager
 
         uploaded = [UploadedFile(_check_key(key), path.stat().st_size, sha256_of(path)) for key, path in files.items()]
         futures = []
+        subs = _subscribers(on_bytes)
         with create_transfer_manager(self.client, self.transfer_config) as manager:
             for key, path in files.items():
-                futures.append((key, manager.upload(str(path), self.bucket, _join(self.prefix, key))))
+                futures.append((key, manager.upload(str(path), self.bucket, _join(self.prefix, key), subscribers=subs)))
             self._wait(futures, "upload to")
         return uploaded
 
@@ -332,7 +365,7 @@ class FileStore(Store):
             raise _file_error(exc, "list", base) from exc
         return sorted(objects, key=lambda o: o.key)
 
-    def download(self, objects: Sequence[StoredObject], dest: Path) -> None:
+    def download(self, objects: Sequence[StoredObject], dest: Path, on_bytes: OnBytes | None = None) -> None:
         for obj in objects:
             target = dest / _check_key(obj.key)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -342,6 +375,8 @@ class FileStore(Store):
                 raise _file_error(exc, "read", self._path(obj.key)) from exc
             if target.stat().st_size != obj.size:
                 raise TransientError(f"{self._path(obj.key)} changed while being copied", reason="InputChanged")
+            if on_bytes is not None:
+                on_bytes(obj.size)
 
     def _write(self, key: str, write: Any) -> None:
         path = self._path(key)
@@ -354,11 +389,13 @@ class FileStore(Store):
             tmp.unlink(missing_ok=True)
             raise _file_error(exc, "write", path) from exc
 
-    def upload(self, files: Mapping[str, Path]) -> list[UploadedFile]:
+    def upload(self, files: Mapping[str, Path], on_bytes: OnBytes | None = None) -> list[UploadedFile]:
         uploaded = []
         for key, source in files.items():
             self._write(key, lambda tmp, source=source: shutil.copyfile(source, tmp))
             uploaded.append(UploadedFile(key, source.stat().st_size, sha256_of(source)))
+            if on_bytes is not None:
+                on_bytes(uploaded[-1].size)
         return uploaded
 
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -399,14 +436,18 @@ class FileStore(Store):
                 raise _file_error(exc, "delete", self._path(key)) from exc
 
 
-def open_store(uri: str, storage: StorageSpec | None = None, options: StorageOptions | None = None) -> Store:
-    """A store rooted at `s3://bucket/prefix/` or `file:///abs/path/`."""
+def open_store(
+    uri: str,
+    storage: StorageSpec | None = None,
+    options: StorageOptions | None = None,
+    credentials: Mapping[str, str] | None = None,
+) -> Store:
+    """A store rooted at `s3://bucket/prefix/` or `file:///abs/path/` (`credentials`: see `s3_client`)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         options = options or StorageOptions.from_env()
-        return S3Store(
-            parsed.netloc, parsed.path, s3_client(storage or StorageSpec.model_validate({}), options), options
-        )
+        client = s3_client(storage or StorageSpec.model_validate({}), options, credentials)
+        return S3Store(parsed.netloc, parsed.path, client, options)
     if parsed.scheme == "file":
         return FileStore(Path(parsed.path))
     raise ValueError(f"{uri!r}: expected s3://bucket/prefix/ or file:///abs/path/")

@@ -155,3 +155,23 @@ def test_resume_waits_for_the_suspended_job_to_finish_terminating() -> None:
 def test_a_job_deleted_by_someone_else_cancels_at_once() -> None:
     decision = decide(cr({"attempts": 1, "phase": "Running"}), [deleting(job(1))], [running_pod(1)], NOW)
     assert decision.status["phase"] == Phase.CANCELLED and decision.status["reason"] == Reason.JOB_DELETED
+
+
+def test_cancel_stops_the_running_job_and_is_final() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}, cancel=True), [job(1)], [running_pod(1)], NOW)
+    assert decision.action == Action.DELETE_JOB
+    assert (decision.status["phase"], decision.status["reason"]) == (Phase.CANCELLED, Reason.CANCEL_REQUESTED)
+    # The next reconcile sees a terminal phase: it keeps deleting a Job that still runs, and never restarts.
+    again = decide(cr(decision.status, cancel=True), [job(1)], [running_pod(1)], NOW)
+    assert again.action == Action.DELETE_JOB and again.status["phase"] == Phase.CANCELLED
+    assert decide(cr(decision.status, cancel=True), [], [], NOW).action == Action.NONE
+
+
+def test_cancel_before_any_job_creates_none() -> None:
+    decision = decide(cr(cancel=True), [], [], NOW)
+    assert decision.action == Action.NONE and decision.status["phase"] == Phase.CANCELLED
+
+
+def test_cancel_after_the_job_finished_reports_the_result() -> None:
+    decision = decide(cr({"attempts": 1, "phase": "Running"}, cancel=True), [job(1, "Complete")], [], NOW)
+    assert decision.action == Action.CHECK_OUTPUTS

@@ -1,0 +1,5 @@
+import sys
+
+from recon_kubectl.cli import main
+
+sys.exit(main())
