@@ -136,8 +136,10 @@ def test_submit_a_folder_wait_and_fetch_verified_outputs(
     assert {f["name"] for f in manifest["files"]} <= {p.relative_to(dest).as_posix() for p in dest.rglob("*")}
     assert (dest / "mesh.glb").stat().st_size > 0
 
-    # A corrupted object is detected, and nothing of it lands in the folder.
-    buckets.client().put_object(Bucket="results", Key="spot/mesh.obj", Body=b"o tampered\n")
+    # A corrupted object (same size, other bytes) is detected, and nothing of it lands in the folder.
+    original = buckets.client().get_object(Bucket="results", Key="spot/mesh.obj")["Body"].read()
+    tampered = b"# tampered\n" + original[len(b"# tampered\n") :]
+    buckets.client().put_object(Bucket="results", Key="spot/mesh.obj", Body=tampered)
     dest2 = tmp_path / "out2"
     bad = kubectl_recon(cluster, buckets, namespace, "fetch", "spot", str(dest2), "--credentials-secret=s3")
     assert bad.returncode == 1
