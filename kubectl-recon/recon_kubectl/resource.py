@@ -122,8 +122,11 @@ def retry_of(resource: Mapping[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(dict(resource.get("spec") or {}))
     spec.pop("suspend", None)
     spec.pop("cancel", None)
+    # kubectl's and the operator's own annotations (its status record) belong to the old resource.
     annotations = {
-        k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("kubectl.kubernetes.io/")
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith(("kubectl.kubernetes.io/", "recon.dev/"))
     }
     annotations[RETRY_OF_ANNOTATION] = str(meta.get("uid", ""))
     return {

@@ -74,7 +74,11 @@ def test_retry_keeps_name_and_spec_and_clears_suspend_and_cancel() -> None:
             "name": "spot",
             "uid": "u-1",
             "labels": {"team": "a"},
-            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "note": "x"},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "recon.dev/operator-status": "{}",
+                "note": "x",
+            },
         },
         "spec": {"input": {"uri": "s3://c/spot/"}, "output": {"uri": "s3://r/spot/"}, "suspend": True, "cancel": True},
         "status": {"phase": "Cancelled"},
