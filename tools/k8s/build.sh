@@ -74,17 +74,18 @@ if needs etcd "$ETCD_VERSION"; then
 fi
 
 # --- kwok and helm: their own go.mod has no replace directives, so `go install pkg@version` works.
-go_install() { # NAME STAMP PACKAGE@VERSION [LDFLAGS]
-  if needs "$1" "$2"; then
-    echo "build: $1 $2 ..."
+go_install() { # NAME VERSION PACKAGE [LDFLAGS [STAMP]]  (STAMP defaults to VERSION)
+  local stamp=${5:-$2}
+  if needs "$1" "$stamp"; then
+    echo "build: $1 $stamp ..."
     local start; start=$(now)
-    (cd "$tmp" && GOBIN="$tmp" go install -ldflags "-s -w ${4:-}" "$3")
-    install_bin "$1" "$2"
+    (cd "$tmp" && GOBIN="$tmp" go install -ldflags "-s -w ${4:-}" "$3@$2")
+    install_bin "$1" "$stamp"
     echo "build: $1 done in $(( $(now) - start ))s"
     built=1
   fi
 }
-go_install kwok "$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
 # helm: the ldflags of helm's own Makefile. Its source carries only "v3.22" and a default Kubernetes
 # of v1.20 (what `helm template` checks a chart's kubeVersion against); the release builds stamp the
 # full version and the Kubernetes version of the client-go that helm's go.mod requires (client-go
@@ -104,7 +105,7 @@ helm_ldflags() {
 }
 helm_stamp="$HELM_VERSION+release-ldflags"
 if needs helm "$helm_stamp"; then
-  go_install helm "$helm_stamp" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "$(helm_ldflags)"
+  go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$(helm_ldflags)" "$helm_stamp"
 fi
 
 if [ "$built" = 1 ]; then echo "build: all done in $(( $(now) - total_start ))s"; fi
