@@ -168,15 +168,26 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int) -> tuple[trimesh.Trimesh,
 # Writers
 
 
+def smooth_normals(mesh: trimesh.Trimesh) -> np.ndarray:
+    """[V, 3] unit vertex normals of `mesh`, computed on the welded surface: the copies of a vertex on
+    either side of a UV seam get the same normal, so viewers shade the seam smooth, not creased."""
+    geometry, _ = welded(mesh)
+    to_welded = np.zeros(len(mesh.vertices), dtype=np.int64)  # textured vertex -> welded vertex
+    to_welded[np.asarray(mesh.faces).ravel()] = np.asarray(geometry.faces).ravel()  # same face order
+    normals: np.ndarray = np.asarray(geometry.vertex_normals)[to_welded]
+    return normals
+
+
 def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
+    """mesh.glb: POSITION, NORMAL (smooth, see `smooth_normals`) and TEXCOORD_0, one PBR material."""
     image = texture_image(mesh)
     material = trimesh.visual.material.PBRMaterial(
         name=_MATERIAL_NAME, baseColorTexture=image, baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0,
         roughnessFactor=1.0, doubleSided=False,
     )  # fmt: skip
-    out = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False, validate=False)
+    out = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), process=False, validate=False)
     out.visual = trimesh.visual.TextureVisuals(uv=uv_of(mesh), material=material)
-    out.export(str(path), file_type="glb")
+    out.export(str(path), file_type="glb", include_normals=True)
 
 
 def write_obj(mesh: trimesh.Trimesh, folder: Path) -> None:
