@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from localcluster import Cluster, binaries
 from localcluster.kube import raw, wait_for, wait_job_finished
+from recon_worker.status import metrics_patch
 
 pytestmark = pytest.mark.cluster
 
@@ -477,7 +478,7 @@ def test_printer_columns(namespace: str, kubectl: Any) -> None:
         "phase": "Running",
         "progress": 42,
         "stage": "refine",
-        "metrics": {"psnr": 31.5},
+        "metrics": metrics_patch({"psnr": 31.546218})["metrics"],  # what the worker writes
         "reason": "Refining",
         "message": "iteration 1200 of 3000",
     }
@@ -485,7 +486,7 @@ def test_printer_columns(namespace: str, kubectl: Any) -> None:
             "-p", json.dumps({"status": status}))  # fmt: skip
     header, row = kubectl("get", "rj", "-n", namespace).stdout.splitlines()
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "PSNR", "AGE"]
-    assert row.split()[:5] == ["spot", "Running", "42", "refine", "31.5"]
+    assert row.split()[:5] == ["spot", "Running", "42", "refine", "31.5"]  # one decimal, as people read it
     header, row = kubectl("get", "rj", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "PSNR", "AGE", "REASON", "MESSAGE"]
     assert row.split()[6:] == ["Refining", "iteration", "1200", "of", "3000"]
