@@ -120,7 +120,7 @@ def test_job_succeeds_with_outputs_manifest_and_metrics_and_survives_an_operator
     header, row = table.splitlines()
     assert header.split()[:5] == ["NAME", "PHASE", "PROGRESS", "STAGE", "PSNR"]
     assert row.split()[1:3] == ["Succeeded", "100"]
-    assert f"{metrics['psnr']}"[:5] in row
+    assert metrics["psnrText"] == f"{metrics['psnr']:.1f}" and metrics["psnrText"] in row.split()
     # Events may differ across a restart (a new operator re-derives the phase from a cold cache); the
     # resource's outcome may not: one attempt, one Job (asserted above), and a Succeeded record.
     assert status["reason"] == "Succeeded", status

@@ -490,3 +490,20 @@ def test_printer_columns(namespace: str, kubectl: Any) -> None:
     header, row = kubectl("get", "rj", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "PSNR", "AGE", "REASON", "MESSAGE"]
     assert row.split()[6:] == ["Refining", "iteration", "1200", "of", "3000"]
+
+
+def test_a_transition_event_posted_twice_is_recorded_once(namespace: str, api: Any, core: client.CoreV1Api) -> None:
+    """An operator restarted mid-job re-derives its phases and may see JobCreated again: one Event."""
+    from recon_operator.events import transition_event
+    from recon_operator.reconciler import Reconciler
+    from recon_operator.settings import OperatorSettings
+
+    owner = {"metadata": {"name": "spot", "namespace": namespace, "uid": "0b7c6f3e-0000-4000-8000-000000000001"}}
+    status = {"phase": "Pending", "reason": "JobCreated", "message": "created Job spot-1", "attempts": 1}
+    first, after_restart = transition_event(None, status), transition_event("Running", status)
+    assert first is not None and after_restart is not None
+    reconciler = Reconciler(OperatorSettings(), api)
+    reconciler._post_event(owner, first)
+    reconciler._post_event(owner, after_restart)
+    events = core.list_namespaced_event(namespace).items
+    assert [(e.reason, e.involved_object.name) for e in events] == [("JobCreated", "spot")]
