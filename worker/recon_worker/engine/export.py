@@ -11,7 +11,9 @@ File names are fixed by the output contract: mesh.glb, mesh.obj, mesh.mtl, textu
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -233,8 +235,17 @@ def export_mesh(mesh: trimesh.Trimesh, folder: Path, formats: Iterable[str]) -> 
 # The stage
 
 
+def refinement_losses(info: Path) -> list[tuple[int, float]]:
+    """The (iteration, loss) samples the refine stage logged in its info.json; none when it logged none."""
+    if not info.is_file():
+        return []
+    samples = json.loads(info.read_text()).get("losses") or []
+    return [(int(it), float(loss)) for it, loss in samples]
+
+
 def run_export(ctx: StageContext) -> list[Path]:
     """Write the validated mesh in every requested format, the previews and the report into `export/`."""
+    started = time.monotonic()
     out_dir = ctx.stage_dir("export")
     validate_dir = ctx.workdir / "validate"
     metrics = QualityMetrics.model_validate_json((validate_dir / "metrics.json").read_text())
@@ -263,8 +274,10 @@ def run_export(ctx: StageContext) -> list[Path]:
         device=ctx.device,
         export_formats=formats,
         files=[p.relative_to(out_dir).as_posix() for p in written] + ["report.json", "report.html"],
-        stage_seconds=ctx.stage_seconds,
+        # This stage's time so far: the report is its last file.
+        stage_seconds={**ctx.stage_seconds, "export": round(time.monotonic() - started, 3)},
         resumed_stages=ctx.resumed_stages,
+        refinement_losses=refinement_losses(ctx.workdir / "refine" / "info.json"),
         gpu=gpu_telemetry(ctx.device),
     )
     written += write_report(report, out_dir)
