@@ -1,8 +1,10 @@
 """The quality report: `report.json` (`Report`, for machines) and `report.html` (for people).
 
 The HTML page is self-contained: previews are inlined as base64 data URIs (shown at the size they were
-rendered, never upscaled), plots are inline SVG, the style sheet is inline and there is no script and
-no external resource, so it opens from S3, a mail attachment or a laptop without a network.
+rendered, never upscaled), plots are inline SVG, the style sheet is inline, and nothing is fetched, so it
+opens from S3, a mail attachment or a laptop without a network. Its one script is the optional 3D
+viewer of mesh.glb (`viewer.js`, shipped in this package and inlined with the mesh; WebGL), left out
+when the mesh is larger than `VIEWER_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -151,6 +153,8 @@ svg.plot{background:#fff;border:1px solid #ddd;margin:4px 8px 4px 0}svg.plot tex
 """
 # error_map's scale (engine/metrics.py): black at 0, red at half of max_error, yellow at max_error.
 ERROR_MAP_MAX = 0.25
+VIEWER_MAX_BYTES = 8_000_000  # a larger mesh.glb is not inlined (the page would grow by 4/3 of it)
+VIEWER_SCRIPT = Path(__file__).with_name("viewer.js")
 
 
 def data_uri(path: Path) -> str:
@@ -253,6 +257,22 @@ def svg_plot(
     )
 
 
+def viewer_section(mesh: Path | None) -> str:
+    """The 3D viewer of `mesh` (a GLB inlined in the canvas, the packaged script), or a note why not."""
+    if mesh is None or not mesh.is_file():
+        return ""
+    size = mesh.stat().st_size
+    if size > VIEWER_MAX_BYTES:
+        return f"<h2>3D view</h2><p class=muted>mesh.glb is {size / 1e6:.1f} MB: open it in a glTF viewer.</p>"
+    glb = base64.b64encode(mesh.read_bytes()).decode("ascii")
+    script = VIEWER_SCRIPT.read_text(encoding="utf-8")
+    return (
+        '<h2>3D view</h2><canvas id="recon-viewer" width="480" height="360" '
+        f'style="background:#fff;border:1px solid #ddd;touch-action:none" data-glb="{glb}"></canvas>'
+        f'<p class=muted id="recon-viewer-status">3D view needs JavaScript and WebGL</p><script>{script}</script>'
+    )
+
+
 def timing_rows(stage_seconds: dict[str, float], resumed: Sequence[str]) -> list[tuple[str, object]]:
     """One row per pipeline stage, in order: its seconds, "resumed" (from a checkpoint), or, for the stages
     that end after the report is written (publish; export while it writes the report), a note."""
@@ -284,8 +304,9 @@ def _table(rows: Sequence[tuple[str, object]], digits: int = 3) -> str:
     return f"<table>{body}</table>"
 
 
-def render_html(report: Report, previews: Path) -> str:
-    """The report page, with the PNGs under `previews` inlined (turntable_*.png, heldout_*.png)."""
+def render_html(report: Report, previews: Path, mesh: Path | None = None) -> str:
+    """The report page, with the PNGs under `previews` inlined (turntable_*.png, heldout_*.png) and, when
+    given, a 3D viewer of the GLB `mesh`."""
     m = report.metrics
     verdict = (
         '<span class="badge pass">quality gates passed</span>'
@@ -372,6 +393,7 @@ capture {cap.train_views} training + {cap.test_views} held-out views at {cap.wid
 {"· ground truth known" if cap.ground_truth else ""}</p>
 <p>{verdict}{" (enforced)" if m.gates.enforced else ""}</p>{f"<ul>{failures}</ul>" if failures else ""}
 <h2 id=turntable>Turntable</h2><div class=grid>{turntable}</div>
+{viewer_section(mesh)}
 <h2>Metrics</h2>{summary}
 <p class=muted>Image metrics over the {html.escape(m.view_split)} views, composited on white.</p>
 <h2>Held-out views</h2>{legend}<div class=grid>{comparisons or "<p>no held-out views</p>"}</div>
@@ -422,8 +444,9 @@ def build_report(
 
 
 def write_report(report: Report, folder: Path) -> tuple[Path, Path]:
-    """report.json and report.html into `folder` (previews are read from `folder/previews`)."""
+    """report.json and report.html into `folder` (previews from `folder/previews`, the viewer's mesh from
+    `folder/mesh.glb` when it is there)."""
     json_path, html_path = folder / "report.json", folder / "report.html"
     json_path.write_text(report.model_dump_json(by_alias=True, indent=2))
-    html_path.write_text(render_html(report, folder / "previews"), encoding="utf-8")
+    html_path.write_text(render_html(report, folder / "previews", folder / "mesh.glb"), encoding="utf-8")
     return json_path, html_path
