@@ -507,3 +507,38 @@ def test_a_transition_event_posted_twice_is_recorded_once(namespace: str, api: A
     reconciler._post_event(owner, after_restart)
     events = core.list_namespaced_event(namespace).items
     assert [(e.reason, e.involved_object.name) for e in events] == [("JobCreated", "spot")]
+
+
+def test_the_charts_aggregated_roles_let_namespace_editors_and_viewers_use_reconstruction_jobs(
+    namespace: str, kubectl: Any
+) -> None:
+    """The chart's <fullname>-edit/-view ClusterRoles join the built-in edit/view roles (the
+    controller-manager's aggregation), so a user with `edit` in a namespace may create jobs there."""
+    import subprocess
+
+    chart = Path(__file__).resolve().parents[2] / "charts" / "recon-operator"
+    rendered = subprocess.run(
+        [
+            str(binaries.binary("helm")), "template", "agg", str(chart),
+            "--show-only", "templates/aggregated-roles.yaml", "--kube-version", binaries.versions()["K8S_VERSION"],
+        ],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    kubectl("apply", "-f", "-", input=rendered)
+    try:
+        kubectl("create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", namespace)
+        kubectl("create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob", "-n", namespace)
+
+        def can(user: str, *args: str, where: str = namespace) -> bool:
+            answer = kubectl("auth", "can-i", *args, "--as", user, "-n", where, check=False).stdout.strip()
+            return answer == "yes"
+
+        rj = "reconstructionjobs.recon.dev"
+        wait_for("edit to aggregate the chart's role", lambda: can("alice", "create", rj), 60)
+        assert can("alice", "delete", rj) and can("alice", "patch", rj) and can("alice", "list", rj)
+        assert not can("alice", "patch", rj, "--subresource=status"), "users must not write the status"
+        assert not can("alice", "create", rj, where="default"), "only where alice may edit"
+        wait_for("view to aggregate the chart's role", lambda: can("bob", "list", rj), 60)
+        assert can("bob", "get", rj) and not can("bob", "create", rj) and not can("bob", "delete", rj)
+    finally:
+        kubectl("delete", "-f", "-", input=rendered, check=False)
