@@ -1,7 +1,14 @@
-"""Kubernetes Events for phase transitions: what `kubectl describe rj` shows as the job's history."""
+"""Kubernetes Events for phase transitions: what `kubectl describe rj` shows as the job's history.
+
+An Event's name is derived from what it records (the CR's uid, the attempt, the phase and the reason),
+not generated: an operator that restarts, or a second one during a rollout, re-derives the phases
+from a cold cache and may see a transition again; posting it again is then refused as AlreadyExists
+(409) instead of doubling the history.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +21,8 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
+    phase: str = ""  # the phase entered
+    attempt: int = 0  # status.attempts when it was entered
 
 
 def transition_event(previous: str | None, status: Mapping[str, Any]) -> Event | None:
@@ -25,7 +34,15 @@ def transition_event(previous: str | None, status: Mapping[str, Any]) -> Event |
     detail = status.get("message") or ""
     reason = status.get("reason") or phase
     message = f"{previous or 'New'} → {phase}" + (f": {detail}" if detail else "")
-    return Event(kind, str(reason), message[:1024])
+    return Event(kind, str(reason), message[:1024], str(phase), int(status.get("attempts") or 0))
+
+
+def event_name(owner: Mapping[str, Any], event: Event) -> str:
+    """`<cr-name>.<16 hex>`: the same for the same CR, attempt, phase and reason (previous phase and
+    message left out: a cold cache may see another previous phase), a valid name for any CR name."""
+    meta = owner["metadata"]
+    key = "/".join((str(meta["uid"]), str(event.attempt), event.phase, event.reason))
+    return f"{meta['name'][:236]}.{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def event_manifest(owner: Mapping[str, Any], event: Event, now: str, instance: str) -> dict[str, Any]:
@@ -34,7 +51,7 @@ def event_manifest(owner: Mapping[str, Any], event: Event, now: str, instance: s
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "metadata": {"name": event_name(owner, event), "namespace": meta["namespace"]},
         "involvedObject": {
             "apiVersion": owner.get("apiVersion", "recon.dev/v1alpha1"),
             "kind": owner.get("kind", "ReconstructionJob"),

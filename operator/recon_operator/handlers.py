@@ -16,7 +16,6 @@ import kopf
 
 from recon_operator.healer import Healer
 from recon_operator.labels import JOB_LABEL
-from recon_operator.login import login_with_token_file
 from recon_operator.names import label_value
 from recon_operator.reconciler import Reconciler
 from recon_operator.requeue import Requeue
@@ -33,13 +32,11 @@ OWNED = {JOB_LABEL: kopf.PRESENT}
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # In a pod: its ServiceAccount; elsewhere: $KUBECONFIG as it is now (the kubernetes client reads it at import).
-    # A kubeconfig whose user is a `tokenFile` (the local node agent's pods) needs the client's loader.
-    return (
-        kopf.login_with_service_account(**kwargs)
-        or login_with_token_file(**kwargs)
-        or kopf.login_with_kubeconfig(**kwargs)
-    )
+    # Kopf's login through the kubernetes client library: in a pod its ServiceAccount, elsewhere $KUBECONFIG
+    # (as the process started with it) read by the client's own loader, which understands every kind of
+    # user: token, tokenFile (the local node agent's pods, re-read on every re-login), client certificates,
+    # exec plugins. Kopf's built-in kubeconfig reader ignores tokenFile.
+    return kopf.login_via_client(**kwargs)
 
 
 @kopf.on.startup()

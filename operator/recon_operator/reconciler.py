@@ -228,6 +228,8 @@ class Reconciler:
             )  # the stubs want a model; a dict is sent as is
             create(body["metadata"]["namespace"], manifest, _preload_content=False)
         except ApiException as exc:  # an Event is a courtesy: never fail a reconcile over it
+            if exc.status == 409:  # this transition's Event exists (posted before a restart): not twice
+                return
             log.warning(f"could not post Event {event.reason} for {body['metadata']['name']}: {exc.reason}")
 
     def _observe_timings(self, body: Obj, status: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from localcluster import Cluster, binaries
 from localcluster.kube import raw, wait_for, wait_job_finished
+from recon_worker.status import metrics_patch
 
 pytestmark = pytest.mark.cluster
 
@@ -477,7 +478,7 @@ def test_printer_columns(namespace: str, kubectl: Any) -> None:
         "phase": "Running",
         "progress": 42,
         "stage": "refine",
-        "metrics": {"psnr": 31.5},
+        "metrics": metrics_patch({"psnr": 31.546218})["metrics"],  # what the worker writes
         "reason": "Refining",
         "message": "iteration 1200 of 3000",
     }
@@ -485,7 +486,59 @@ def test_printer_columns(namespace: str, kubectl: Any) -> None:
             "-p", json.dumps({"status": status}))  # fmt: skip
     header, row = kubectl("get", "rj", "-n", namespace).stdout.splitlines()
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "PSNR", "AGE"]
-    assert row.split()[:5] == ["spot", "Running", "42", "refine", "31.5"]
+    assert row.split()[:5] == ["spot", "Running", "42", "refine", "31.5"]  # one decimal, as people read it
     header, row = kubectl("get", "rj", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "STAGE", "PSNR", "AGE", "REASON", "MESSAGE"]
     assert row.split()[6:] == ["Refining", "iteration", "1200", "of", "3000"]
+
+
+def test_a_transition_event_posted_twice_is_recorded_once(namespace: str, api: Any, core: client.CoreV1Api) -> None:
+    """An operator restarted mid-job re-derives its phases and may see JobCreated again: one Event."""
+    from recon_operator.events import transition_event
+    from recon_operator.reconciler import Reconciler
+    from recon_operator.settings import OperatorSettings
+
+    owner = {"metadata": {"name": "spot", "namespace": namespace, "uid": "0b7c6f3e-0000-4000-8000-000000000001"}}
+    status = {"phase": "Pending", "reason": "JobCreated", "message": "created Job spot-1", "attempts": 1}
+    first, after_restart = transition_event(None, status), transition_event("Running", status)
+    assert first is not None and after_restart is not None
+    reconciler = Reconciler(OperatorSettings(), api)
+    reconciler._post_event(owner, first)
+    reconciler._post_event(owner, after_restart)
+    events = core.list_namespaced_event(namespace).items
+    assert [(e.reason, e.involved_object.name) for e in events] == [("JobCreated", "spot")]
+
+
+def test_the_charts_aggregated_roles_let_namespace_editors_and_viewers_use_reconstruction_jobs(
+    namespace: str, kubectl: Any
+) -> None:
+    """The chart's <fullname>-edit/-view ClusterRoles join the built-in edit/view roles (the
+    controller-manager's aggregation), so a user with `edit` in a namespace may create jobs there."""
+    import subprocess
+
+    chart = Path(__file__).resolve().parents[2] / "charts" / "recon-operator"
+    rendered = subprocess.run(
+        [
+            str(binaries.binary("helm")), "template", "agg", str(chart),
+            "--show-only", "templates/aggregated-roles.yaml", "--kube-version", binaries.versions()["K8S_VERSION"],
+        ],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    kubectl("apply", "-f", "-", input=rendered)
+    try:
+        kubectl("create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice", "-n", namespace)
+        kubectl("create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob", "-n", namespace)
+
+        def can(user: str, *args: str, where: str = namespace) -> bool:
+            answer = kubectl("auth", "can-i", *args, "--as", user, "-n", where, check=False).stdout.strip()
+            return answer == "yes"
+
+        rj = "reconstructionjobs.recon.dev"
+        wait_for("edit to aggregate the chart's role", lambda: can("alice", "create", rj), 60)
+        assert can("alice", "delete", rj) and can("alice", "patch", rj) and can("alice", "list", rj)
+        assert not can("alice", "patch", rj, "--subresource=status"), "users must not write the status"
+        assert not can("alice", "create", rj, where="default"), "only where alice may edit"
+        wait_for("view to aggregate the chart's role", lambda: can("bob", "list", rj), 60)
+        assert can("bob", "get", rj) and not can("bob", "create", rj) and not can("bob", "delete", rj)
+    finally:
+        kubectl("delete", "-f", "-", input=rendered, check=False)

@@ -403,6 +403,11 @@ def test_operator_restart_mid_flight_creates_no_duplicate(
         second.__exit__(None, None, None)
     assert status["attempts"] == 1
     assert [j.metadata.name for j in jobs_of(batch, namespace, "steady")] == ["steady-1"]
+    # The second operator re-derives every phase from a cold cache: still one Event per transition.
+    events = client.CoreV1Api(batch.api_client).list_namespaced_event(namespace).items
+    reasons = [e.reason for e in events if e.involved_object.name == "steady"]
+    assert reasons.count("JobCreated") == 1, reasons
+    assert reasons.count("Succeeded") == 1, reasons
 
 
 # ---- the worker's identity -------------------------------------------------------------------------

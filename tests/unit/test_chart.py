@@ -60,6 +60,18 @@ def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
     return [m for m in manifests if m["kind"] == kind]
 
 
+AGGREGATE_LABELS = ("rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.k8s.io/aggregate-to-view")
+
+
+def operator_roles(manifests: list[Manifest]) -> list[Manifest]:
+    """The operator's own ClusterRoles: those not aggregated into the users' admin/edit/view roles."""
+    return [
+        role
+        for role in of_kind(manifests, "ClusterRole")
+        if not set(role["metadata"].get("labels", {})) & set(AGGREGATE_LABELS)
+    ]
+
+
 def pod_of(manifests: list[Manifest]) -> dict[str, Any]:
     pod: dict[str, Any] = one(manifests, "Deployment")["spec"]["template"]["spec"]
     return pod
@@ -71,6 +83,21 @@ def pod_of(manifests: list[Manifest]) -> dict[str, Any]:
 def test_helm_lint_passes_strict() -> None:
     result = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION)
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_helm_is_built_with_its_release_defaults() -> None:
+    """Without --kube-version, helm checks kubeVersion against its built-in default: a `go install` helm
+    says v1.20 and refuses the chart (>=1.30); tools/k8s/build.sh stamps it as helm's release builds do."""
+    version = helm("version", "--template", "{{.Version}}").stdout.strip()
+    assert version == binaries.versions()["HELM_VERSION"]
+    out = helm("template", "rel", str(CHART)).stdout
+    assert "kind: Deployment" in out
+
+
+def test_values_schema_accepts_global_for_umbrella_charts() -> None:
+    """A parent chart passes `global` to every subchart; the schema must let it through."""
+    manifests = render("global.imageRegistry=registry.example", "global.anything.nested=1")
+    assert one(manifests, "Deployment")
 
 
 def test_values_schema_rejects_an_unknown_value() -> None:
@@ -143,6 +170,8 @@ def test_default_install_renders_the_expected_objects() -> None:
     kinds = sorted(m["kind"] for m in render())
     assert kinds == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
         "CustomResourceDefinition",
@@ -183,7 +212,7 @@ def test_operator_pod_meets_the_restricted_pod_security_standard() -> None:
 
 def test_rbac_has_no_wildcards_and_only_the_verbs_the_operator_uses() -> None:
     manifests = render()
-    rules = [rule for role in of_kind(manifests, "ClusterRole") for rule in role["rules"]]
+    rules = [rule for role in operator_roles(manifests) for rule in role["rules"]]
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], f"wildcard in {field}: {rule}"
@@ -212,7 +241,7 @@ def test_watch_namespaces_installs_a_role_per_namespace_and_only_read_only_clust
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = of_kind(manifests, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
-    for role in of_kind(manifests, "ClusterRole"):
+    for role in operator_roles(manifests):
         for rule in role["rules"]:
             assert set(rule["verbs"]) <= {"list", "watch"}, f"cluster-wide write in namespaced mode: {rule}"
             assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}
@@ -321,3 +350,87 @@ def test_the_demo_and_e2e_values_pass_the_schema_and_reach_the_operator(tmp_path
     assert data["RECON_OPERATOR_S3_ENDPOINT"] == "http://127.0.0.1:9999"
     assert json.loads(data["RECON_OPERATOR_WORKER_COMMAND"]) == ["recon-worker", "run"]
     assert data["RECON_OPERATOR_DEFAULT_CPU"] == "1"
+
+
+# ---- what users compare it with (KubeRay, Kueue, Bitnami) ---------------------------------------
+
+
+def test_readiness_probe_uses_the_health_endpoint_even_without_the_liveness_probe() -> None:
+    container = pod_of(render())["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    container = pod_of(render("livenessProbe.enabled=false"))["containers"][0]
+    assert "livenessProbe" not in container
+    assert container["readinessProbe"]["httpGet"]["port"] == "health"
+    assert {p["name"] for p in container["ports"]} == {"metrics", "health"}
+    container = pod_of(render("readinessProbe.enabled=false"))["containers"][0]
+    assert "readinessProbe" not in container
+
+
+def test_aggregated_cluster_roles_let_namespace_editors_and_viewers_use_reconstruction_jobs() -> None:
+    roles = {r["metadata"]["name"]: r for r in of_kind(render(), "ClusterRole")}
+    edit, view = roles["rel-recon-operator-edit"], roles["rel-recon-operator-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+
+    def grants(role: Manifest) -> set[tuple[str, str]]:
+        return {(res, verb) for rule in role["rules"] for res in rule["resources"] for verb in rule["verbs"]}
+
+    assert {("reconstructionjobs", v) for v in ("create", "delete", "patch", "update", "get", "list")} <= grants(edit)
+    assert not {g for g in grants(edit) if g[0] == "reconstructionjobs/status" and g[1] != "get"}
+    assert {verb for _, verb in grants(view)} == {"get", "list", "watch"}
+    assert not of_kind(render("rbac.aggregateToDefaultRoles=false"), "ClusterRole")[1:]
+
+
+def test_image_digest_pins_the_operator_and_worker_images() -> None:
+    digest = "sha256:" + "ab" * 32
+    manifests = render(f"image.digest={digest}", f"worker.image.digest={digest}", "image.tag=ignored")
+    assert pod_of(manifests)["containers"][0]["image"] == f"ghcr.io/recon-dev/recon-operator@{digest}"
+    assert one(manifests, "ConfigMap")["data"]["RECON_OPERATOR_WORKER_IMAGE"] == (
+        f"ghcr.io/recon-dev/recon-worker@{digest}"
+    )
+    result = helm("template", "rel", str(CHART), "--set", "image.digest=latest", check=False)
+    assert result.returncode != 0
+    assert "digest" in result.stderr
+
+
+def test_network_policy_is_optional_and_opens_dns_the_api_server_and_the_ports_it_serves() -> None:
+    assert not of_kind(render(), "NetworkPolicy")
+    policy = one(render("networkPolicy.enabled=true", "networkPolicy.allowExternalEgress=false"), "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["podSelector"]["matchLabels"] == one(render(), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert {p["port"] for rule in spec["ingress"] for p in rule["ports"]} == {"metrics", "health"}
+    egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule.get("ports", [])}
+    assert {(53, "UDP"), (443, "TCP"), (6443, "TCP")} <= egress_ports
+    assert {} not in spec["egress"], "allowExternalEgress=false still allows all egress"
+    open_policy = one(render("networkPolicy.enabled=true"), "NetworkPolicy")
+    assert {} in open_policy["spec"]["egress"]
+
+
+def test_chart_readme_documents_every_value_and_is_up_to_date() -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    import generate
+
+    readme = (CHART / "README.md").read_text()
+    assert readme == generate.render_chart_readme(readme, (CHART / "values.yaml").read_text()), (
+        "charts/recon-operator/README.md is stale: run `make generate`"
+    )
+    documented = {key for key, _, _ in generate.values_rows((CHART / "values.yaml").read_text())}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def leaves(node: dict[str, Any], props: dict[str, Any], path: str) -> set[str]:
+        """Keys that are values of their own (not sections whose children are documented)."""
+        found = set()
+        for key, value in node.items():
+            child = props["properties"][key]
+            if isinstance(value, dict) and child.get("additionalProperties") is False and "properties" in child:
+                found |= leaves(value, child, f"{path}{key}.")
+            else:
+                found.add(f"{path}{key}")
+        return found
+
+    missing = leaves(values, schema, "") - documented
+    assert not missing, f"values without a row in the chart README: {sorted(missing)}"
+    assert "Secrets in every namespace" in readme, "the README must say what the cluster-wide mode grants"

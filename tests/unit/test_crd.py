@@ -46,6 +46,8 @@ def test_printer_columns() -> None:
     columns = {c["name"]: c for c in load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert [n for n, c in columns.items() if not c.get("priority")] == ["Phase", "Progress", "Stage", "PSNR", "Age"]
     assert [n for n, c in columns.items() if c.get("priority") == 1] == ["Reason", "Message"]
+    # A number column prints every digit (30.061671654310217): PSNR shows the worker's one-decimal string.
+    assert columns["PSNR"]["jsonPath"] == ".status.metrics.psnrText" and columns["PSNR"]["type"] == "string"
 
 
 def test_every_status_field_the_parts_write_is_declared() -> None:

@@ -74,19 +74,39 @@ if needs etcd "$ETCD_VERSION"; then
 fi
 
 # --- kwok and helm: their own go.mod has no replace directives, so `go install pkg@version` works.
-go_install() { # NAME VERSION PACKAGE [LDFLAGS]
-  if needs "$1" "$2"; then
-    echo "build: $1 $2 ..."
+go_install() { # NAME VERSION PACKAGE [LDFLAGS [STAMP]]  (STAMP defaults to VERSION)
+  local stamp=${5:-$2}
+  if needs "$1" "$stamp"; then
+    echo "build: $1 $stamp ..."
     local start; start=$(now)
     (cd "$tmp" && GOBIN="$tmp" go install -ldflags "-s -w ${4:-}" "$3@$2")
-    install_bin "$1" "$2"
+    install_bin "$1" "$stamp"
     echo "build: $1 done in $(( $(now) - start ))s"
     built=1
   fi
 }
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
-# helm's source carries only "v3.22"; its release builds stamp the full version the same way.
-go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# helm: the ldflags of helm's own Makefile. Its source carries only "v3.22" and a default Kubernetes
+# of v1.20 (what `helm template` checks a chart's kubeVersion against); the release builds stamp the
+# full version and the Kubernetes version of the client-go that helm's go.mod requires (client-go
+# v0.X.Y is Kubernetes 1.X), so do the same. The stamp names the flags' revision, so a helm built
+# without them is rebuilt.
+helm_ldflags() {
+  local gomod client_go minor flags
+  gomod=$(cd "$here" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+  client_go=$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")
+  minor=${client_go#v0.}; minor=${minor%%.*}
+  flags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$minor"
+  done
+  echo "$flags"
+}
+helm_stamp="$HELM_VERSION+release-ldflags"
+if needs helm "$helm_stamp"; then
+  go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$(helm_ldflags)" "$helm_stamp"
+fi
 
 if [ "$built" = 1 ]; then echo "build: all done in $(( $(now) - total_start ))s"; fi
 echo "$bin"

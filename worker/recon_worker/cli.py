@@ -31,7 +31,41 @@ def _uri(value: str) -> str:
     return value if "://" in value else Path(value).resolve().as_uri() + "/"
 
 
-def _setting(text: str) -> tuple[list[str], Any]:
+# The preset when none is given, the same as the CRD's `spec.quality.preset` default (a test checks
+# it): the same capture and settings give the same mesh from `recon-worker local` as from a
+# ReconstructionJob. On a CPU, `--quality draft` is the quick look (standard takes far longer there).
+DEFAULT_QUALITY = "standard"
+
+LOCAL_DESCRIPTION = """\
+Reconstruct one capture without a cluster: fetch ► reconstruct ► refine ► texture ► validate ► export
+► publish, the pipeline a ReconstructionJob's worker runs, with a progress bar.
+
+The input is a folder (or file:// or s3:// prefix) in the NeRF-synthetic / Instant-NGP layout:
+transforms.json (or transforms_train.json + transforms_test.json) and RGBA images whose alpha is the
+object mask. The output gets mesh.glb, mesh.obj/.mtl, texture.png, report.json, report.html, previews/
+and, last, manifest.json. Runs on CUDA when present, else on the CPU; an interrupted run resumes from
+its stage checkpoints unless --no-resume.
+
+examples:
+  recon-worker local --input ./captures/chair --output ./results/chair --quality draft
+  recon-worker local --input s3://bucket/captures/chair/ --output ./out --set refinement.iterations=200
+
+exit codes: 0 ok, 2 invalid input or settings, 3 this machine cannot run it, 143 cancelled.
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and each option's default after its help (when it has a meaningful one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text
+        if shown and (action.option_strings or action.nargs in ("?", "*")):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _setting(text: str) -> tuple[list[str], Any, str]:
     """`refinement.iterations=5` -> (["refinement", "iterations"], 5); values are JSON, else strings."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -40,7 +74,7 @@ def _setting(text: str) -> tuple[list[str], Any]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    return key.split("."), value
+    return key.split("."), value, text
 
 
 def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +83,28 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-bytes", type=int, default=defaults.max_file_bytes, help="largest image file")
     parser.add_argument("--max-total-bytes", type=int, default=defaults.max_total_bytes, help="whole capture")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
+
+
+def _setting_problems(exc: Exception, sets: list[str]) -> str:
+    """A settings error in the user's terms: each bad key with its --set text, no pydantic web links."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    given = {text.partition("=")[0]: text for text in sets}
+    lines = []
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in err["loc"])
+        camel = ".".join(_camel(str(part)) for part in err["loc"])
+        origin = given.get(key) or given.get(camel)
+        shown = f"--set {origin}" if origin else key
+        lines.append(f"  {shown}: {err['msg']}")
+    return f"invalid settings ({len(lines)}):\n" + "\n".join(lines)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _limits(args: argparse.Namespace) -> CaptureLimits:
@@ -96,7 +152,7 @@ def cmd_local(args: argparse.Namespace) -> int:
     from recon_worker.task import TaskError, load_task
 
     overrides: dict[str, Any] = {}
-    for path, value in args.set or []:
+    for path, value, _ in args.set or []:
         nested: Any = value
         for part in reversed(path):
             nested = {part: nested}
@@ -117,16 +173,19 @@ def cmd_local(args: argparse.Namespace) -> int:
         }
         task = load_task(json.dumps(document))
     except (TaskError, ValueError) as exc:
-        print(f"recon-worker local: {exc}", file=sys.stderr)
+        problems = _setting_problems(exc, [text for _, _, text in args.set or []])
+        print(f"recon-worker local: {problems}", file=sys.stderr)
         return int(ExitCode.INVALID)
     bar = TerminalProgress()
     cancel = CancelToken()
-    with cancel_on_signals(cancel):
+    with cancel_on_signals(cancel), bar.logs_above():
         outcome = execute(
             task, listeners=[bar], cancel=cancel, limits=_limits(args), use_checkpoints=not args.no_resume
         )
     bar.close()
-    print(f"{outcome.reason}: {outcome.message}", file=sys.stdout if outcome.exit_code == 0 else sys.stderr)
+    # A failure was logged once by `execute` (reason and message, on stderr); only success is printed here.
+    if outcome.exit_code == 0:
+        print(f"{outcome.reason}: {outcome.message}")
     return outcome.exit_code
 
 
@@ -152,36 +211,78 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recon-worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"recon-worker {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("RECON_LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING")
+    log_help = "DEBUG, INFO, WARNING or ERROR (default: RECON_LOG_LEVEL, else INFO)"
+    parser.add_argument(
+        "--log-level", default=os.environ.get("RECON_LOG_LEVEL", "INFO"), metavar="LEVEL", help=log_help
+    )
+    # The same flag after the command (`recon-worker local --log-level DEBUG ...`); SUPPRESS keeps the
+    # value given before the command when it is not repeated.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, metavar="LEVEL", help=log_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the task of a ReconstructionJob (inside its pod)")
+    run = commands.add_parser(
+        "run",
+        help="run the task of a ReconstructionJob (inside its pod)",
+        parents=[common],
+        formatter_class=HelpFormatter,
+    )
     run.add_argument("--task", metavar="FILE", help="task document (default: RECON_TASK, else RECON_TASK_FILE)")
     run.set_defaults(handler=cmd_run)
 
-    local = commands.add_parser("local", help="reconstruct a capture folder or prefix without a cluster")
+    local = commands.add_parser(
+        "local",
+        help="reconstruct a capture folder or prefix without a cluster",
+        description=LOCAL_DESCRIPTION,
+        formatter_class=HelpFormatter,
+        parents=[common],
+    )
     local.add_argument("--input", required=True, metavar="DIR_OR_URI", help="capture folder, file:// or s3:// URI")
     local.add_argument("--output", required=True, metavar="DIR_OR_URI", help="where to publish the result")
-    local.add_argument("--quality", choices=["draft", "standard", "high"], default="draft")
-    local.add_argument("--set", action="append", type=_setting, metavar="KEY=VALUE", help="override a setting")
-    local.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    local.add_argument("--transforms-file", default="transforms.json")
+    local.add_argument(
+        "--quality",
+        choices=["draft", "standard", "high"],
+        default=DEFAULT_QUALITY,
+        help="quality preset, as spec.quality.preset of a ReconstructionJob (draft: the quick CPU look)",
+    )
+    local.add_argument(
+        "--set",
+        action="append",
+        type=_setting,
+        metavar="KEY=VALUE",
+        help="override one setting of the preset, camelCase as in spec.quality (docs/api.md); VALUE is JSON "
+        '(5, 0.5, true, ["glb"], {...}), anything that is not JSON is taken as a string; repeatable, '
+        "e.g. --set refinement.iterations=200 --set 'export.formats=[\"glb\"]'",
+    )
+    local.add_argument(
+        "--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: CUDA when usable, else the CPU"
+    )
+    local.add_argument("--transforms-file", default="transforms.json", help="camera file inside the input")
     local.add_argument("--endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)")
-    local.add_argument("--region")
+    local.add_argument("--region", help="S3 region (default: AWS_REGION / the AWS configuration)")
     local.add_argument("--no-resume", action="store_true", help="ignore and do not write stage checkpoints")
     _add_limit_flags(local)
     local.set_defaults(handler=cmd_local)
 
-    validate = commands.add_parser("validate", help="check a capture and list every problem (exit 0 or 2)")
-    validate.add_argument("--input", required=True, metavar="DIR_OR_URI")
-    validate.add_argument("--transforms-file", default="transforms.json")
-    validate.add_argument("--endpoint")
-    validate.add_argument("--region")
+    validate = commands.add_parser(
+        "validate",
+        help="check a capture and list every problem (exit 0 or 2)",
+        description="Check a capture (layout, cameras, images, limits) and list every problem; exit 0 or 2.",
+        formatter_class=HelpFormatter,
+        parents=[common],
+    )
+    validate.add_argument("--input", required=True, metavar="DIR_OR_URI", help="capture folder, file:// or s3:// URI")
+    validate.add_argument("--transforms-file", default="transforms.json", help="camera file inside the input")
+    validate.add_argument("--endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)")
+    validate.add_argument("--region", help="S3 region (default: AWS_REGION / the AWS configuration)")
     _add_limit_flags(validate)
     validate.set_defaults(handler=cmd_validate)
 
     # Engine commands (e.g. `synth`) register their subparsers on `commands` here.
+    own = set(commands.choices)
     add_synth_parser(commands)
+    for name in set(commands.choices) - own:
+        commands.choices[name].add_argument("--log-level", default=argparse.SUPPRESS, metavar="LEVEL", help=log_help)
     return parser
 
 
@@ -211,9 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.INVALID)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    level = args.log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        parser.error(f"--log-level {args.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return int(args.handler(args))
 
 

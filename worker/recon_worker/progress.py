@@ -3,14 +3,18 @@
 `ProgressTracker` is pure bookkeeping (time comes from an injectable clock): each stage has a weight,
 the overall fraction is the finished stages' weights plus the current stage's weight times its own
 fraction. Listeners receive a `ProgressEvent` on every update and decide themselves how often to act
-(the status reporter rate-limits, the terminal bar redraws).
+(the status reporter rate-limits, the terminal bar redraws). On a terminal, `TerminalProgress.logs_above`
+routes log records (and Python warnings) above the bar, as tqdm's and rich's handlers do; `CountBar`
+is the same bar for commands that count items (`recon-worker synth`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -29,8 +33,38 @@ DEFAULT_WEIGHTS: Mapping[StageName, float] = {
 }
 
 
-def stage_weights(settings: QualitySettings | None = None) -> dict[StageName, float]:
-    """Weights for one job: refinement's share follows its iteration count (0 iterations: almost free)."""
+# Relative cost of each stage at the draft preset on the CPU (PyTorch3D's rasterizer), from the
+# cpu-draft row of docs/benchmarks/recon.json (seconds: fetch 0.03, reconstruct 0.97, refine 18.86,
+# texture 3.40, validate 2.24, export 0.14, publish 0.01), in percent, each at least 1. On the CPU the
+# refinement costs pixels x views a step, so the GPU's table (refine a fifth of the run at 30 steps)
+# would leave the bar at 25-30 % for three quarters of a draft run.
+CPU_DRAFT_WEIGHTS: Mapping[StageName, float] = {
+    "fetch": 1,
+    "reconstruct": 4,
+    "refine": 73,
+    "texture": 13,
+    "validate": 9,
+    "export": 1,
+    "publish": 1,
+}
+CPU_DRAFT_STEP = (30, 96, 3)  # (iterations, renderResolution, batchViews) that CPU_DRAFT_WEIGHTS measured
+
+
+def stage_weights(settings: QualitySettings | None = None, *, cuda: bool = True) -> dict[StageName, float]:
+    """Weights for one job on a GPU (`cuda`) or the CPU: refinement's share follows its iteration count
+    (0 iterations: almost free), and on the CPU also its pixels and views per step."""
+    if not cuda:
+        weights = dict(CPU_DRAFT_WEIGHTS)
+        if settings is not None:
+            refinement = settings.refinement
+            iterations, resolution, batch = CPU_DRAFT_STEP
+            scale = (
+                refinement.iterations / iterations
+                * (refinement.render_resolution / resolution) ** 2
+                * refinement.batch_views / batch
+            )  # fmt: skip
+            weights["refine"] = max(1.0, CPU_DRAFT_WEIGHTS["refine"] * scale)
+        return weights
     weights = dict(DEFAULT_WEIGHTS)
     if settings is not None:
         standard_iterations = 600
@@ -129,6 +163,9 @@ def render_bar(event: ProgressEvent, width: int = 30) -> str:
     return f"[{bar}] {event.percent:3d}% {event.stage:<11} ETA {format_duration(event.eta_seconds)}"
 
 
+CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line (ANSI EL)
+
+
 @dataclass
 class TerminalProgress:
     """Progress for people: a redrawn bar on a TTY, else a plain line per stage and per 10 %."""
@@ -138,13 +175,15 @@ class TerminalProgress:
     clock: Callable[[], float] = time.monotonic
     _last_draw: float = -1e9
     _last_decile: int = -1
+    _line: str = ""  # the bar as last drawn on the TTY ("" when none is on screen)
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.stream.isatty():
             now = self.clock()
             if event.stage_changed or now - self._last_draw >= self.min_interval or event.overall >= 1:
                 self._last_draw = now
-                self.stream.write("\r" + render_bar(event))
+                self._line = render_bar(event)
+                self.stream.write("\r" + self._line)
                 self.stream.flush()
             return
         decile = event.percent // 10
@@ -153,7 +192,82 @@ class TerminalProgress:
             self.stream.write(render_bar(event) + "\n")
             self.stream.flush()
 
+    def clear(self) -> None:
+        """Take the bar off the screen (before something else is written on the terminal)."""
+        if self._line:
+            self.stream.write(CLEAR_LINE)
+            self.stream.flush()
+
+    def redraw(self) -> None:
+        """Put the bar back after `clear`."""
+        if self._line:
+            self.stream.write(self._line)
+            self.stream.flush()
+
     def close(self) -> None:
-        if self.stream.isatty():
+        if self.stream.isatty() and self._line:
             self.stream.write("\n")
+            self.stream.flush()
+        self._line = ""
+
+    @contextmanager
+    def logs_above(self, logger: logging.Logger | None = None) -> Iterator[None]:
+        """While inside, every handler of `logger` (the root logger) clears the bar, writes its record, and
+        redraws the bar below it; Python warnings (PyTorch's among them) go through logging too."""
+        logger = logger or logging.getLogger()
+        saved = list(logger.handlers)
+        logger.handlers = [BarAwareHandler(handler, self) for handler in saved]
+        logging.captureWarnings(True)
+        try:
+            yield
+        finally:
+            logging.captureWarnings(False)
+            logger.handlers = saved
+
+
+class BarAwareHandler(logging.Handler):
+    """Wraps a handler so that its lines appear above a progress bar instead of inside it."""
+
+    def __init__(self, inner: logging.Handler, bar: TerminalProgress | CountBar) -> None:
+        super().__init__(inner.level)
+        self.inner, self.bar = inner, bar
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.bar.clear()
+        try:
+            self.inner.handle(record)
+        finally:
+            self.bar.redraw()
+
+
+@dataclass
+class CountBar(TerminalProgress):
+    """`[#####.........] 12/120 images ETA 00:41` for commands that count items; plain lines off a TTY."""
+
+    total: int = 1
+    unit: str = "items"
+    _started: float | None = None
+
+    def advance(self, done: int) -> None:
+        """`done` of `total` items are finished."""
+        now = self.clock()
+        if self._started is None:
+            self._started = now
+        fraction = min(1.0, done / max(1, self.total))
+        elapsed = now - self._started
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 and elapsed > 0 else None
+        width = 30
+        filled = round(fraction * width)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {self.unit} ETA {format_duration(eta)}"
+        if self.stream.isatty():
+            if done >= self.total or now - self._last_draw >= self.min_interval:
+                self._last_draw = now
+                self._line = line
+                self.stream.write(CLEAR_LINE + line)
+                self.stream.flush()
+            return
+        decile = int(fraction * 10)
+        if decile > self._last_decile:
+            self._last_decile = decile
+            self.stream.write(line + "\n")
             self.stream.flush()

@@ -85,7 +85,8 @@ def execute(
         if reporter is not None:
             total = device.gpu.total_gib if device.gpu else None
             reporter.update(worker_patch(WorkerInfo.from_env(device.gpu_name, total, device.renderer)), force=True)
-        tracker = ProgressTracker(weights=stage_weights(task.quality), listeners=list(listeners))
+        weights = stage_weights(task.quality, cuda=device.device == "cuda")
+        tracker = ProgressTracker(weights=weights, listeners=list(listeners))
         if reporter is not None:
             tracker.listeners.append(reporter.on_progress)
         pipeline = Pipeline(

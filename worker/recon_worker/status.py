@@ -69,7 +69,8 @@ def worker_patch(info: WorkerInfo) -> dict[str, Any]:
 
 
 def metrics_patch(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The CRD's metric keys only, with their JSON types; None, NaN and infinities are left out."""
+    """The CRD's metric keys only, with their JSON types; None, NaN and infinities are left out; plus
+    `psnrText`, the PSNR with one decimal."""
     out: dict[str, Any] = {}
     for key, kind in METRIC_TYPES.items():
         value = metrics.get(key)
@@ -81,6 +82,10 @@ def metrics_patch(metrics: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = int(value)
         elif math.isfinite(float(value)):
             out[key] = float(value)
+    if "psnr" in out:
+        # What `kubectl get rj` shows: a printer column cannot round a number, so the CRD's PSNR column
+        # reads this string.
+        out["psnrText"] = f"{out['psnr']:.1f}"
     return {"metrics": out}
 
 

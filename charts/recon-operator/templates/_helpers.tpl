@@ -44,12 +44,21 @@ app.kubernetes.io/part-of: recon-operator
 {{- end }}
 {{- end }}
 
+{{/* repository@digest when a digest is set (it pins the image; the tag is ignored), else repository:tag. */}}
+{{- define "recon-operator.imageRef" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
 {{- define "recon-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- include "recon-operator.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) }}
 {{- end }}
 
 {{- define "recon-operator.workerImage" -}}
-{{- printf "%s:%s" .Values.worker.image.repository (default .Chart.AppVersion .Values.worker.image.tag) }}
+{{- include "recon-operator.imageRef" (dict "image" .Values.worker.image "appVersion" .Chart.AppVersion) }}
 {{- end }}
 
 {{/* The ConfigMap of worker defaults the operator reads (envFrom). */}}

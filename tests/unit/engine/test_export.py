@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,3 +89,47 @@ def test_mesh_without_texture_is_refused_with_a_reason(tmp_path: Path) -> None:
         load_result_mesh(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"holds no \.obj"):
         load_result_mesh(tmp_path / "nothing")
+
+
+def glb_document(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The JSON chunk and the binary chunk of a GLB (glTF 2.0 binary container)."""
+    data = path.read_bytes()
+    magic, version, _ = struct.unpack_from("<4sII", data, 0)
+    assert (magic, version) == (b"glTF", 2)
+    json_length, json_type = struct.unpack_from("<II", data, 12)
+    assert json_type == 0x4E4F534A  # "JSON"
+    document = json.loads(data[20 : 20 + json_length])
+    bin_length, bin_type = struct.unpack_from("<II", data, 20 + json_length)
+    assert bin_type == 0x004E4942  # "BIN"
+    return document, data[28 + json_length : 28 + json_length + bin_length]
+
+
+def accessor_array(document: dict[str, Any], binary: bytes, index: int) -> np.ndarray:
+    accessor = document["accessors"][index]
+    view = document["bufferViews"][accessor["bufferView"]]
+    assert accessor["componentType"] == 5126  # FLOAT
+    width = {"VEC2": 2, "VEC3": 3}[accessor["type"]]
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    return np.frombuffer(binary, np.float32, accessor["count"] * width, start).reshape(-1, width)
+
+
+def test_glb_has_smooth_unit_normals_for_every_vertex(spot: trimesh.Trimesh, tmp_path: Path) -> None:
+    """Without NORMAL, viewers shade the GLB flat and faceted (the OBJ has normals)."""
+    export_mesh(spot, tmp_path, ["glb"])
+    document, binary = glb_document(tmp_path / "mesh.glb")
+    (primitive,) = document["meshes"][0]["primitives"]
+    attributes = primitive["attributes"]
+    assert {"POSITION", "NORMAL", "TEXCOORD_0"} <= set(attributes)
+    positions = accessor_array(document, binary, attributes["POSITION"])
+    normals = accessor_array(document, binary, attributes["NORMAL"])
+    assert document["accessors"][attributes["NORMAL"]]["type"] == "VEC3"
+    assert normals.shape == positions.shape
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-4)
+    # Smooth across UV seams: copies of one position carry one normal.
+    _, first, inverse = np.unique(positions.round(6), axis=0, return_index=True, return_inverse=True)
+    assert np.abs(normals - normals[first][inverse.ravel()]).max() < 1e-5
+    # On the outside: each corner's normal agrees with its face's (outward, counter-clockwise) normal.
+    faces = trimesh.load(tmp_path / "mesh.glb", force="mesh", process=False).faces
+    face_normals = trimesh.triangles.normals(positions[faces])[0]  # [F, 3]
+    agreement = (normals[faces] * face_normals[:, None, :]).sum(axis=-1)  # [F, 3]
+    assert (agreement > 0).mean() > 0.99

@@ -60,3 +60,26 @@ def test_event_manifest_points_at_the_resource() -> None:
     }
     assert (manifest["type"], manifest["reason"]) == ("Normal", "JobCreated")
     assert manifest["message"] == "New → Pending: creating Job bunny-1"
+
+
+def test_event_names_follow_what_they_record_so_a_restart_cannot_post_one_twice() -> None:
+    owner = {"metadata": {"name": "bunny", "namespace": "ns", "uid": "u1"}}
+    status = {"phase": "Pending", "reason": "JobCreated", "message": "creating Job bunny-1", "attempts": 1}
+    first = transition_event(None, status)
+    # After a restart the cold cache may show another previous phase and message: the same Event.
+    again = transition_event("Running", {**status, "message": "creating Job bunny-1 (again)"})
+    assert first is not None and again is not None
+    name = event_manifest(owner, first, "t", "op-0")["metadata"]["name"]
+    assert name == event_manifest(owner, again, "t2", "op-1")["metadata"]["name"]
+    assert name.startswith("bunny.") and "generateName" not in event_manifest(owner, first, "t", "op-0")["metadata"]
+    others = [
+        transition_event(None, {**status, "attempts": 2}),
+        transition_event(None, {**status, "phase": "Running", "reason": "Running"}),
+        transition_event(None, {**status, "reason": "Retrying"}),
+    ]
+    names = {event_manifest(owner, e, "t", "op")["metadata"]["name"] for e in others if e is not None}
+    assert len(names) == 3 and name not in names
+    other_uid = {"metadata": {**owner["metadata"], "uid": "u2"}}
+    assert event_manifest(other_uid, first, "t", "op")["metadata"]["name"] != name
+    long_owner = {"metadata": {"name": "a" * 253, "namespace": "ns", "uid": "u1"}}
+    assert len(event_manifest(long_owner, first, "t", "op")["metadata"]["name"]) <= 253

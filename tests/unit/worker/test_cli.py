@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recon_worker.cli import build_parser, main
+from tests.conftest import MESHES, REPO
 from tests.unit.worker.captures import write_capture
 
 
@@ -94,3 +99,83 @@ def test_run_with_an_unknown_task_version_exits_2(tmp_path: Path, monkeypatch: p
     assert main(["run", "--task", str(task)]) == 2
     message = json.loads((tmp_path / "log").read_text())["message"]
     assert message == "unsupported task apiVersion 'recon.dev/v2'; this worker reads 'recon.dev/v1alpha1'"
+
+
+def _subcommand_help(name: str) -> str:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")
+    return commands.choices[name].format_help()  # type: ignore[attr-defined]
+
+
+def test_local_help_describes_the_command_and_shows_defaults() -> None:
+    text = " ".join(_subcommand_help("local").split())
+    assert "Reconstruct one capture without a cluster" in text
+    assert "transforms.json" in text and "manifest.json" in text and "exit codes" in text
+    assert "(default: standard)" in text and "(default: auto)" in text and "(default: 8)" in text
+    assert "VALUE is JSON" in text
+    assert "(default: None)" not in text
+
+
+def test_local_quality_default_is_the_crds() -> None:
+    crd = yaml.safe_load((REPO / "crds" / "recon.dev_reconstructionjobs.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    crd_default = spec["properties"]["quality"]["properties"]["preset"]["default"]
+    args = build_parser().parse_args(["local", "--input", "a", "--output", "b"])
+    assert args.quality == crd_default
+
+
+@pytest.mark.parametrize("command", [["local", "--input", "a", "--output", "b"], ["validate", "--input", "a"], ["run"]])
+def test_log_level_works_before_and_after_the_command(command: list[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["--log-level", "ERROR", *command]).log_level == "ERROR"
+    assert parser.parse_args([*command, "--log-level", "DEBUG"]).log_level == "DEBUG"
+    assert parser.parse_args([command[0], "--log-level", "DEBUG", *command[1:]]).log_level == "DEBUG"
+    assert parser.parse_args(["--log-level", "ERROR", *command, "--log-level", "DEBUG"]).log_level == "DEBUG"
+    synth = ["synth", "--mesh", "m.obj", "--output", "o", "--log-level", "WARNING"]
+    assert parser.parse_args(synth).log_level == "WARNING"
+
+
+def test_an_unknown_log_level_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["validate", "--input", "a", "--log-level", "LOUD"])
+    assert "--log-level 'LOUD'" in capsys.readouterr().err
+
+
+def test_a_bad_set_value_names_the_flag_without_pydantic_links(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    args = ["local", "--input", str(capture), "--output", str(tmp_path / "o")]
+    assert main([*args, "--set", "refinement.iterations=many", "--set", "refinement.renderResolution=8"]) == 2
+    err = capsys.readouterr().err
+    assert "--set refinement.iterations=many: Input should be a valid integer" in err
+    assert "--set refinement.renderResolution=8: Input should be greater than or equal to 32" in err
+    assert "pydantic.dev" not in err and "type=" not in err
+
+
+def test_a_failed_local_run_prints_its_reason_once(tmp_path: Path) -> None:
+    """The runner logs the outcome; the command must not print it a second time."""
+    env = {**os.environ, "RECON_ENGINE": "tests.unit.worker.standin_engine", "PYTHONPATH": str(REPO)}
+    args = ["local", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    result = subprocess.run(
+        [sys.executable, "-m", "recon_worker.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("InputsInvalid") == 1, result.stderr
+    assert "is not a directory" in result.stderr
+
+
+def test_synth_with_a_missing_mesh_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--mesh", str(tmp_path / "nope.obj"), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"--mesh {tmp_path / 'nope.obj'}: no such file" in err
+    assert "string is not a file" not in err
+
+
+def test_synth_shows_a_progress_bar_of_the_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spot = MESHES / "spot" / "spot.obj"
+    args = ["synth", "--mesh", str(spot), "--output", str(tmp_path / "c"), "--views", "2", "--test-views", "1"]
+    assert main([*args, "--resolution", "16", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "3/3 images" in captured.err
+    assert json.loads(captured.out)["views"] == 2  # stdout stays the summary alone

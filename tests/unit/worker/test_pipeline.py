@@ -13,7 +13,7 @@ from recon_worker.errors import InputsInvalid
 from recon_worker.gpu import DeviceChoice
 from recon_worker.pipeline import ENGINE_STAGES, CancelToken, Pipeline, load_engine
 from recon_worker.progress import ProgressEvent, ProgressTracker
-from recon_worker.stage import Cancelled, StageContext
+from recon_worker.stage import STAGES, Cancelled, StageContext
 from recon_worker.task import TaskDocument
 from tests.unit.worker import standin_engine
 from tests.unit.worker.captures import write_capture
@@ -58,6 +58,8 @@ def test_run_publishes_and_reports_progress(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert events[-1].percent == 100
     assert result.manifest.metrics["watertight"] is True and result.manifest.resumed_stages == []
+    # The manifest, written last, times every stage (report.html cannot time the publish that uploads it).
+    assert list(result.manifest.stage_seconds) == list(STAGES)
 
 
 def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:

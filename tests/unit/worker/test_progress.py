@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
+import warnings
 
 import pytest
 
 from recon_worker.presets import resolve_quality
 from recon_worker.progress import (
+    CLEAR_LINE,
     DEFAULT_WEIGHTS,
+    CountBar,
     ProgressEvent,
     ProgressTracker,
     TerminalProgress,
@@ -17,6 +22,7 @@ from recon_worker.progress import (
     stage_weights,
 )
 from recon_worker.stage import STAGES
+from tests.conftest import REPO
 
 
 class Clock:
@@ -148,3 +154,73 @@ def test_tty_output_redraws_one_line() -> None:
     bar(ProgressEvent("fetch", 0.9, 0.04, None, False))
     bar.close()
     assert stream.getvalue().count("\r") == 2 and stream.getvalue().endswith("\n")
+
+
+def test_cpu_draft_weights_follow_the_measured_stage_times() -> None:
+    """Where the bar stands at the end of each stage is where the measured CPU draft run stood in time
+    (docs/benchmarks/recon.json, cpu-draft row): no more sitting at 25-30 % through the refinement."""
+    rows = json.loads((REPO / "docs" / "benchmarks" / "recon.json").read_text())
+    row = next(r for r in rows if r["device"] == "cpu" and r["preset"] == "draft")
+    seconds = row["stage_seconds"]
+    weights = stage_weights(resolve_quality("draft"), cuda=False)
+    total_s, total_w = sum(seconds.values()), sum(weights.values())
+    done_s = done_w = 0.0
+    for stage in STAGES:
+        done_s += seconds[stage]
+        done_w += weights[stage]
+        assert done_w / total_w == pytest.approx(done_s / total_s, abs=0.05), stage
+
+
+def test_cpu_refinement_weight_follows_pixels_views_and_steps() -> None:
+    draft = stage_weights(resolve_quality("draft"), cuda=False)["refine"]
+    more_steps = stage_weights(resolve_quality("draft", {"refinement": {"iterations": 60}}), cuda=False)["refine"]
+    bigger = stage_weights(resolve_quality("draft", {"refinement": {"renderResolution": 192}}), cuda=False)["refine"]
+    assert more_steps == pytest.approx(2 * draft)
+    assert bigger == pytest.approx(4 * draft)
+
+
+def test_log_records_and_warnings_appear_above_the_bar_not_inside_it() -> None:
+    stream = Tty()
+    bar = TerminalProgress(stream=stream)
+    logger = logging.getLogger("test-progress-above")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.handlers = [handler]
+    bar(ProgressEvent("refine", 0.5, 0.42, None, True))
+    with bar.logs_above(logger):
+        logger.warning("something happened")
+        warnings.warn("a library warning", UserWarning, stacklevel=1)
+    # The py.warnings logger propagates to the root logger, not to ours: route that one through too.
+    root = logging.getLogger("py.warnings")
+    root.propagate, saved = False, list(root.handlers)
+    root.handlers = [handler]
+    try:
+        with bar.logs_above(root):
+            warnings.warn("a library warning", UserWarning, stacklevel=1)
+    finally:
+        root.handlers, root.propagate = saved, True
+    bar.close()
+    out = stream.getvalue()
+    bar_line = render_bar(ProgressEvent("refine", 0.5, 0.42, None, True))
+    assert out.startswith("\r" + bar_line + CLEAR_LINE + "WARNING something happened\n" + bar_line)
+    assert "a library warning" in out
+    # Every log line starts on a cleared line, and the bar is drawn again after it.
+    for chunk in out.split(CLEAR_LINE)[1:]:
+        assert chunk.startswith("WARNING") and bar_line in chunk
+
+
+def test_count_bar_counts_items_on_a_tty_and_prints_tenths_elsewhere() -> None:
+    plain = io.StringIO()
+    bar = CountBar(stream=plain, total=20, unit="images")
+    for done in range(1, 21):
+        bar.advance(done)
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("[" + "#" * 30 + "] 20/20 images")
+    tty, clock = Tty(), Clock()
+    bar = CountBar(stream=tty, total=3, unit="images", clock=clock, min_interval=0.0)
+    for done in (1, 2, 3):
+        clock.now += 1
+        bar.advance(done)
+    bar.close()
+    assert tty.getvalue().count(CLEAR_LINE) == 3 and "3/3 images ETA 00:00" in tty.getvalue()

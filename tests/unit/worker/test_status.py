@@ -99,6 +99,7 @@ def test_metrics_patch_keeps_crd_keys_with_their_types() -> None:
     patch = metrics_patch(metrics)["metrics"]
     assert patch == {
         "psnr": 27.5,
+        "psnrText": "27.5",
         "ssim": 0.91,
         "maskIoU": 0.97,
         "faces": 1200,
@@ -187,3 +188,10 @@ def test_a_full_worker_status_validates_against_the_crd_schema() -> None:
     jsonschema.validate(status_body(fields)["status"], schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"progress": 101}, schema)
+
+
+@pytest.mark.parametrize(("psnr", "text"), [(30.061671654310217, "30.1"), (29.95, "29.9"), (7.0, "7.0")])
+def test_metrics_carry_the_psnr_with_one_decimal_for_kubectl(psnr: float, text: str) -> None:
+    metrics = metrics_patch({"psnr": psnr})["metrics"]
+    assert metrics["psnr"] == psnr and metrics["psnrText"] == text
+    assert "psnrText" not in metrics_patch({"psnr": float("nan")})["metrics"]

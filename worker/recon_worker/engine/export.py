@@ -11,7 +11,9 @@ File names are fixed by the output contract: mesh.glb, mesh.obj, mesh.mtl, textu
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -168,15 +170,26 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int) -> tuple[trimesh.Trimesh,
 # Writers
 
 
+def smooth_normals(mesh: trimesh.Trimesh) -> np.ndarray:
+    """[V, 3] unit vertex normals of `mesh`, computed on the welded surface: the copies of a vertex on
+    either side of a UV seam get the same normal, so viewers shade the seam smooth, not creased."""
+    geometry, _ = welded(mesh)
+    to_welded = np.zeros(len(mesh.vertices), dtype=np.int64)  # textured vertex -> welded vertex
+    to_welded[np.asarray(mesh.faces).ravel()] = np.asarray(geometry.faces).ravel()  # same face order
+    normals: np.ndarray = np.asarray(geometry.vertex_normals)[to_welded]
+    return normals
+
+
 def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
+    """mesh.glb: POSITION, NORMAL (smooth, see `smooth_normals`) and TEXCOORD_0, one PBR material."""
     image = texture_image(mesh)
     material = trimesh.visual.material.PBRMaterial(
         name=_MATERIAL_NAME, baseColorTexture=image, baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0,
         roughnessFactor=1.0, doubleSided=False,
     )  # fmt: skip
-    out = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False, validate=False)
+    out = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), process=False, validate=False)
     out.visual = trimesh.visual.TextureVisuals(uv=uv_of(mesh), material=material)
-    out.export(str(path), file_type="glb")
+    out.export(str(path), file_type="glb", include_normals=True)
 
 
 def write_obj(mesh: trimesh.Trimesh, folder: Path) -> None:
@@ -222,8 +235,17 @@ def export_mesh(mesh: trimesh.Trimesh, folder: Path, formats: Iterable[str]) -> 
 # The stage
 
 
+def refinement_losses(info: Path) -> list[tuple[int, float]]:
+    """The (iteration, loss) samples the refine stage logged in its info.json; none when it logged none."""
+    if not info.is_file():
+        return []
+    samples = json.loads(info.read_text()).get("losses") or []
+    return [(int(it), float(loss)) for it, loss in samples]
+
+
 def run_export(ctx: StageContext) -> list[Path]:
     """Write the validated mesh in every requested format, the previews and the report into `export/`."""
+    started = time.monotonic()
     out_dir = ctx.stage_dir("export")
     validate_dir = ctx.workdir / "validate"
     metrics = QualityMetrics.model_validate_json((validate_dir / "metrics.json").read_text())
@@ -252,8 +274,10 @@ def run_export(ctx: StageContext) -> list[Path]:
         device=ctx.device,
         export_formats=formats,
         files=[p.relative_to(out_dir).as_posix() for p in written] + ["report.json", "report.html"],
-        stage_seconds=ctx.stage_seconds,
+        # This stage's time so far: the report is its last file.
+        stage_seconds={**ctx.stage_seconds, "export": round(time.monotonic() - started, 3)},
         resumed_stages=ctx.resumed_stages,
+        refinement_losses=refinement_losses(ctx.workdir / "refine" / "info.json"),
         gpu=gpu_telemetry(ctx.device),
     )
     written += write_report(report, out_dir)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,8 +203,12 @@ def render_views(scene: SceneMesh, poses: np.ndarray, intrinsics: Intrinsics, op
     return np.concatenate(out) if out else np.zeros((0, intrinsics.height, intrinsics.width, 4), np.float32)
 
 
-def synthesize(mesh_path: Path, output: Path, options: SynthOptions) -> dict[str, Any]:
-    """Write a capture of `mesh_path` into `output`; return a summary (counts, noise, renderer)."""
+def synthesize(
+    mesh_path: Path, output: Path, options: SynthOptions, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Write a capture of `mesh_path` into `output`; return a summary (counts, noise, renderer).
+
+    `progress(n)` is called after each written image with the count so far (of views + test_views)."""
     import trimesh
     from PIL import Image
 
@@ -210,6 +216,9 @@ def synthesize(mesh_path: Path, output: Path, options: SynthOptions) -> dict[str
 
     if options.views < 1 or options.test_views < 0 or options.resolution < 8:
         raise ValueError("synth: need --views >= 1, --test-views >= 0 and --resolution >= 8")
+    if not mesh_path.is_file():
+        raise ValueError(f"--mesh {mesh_path}: no such file")
+    written_images = 0
     rng = np.random.default_rng(options.seed)
     scene = load_scene_mesh(mesh_path)
     size = options.resolution
@@ -234,6 +243,9 @@ def synthesize(mesh_path: Path, output: Path, options: SynthOptions) -> dict[str
             if split == "train" and options.pose_noise > 0:
                 written = perturb_rotation(pose, options.pose_noise, rng)
             Image.fromarray(np.round(rgba * 255).astype(np.uint8), "RGBA").save(output / split / f"r_{i}.png")
+            written_images += 1
+            if progress is not None:
+                progress(written_images)
             # NeRF-synthetic omits the extension in file_path; readers append ".png".
             frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": written.tolist()})
         doc = {"camera_angle_x": CAMERA_ANGLE_X, "frames": frames}
@@ -292,10 +304,16 @@ def run_synth(args: argparse.Namespace) -> int:
         device=device,
         renderer=args.renderer,
     )
+    from recon_worker.progress import CountBar
+
+    bar = CountBar(stream=sys.stderr, total=options.views + options.test_views, unit="images")
     try:
-        summary = synthesize(args.mesh, args.output, options)
+        with bar.logs_above():
+            summary = synthesize(args.mesh, args.output, options, progress=bar.advance)
     except (OSError, ValueError) as exc:
-        print(f"recon-worker synth: {exc}")
+        bar.close()
+        print(f"recon-worker synth: {exc}", file=sys.stderr)
         return 2
+    bar.close()
     print(json.dumps(summary))
     return 0
