@@ -264,7 +264,7 @@ class Reconciler:
         refused = violations(spec, self.settings)
         if refused:
             raise Refused(Reason.POLICY_VIOLATION, "; ".join(refused))
-        conflict = output_conflict(body, ((other, trusted(other, ())["status"] or {}) for other in claims))
+        conflict = output_conflict(body, ((other, trusted(other, ()).get("status") or {}) for other in claims))
         if conflict:
             raise Refused(Reason.OUTPUT_CONFLICT, conflict)
         try:
