@@ -5,12 +5,15 @@ Identity by name (point 2), the worker token and the operator's status fields (3
 API refuses to create (9). The operator and its stand-in worker are those of test_operator_lifecycle.
 """
 
+# ruff: noqa: F811  (fixtures imported from test_operator_lifecycle are redefined as parameters)
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kopf.testing import KopfRunner
@@ -18,7 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localcluster import Cluster
-from localcluster.kube import raw
+from localcluster.kube import raw, wait_for
 from tests.integration.test_operator_lifecycle import (  # noqa: F401  (fixtures)
     GROUP,
     PLURAL,
@@ -36,6 +39,7 @@ from tests.integration.test_operator_lifecycle import (  # noqa: F401  (fixtures
 from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def worker_api(core: client.CoreV1Api, namespace: str, account: str) -> client.CustomObjectsApi:
@@ -265,3 +269,30 @@ def test_pods_the_api_refuses_to_create_show_as_unschedulable(
         assert status["phase"] == "Queued"
         assert f"Job {name}-1 cannot create its pod" in status["message"] and words in status["message"], status
     assert get(custom, namespace, "no-class")["status"]["jobName"] == "no-class-1"
+
+
+# ---- the Kubernetes-native alternative: the documented ValidatingAdmissionPolicy ----------------------
+
+
+def test_the_documented_admission_policy_refuses_reserved_powers_at_apply_time(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    store: S3Server,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+) -> None:
+    policy = REPO / "docs" / "validating-admission-policy.yaml"
+    kubectl("apply", "-f", str(policy))
+    try:
+
+        def refused() -> bool:  # the API server type-checks and loads a new policy within seconds
+            try:
+                apply(custom, store, namespace, "vap", None, scheduling={"priorityClassName": "system-node-critical"})
+            except ApiException as exc:
+                return exc.status in (403, 422) and "system-* PriorityClass" in str(exc.body)
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "vap")
+            return False
+
+        wait_for("the admission policy to refuse a system-* priority class", refused, 60, interval=1)
+        apply(custom, store, namespace, "plain", None)  # an ordinary CR still passes
+    finally:
+        kubectl("delete", "-f", str(policy), "--ignore-not-found")
