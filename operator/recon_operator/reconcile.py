@@ -147,15 +147,22 @@ def from_observation(
 
 
 def record_of(body: Obj) -> dict[str, Any] | None:
-    """The operator-owned status last recorded on `body` (RECORD_ANNOTATION); None when there is none."""
-    text = ((body.get("metadata") or {}).get("annotations") or {}).get(RECORD_ANNOTATION)
+    """The operator-owned status last recorded on `body` (RECORD_ANNOTATION); None when there is none.
+
+    A record names the uid of the CR it was written for: one set at creation (before the uid exists) or
+    copied from another CR is not this operator's record of this CR, and is ignored.
+    """
+    meta = body.get("metadata") or {}
+    text = (meta.get("annotations") or {}).get(RECORD_ANNOTATION)
     if not text:
         return None
     try:
         record = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
-    return {key: record.get(key) for key in OWNED_FIELDS} if isinstance(record, dict) else None
+    if not isinstance(record, dict) or record.get("uid") != meta.get("uid"):
+        return None
+    return {key: record.get(key) for key in OWNED_FIELDS}
 
 
 def trusted(body: Obj, jobs: Sequence[Obj]) -> dict[str, Any]:
@@ -173,9 +180,9 @@ def trusted(body: Obj, jobs: Sequence[Obj]) -> dict[str, Any]:
     return {**body, "status": {**worker, **owned}}
 
 
-def record_annotation(status: Obj) -> str:
-    """RECORD_ANNOTATION's value for the operator-owned `status`."""
-    return json.dumps(owned_status(status), sort_keys=True, separators=(",", ":"))
+def record_annotation(status: Obj, uid: str) -> str:
+    """RECORD_ANNOTATION's value for the operator-owned `status` of the CR with `uid`."""
+    return json.dumps({**owned_status(status), "uid": uid}, sort_keys=True, separators=(",", ":"))
 
 
 def decide(

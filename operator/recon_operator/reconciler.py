@@ -308,7 +308,8 @@ class Reconciler:
         try:
             # The record first: a status that a crash leaves unrecorded is re-derived, never trusted.
             if record_of(observed if observed is not None else body) != owned_status(status):
-                patch = {"metadata": {"annotations": {RECORD_ANNOTATION: record_annotation(status)}}}
+                record = record_annotation(status, meta["uid"])
+                patch = {"metadata": {"annotations": {RECORD_ANNOTATION: record}}}
                 self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
             if owned_status(shown) != owned_status(status):
                 self.custom.patch_namespaced_custom_object_status(

@@ -162,7 +162,7 @@ def test_a_job_deleted_by_someone_else_cancels_at_once() -> None:
 
 def recorded(status: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     body = cr(status)
-    body["metadata"]["annotations"] = {RECORD_ANNOTATION: record_annotation(record)}
+    body["metadata"]["annotations"] = {RECORD_ANNOTATION: record_annotation(record, body["metadata"]["uid"])}
     return body
 
 
@@ -189,3 +189,12 @@ def test_outputs_show_only_on_succeeded_and_are_kept_there() -> None:
     done = {"phase": "Succeeded", "attempts": 1, "outputs": {"manifest": "s3://out/r/manifest.json", "files": []}}
     kept = decide(trusted(recorded(done, done), [job(1, "Complete")]), [job(1, "Complete")], [], NOW).status
     assert kept["outputs"] == done["outputs"]
+
+
+def test_a_record_written_for_another_uid_is_not_this_crs() -> None:
+    # Set by whoever created the CR (before its uid existed), or copied from another CR.
+    forged = {"phase": "Succeeded", "attempts": 1, "outputs": {"manifest": "s3://out/r/manifest.json", "files": []}}
+    body = cr({})
+    body["metadata"]["annotations"] = {RECORD_ANNOTATION: record_annotation(forged, "someone-else")}
+    assert trusted(body, [])["status"] == {}
+    assert decide(trusted(body, []), [], [], NOW).action == Action.CREATE_JOB
