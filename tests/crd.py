@@ -92,6 +92,9 @@ def _cel_errors(node: dict[str, Any], value: Any, old: Any, path: str, env: celp
             if name in value:
                 child_old = old.get(name) if isinstance(old, dict) else None
                 errors += _cel_errors(child, value[name], child_old, f"{path}.{name}" if path else name, env)
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        for index, item in enumerate(value):  # list items have no oldSelf here (atomic lists)
+            errors += _cel_errors(node["items"], item, None, f"{path}.{index}", env)
     return errors
 
 

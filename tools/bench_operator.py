@@ -167,6 +167,7 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
             "RECON_OPERATOR_METRICS_PORT": str(free_port()),
             "RECON_OPERATOR_LIVENESS_ENDPOINT": liveness,
             "RECON_OPERATOR_RECONCILE_INTERVAL_S": "30",
+            "RECON_OPERATOR_ALLOW_FILE_URIS": "true",  # off by default in a cluster; the bench's data is local
         }
         log = (state / "operator.log").open("wb")
         operator = subprocess.Popen([sys.executable, "-m", "recon_operator"], env=env, stdout=log, stderr=log)

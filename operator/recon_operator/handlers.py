@@ -109,6 +109,11 @@ def _owned(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[Any]:
     return list(index.get(key, []))
 
 
+def _all(index: kopf.Index[Any, Any]) -> list[Any]:
+    """Every ReconstructionJob the operator sees (output-prefix claims are checked against them)."""
+    return [body for key in list(index) for body in index.get(key, [])]
+
+
 # ---- the ReconstructionJob itself ------------------------------------------------------------------
 
 
@@ -129,12 +134,20 @@ def reconcile_resource(
     body: kopf.Body,
     memo: Any,
     retry: int,
+    recon_resources: kopf.Index[Any, Any],
     recon_jobs: kopf.Index[Any, Any],
     recon_pods: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
-    memo.reconciler.run(dict(body), _owned(recon_jobs, key), _owned(recon_pods, key), allow_create=True, retry=retry)
+    memo.reconciler.run(
+        dict(body),
+        _owned(recon_jobs, key),
+        _owned(recon_pods, key),
+        allow_create=True,
+        retry=retry,
+        claims=_all(recon_resources),
+    )
 
 
 @kopf.on.event(*CR)

@@ -62,8 +62,9 @@ class Healer(threading.Thread):
         return _items(crs), _items(jobs), _items(pods)
 
     def sweep(self) -> None:
-        for namespace in self.namespaces or (None,):
-            crs, jobs, pods = self._list(namespace)
+        listed = [self._list(namespace) for namespace in self.namespaces or (None,)]
+        claims = [body for crs, _, _ in listed for body in crs]  # output-prefix claims span namespaces
+        for crs, jobs, pods in listed:
             jobs_by: dict[Key, list[dict[str, Any]]] = defaultdict(list)
             pods_by: dict[Key, list[dict[str, Any]]] = defaultdict(list)
             for job in jobs:
@@ -78,7 +79,7 @@ class Healer(threading.Thread):
                     continue
                 key = (meta["namespace"], label_value(meta["name"]))
                 try:
-                    self.reconciler.run(body, jobs_by[key], pods_by[key], allow_create=True, retry=0)
+                    self.reconciler.run(body, jobs_by[key], pods_by[key], allow_create=True, retry=0, claims=claims)
                 except kopf.TemporaryError:
                     pass  # preflight retries belong to the create handler's backoff
                 except Exception:

@@ -117,7 +117,8 @@ def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: Op
             {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size}},
         ],
     }
-    node_selector = {**settings.worker_node_selector, **scheduling.node_selector}
+    # The admin's placement wins over the CR's: a CR may narrow where it runs, not move off the GPU pool.
+    node_selector = {**scheduling.node_selector, **settings.worker_node_selector}
     if node_selector:
         pod["nodeSelector"] = node_selector
     tolerations = copy.deepcopy(scheduling.tolerations)
@@ -128,7 +129,7 @@ def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: Op
         pod["affinity"] = copy.deepcopy(scheduling.affinity)
     if scheduling.priority_class_name:
         pod["priorityClassName"] = scheduling.priority_class_name
-    runtime_class = scheduling.runtime_class_name or settings.worker_runtime_class_name
+    runtime_class = settings.worker_runtime_class_name or scheduling.runtime_class_name
     if runtime_class:
         pod["runtimeClassName"] = runtime_class
     return pod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -52,6 +52,10 @@ class Reason(StrEnum):
     IMAGE_PULL_FAILED = "ImagePullFailed"
     EVICTED = "Evicted"
     OUTPUTS_MISSING = "OutputsMissing"
+    NAME_CONFLICT = "NameConflict"  # a ServiceAccount, Role, RoleBinding or Job of our name is not this CR's
+    JOB_REJECTED = "JobRejected"  # the API server refused the Job the spec describes
+    POLICY_VIOLATION = "PolicyViolation"  # the spec asks for more than the operator's settings allow
+    OUTPUT_CONFLICT = "OutputConflict"  # another active ReconstructionJob publishes into an overlapping prefix
 
 
 # Waiting reasons after which kubelet keeps failing the same way: fail fast instead of holding a GPU.
@@ -69,6 +73,7 @@ class Observation:
     finished_at: str | None = None  # RFC 3339, when the Job completed or failed
     job_active: bool = False  # the Job still holds (or waits for) a pod that should be stopped on failure
     pod_failures: int = 0
+    outputs: Mapping[str, Any] | None = None  # status.outputs, from the verified manifest (Succeeded only)
 
 
 def parse_time(value: str) -> datetime:
@@ -165,8 +170,14 @@ def _failure(job: Obj, condition: Obj, pods: Sequence[Obj]) -> tuple[Reason, str
     return reason, "; ".join(parts) or f"worker Job failed ({job_reason or 'no reason given'})"
 
 
-def observe_job(job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s: int | None) -> Observation:
-    """Phase of one attempt, from its Job and the Job's pods."""
+def observe_job(
+    job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s: int | None, create_refusal: str | None = None
+) -> Observation:
+    """Phase of one attempt, from its Job and the Job's pods.
+
+    `create_refusal`: the message of the Job controller's latest FailedCreate Event for this Job (the API
+    refused its pod, e.g. a missing PriorityClass or RuntimeClass), when the act layer found one.
+    """
     status = job.get("status") or {}
     started_at = first_start(pods)
     failures = int(status.get("failed") or 0)
@@ -204,7 +215,21 @@ def observe_job(job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s
                 Phase.FAILED, Reason.IMAGE_PULL_FAILED, f"image {image}: {detail}", started_at, None, True, failures
             )
 
-    observation = _waiting(job, live)
+    finished = _succeeded_pods(pods)
+    if finished and not live:
+        # The worker exited 0; the Job controller marks the Job complete moments later. Still Running
+        # until then (not back to Pending), and Succeeded only with the Job's own condition.
+        return Observation(
+            Phase.RUNNING,
+            Reason.WORKER_RUNNING,
+            f"pod {finished[-1]['metadata']['name']} finished; waiting for the Job to complete",
+            started_at,
+            None,
+            True,
+            failures,
+        )
+
+    observation = _waiting(job, live, create_refusal)
     created = _created(job)
     if pending_deadline_s is not None and started_at is None and created:
         waited = (now - parse_time(created)).total_seconds()
@@ -215,10 +240,18 @@ def observe_job(job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s
     return Observation(observation.phase, observation.reason, observation.message, started_at, None, True, failures)
 
 
-def _waiting(job: Obj, live: Sequence[Obj]) -> Observation:
+def _succeeded_pods(pods: Sequence[Obj]) -> list[Obj]:
+    done = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Succeeded"]
+    return sorted(done, key=_created)
+
+
+def _waiting(job: Obj, live: Sequence[Obj], create_refusal: str | None = None) -> Observation:
     spec = job.get("spec") or {}
     if spec.get("suspend") and not live:
         return Observation(Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, "Job is suspended until its queue admits it")
+    if create_refusal and not live:
+        message = f"Job {job['metadata']['name']} cannot create its pod: {create_refusal}"
+        return Observation(Phase.QUEUED, Reason.UNSCHEDULABLE, message)
     for pod in live:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
@@ -234,11 +267,19 @@ def _waiting(job: Obj, live: Sequence[Obj]) -> Observation:
     return Observation(Phase.PENDING, Reason.JOB_CREATED, f"Job {job['metadata']['name']} created, waiting for its pod")
 
 
-def confirm_outputs(observation: Observation, manifest_uri: str, manifest_present: bool) -> Observation:
-    """Succeeded needs the published manifest: a Job that exits 0 without one did not deliver."""
-    if observation.phase != Phase.SUCCEEDED or manifest_present:
+def confirm_outputs(
+    observation: Observation, manifest_uri: str, problem: str | None, outputs: Mapping[str, Any] | None = None
+) -> Observation:
+    """Succeeded needs the published manifest, verified: a Job that exits 0 without one did not deliver.
+
+    `problem`: why the manifest does not verify (missing, unparseable, a listed file absent or of another
+    size), None when it does; `outputs`: status.outputs derived from it.
+    """
+    if observation.phase != Phase.SUCCEEDED:
         return observation
-    message = f"worker exited 0 but {manifest_uri} does not exist"
+    if problem is None:
+        return replace(observation, outputs=outputs)
+    message = f"worker exited 0 but {manifest_uri} {problem}"
     return Observation(Phase.FAILED, Reason.OUTPUTS_MISSING, message, observation.started_at, observation.finished_at)
 
 

@@ -7,6 +7,7 @@ it twice on the same world gives the same answer, so missed events and restarts 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from recon_operator.phases import (
 from recon_operator.spec import ReconstructionJobSpec
 
 Obj = Mapping[str, Any]
-# Status fields the operator owns; the worker owns the rest (progress, stage, metrics, outputs, worker).
+# Status fields the operator owns; the worker owns the rest (progress, stage, metrics, worker).
 OWNED_FIELDS = (
     "phase",
     "reason",
@@ -39,7 +40,12 @@ OWNED_FIELDS = (
     "startTime",
     "completionTime",
     "observedGeneration",
+    "outputs",
 )
+# The operator's own record of the fields above, on the CR's metadata. The worker's token may patch only
+# the status subresource (which ignores metadata), so this record is what the operator wrote, and the
+# status it decides from; owned fields in .status that differ from it are restored.
+RECORD_ANNOTATION = "recon.dev/operator-status"
 
 
 class Action(StrEnum):
@@ -98,8 +104,12 @@ def status_fields(
     now: datetime,
     started_at: str | None = None,
     finished_at: str | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The complete operator-owned status for `phase`, keeping earlier times and condition transitions."""
+    """The complete operator-owned status for `phase`, keeping earlier times and condition transitions.
+
+    `outputs` (from the verified manifest) shows only on Succeeded; a Succeeded status keeps its own.
+    """
     status = body.get("status") or {}
     generation = int((body.get("metadata") or {}).get("generation") or 0)
     # Watches and listings render times differently ("Z" or "+00:00"): one form keeps the status stable.
@@ -118,7 +128,11 @@ def status_fields(
         "startTime": status.get("startTime") or started_at,
         "completionTime": None,
         "observedGeneration": generation,
+        "outputs": None,
     }
+    if phase == Phase.SUCCEEDED:
+        kept = status.get("outputs") if status.get("phase") == Phase.SUCCEEDED else None
+        fields["outputs"] = dict(outputs) if outputs is not None else kept
     if phase in TERMINAL:
         fields["completionTime"] = status.get("completionTime") or finished_at or rfc3339(now)
     return fields
@@ -127,11 +141,61 @@ def status_fields(
 def from_observation(
     body: Obj, spec: ReconstructionJobSpec, obs: Observation, attempt: int, now: datetime
 ) -> dict[str, Any]:
-    return status_fields(body, spec, obs.phase, obs.reason, obs.message, attempt, now, obs.started_at, obs.finished_at)
+    return status_fields(
+        body, spec, obs.phase, obs.reason, obs.message, attempt, now, obs.started_at, obs.finished_at, obs.outputs
+    )
 
 
-def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -> Decision:
-    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns."""
+def record_of(body: Obj) -> dict[str, Any] | None:
+    """The operator-owned status last recorded on `body` (RECORD_ANNOTATION); None when there is none.
+
+    A record names the uid of the CR it was written for: one set at creation (before the uid exists) or
+    copied from another CR is not this operator's record of this CR, and is ignored.
+    """
+    meta = body.get("metadata") or {}
+    text = (meta.get("annotations") or {}).get(RECORD_ANNOTATION)
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(record, dict) or record.get("uid") != meta.get("uid"):
+        return None
+    return {key: record.get(key) for key in OWNED_FIELDS}
+
+
+def trusted(body: Obj, jobs: Sequence[Obj]) -> dict[str, Any]:
+    """`body` with its operator-owned status fields replaced by the operator's record.
+
+    Without a record the owned fields are dropped as soon as a worker Job exists (a worker may have
+    written them); a CR with neither (new, or from an operator before the record) keeps its status.
+    """
+    status = dict(body.get("status") or {})
+    record = record_of(body)
+    if record is None and not jobs:
+        return dict(body)
+    worker = {key: value for key, value in status.items() if key not in OWNED_FIELDS}
+    owned = {key: value for key, value in (record or {}).items() if value is not None}
+    return {**body, "status": {**worker, **owned}}
+
+
+def record_annotation(status: Obj, uid: str) -> str:
+    """RECORD_ANNOTATION's value for the operator-owned `status` of the CR with `uid`."""
+    return json.dumps({**owned_status(status), "uid": uid}, sort_keys=True, separators=(",", ":"))
+
+
+def decide(
+    body: Obj,
+    jobs: Sequence[Obj],
+    pods: Sequence[Obj],
+    now: datetime,
+    create_refusals: Mapping[str, str] | None = None,
+) -> Decision:
+    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns.
+
+    `create_refusals`: Job name -> the Job controller's latest FailedCreate message, where one was looked up.
+    """
     spec = ReconstructionJobSpec.model_validate(body["spec"])
     status = body.get("status") or {}
     name = body["metadata"]["name"]
@@ -185,7 +249,8 @@ def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -
         cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.JOB_DELETED, message, attempt, now)
         return Decision(Action.CONFIRM_JOB_GONE, attempt, status=cancelled)
 
-    observation = observe_job(current, pods_of(current, pods), now, spec.pending_deadline_seconds)
+    refusal = (create_refusals or {}).get(current["metadata"]["name"])
+    observation = observe_job(current, pods_of(current, pods), now, spec.pending_deadline_seconds, refusal)
     derived = from_observation(body, spec, observation, attempt, now)
     if observation.phase == Phase.SUCCEEDED:
         return Decision(Action.CHECK_OUTPUTS, attempt, observation, derived)

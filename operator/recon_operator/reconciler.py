@@ -16,31 +16,56 @@ import kopf
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from recon_operator.claims import output_conflict
 from recon_operator.events import Event, event_manifest, transition_event
 from recon_operator.identity import build_identity
 from recon_operator.jobspec import build_job
 from recon_operator.labels import JOB_LABEL
 from recon_operator.metrics import OperatorMetrics
 from recon_operator.names import job_name, label_value
+from recon_operator.outputs import MAX_MANIFEST_BYTES, listing_problem, outputs_status, parse_manifest
 from recon_operator.phases import TERMINAL, Observation, Phase, Reason, confirm_outputs, parse_time
+from recon_operator.policy import violations
 from recon_operator.preflight import PreflightError, credentials_from_secret, preflight
 from recon_operator.reconcile import (
+    RECORD_ANNOTATION,
     Action,
     Decision,
     decide,
     from_observation,
     is_finished,
     owned_status,
+    record_annotation,
+    record_of,
     rfc3339,
     status_fields,
+    trusted,
 )
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import API_GROUP, API_VERSION, PLURAL, ReconstructionJobSpec
-from recon_operator.storage import MANIFEST, StoreAccess, object_exists, parse_location
+from recon_operator.storage import MANIFEST, StoreAccess, object_size, parse_location, read_object
 
 Obj = Mapping[str, Any]
 log = logging.getLogger("recon_operator")
 STICKY = frozenset({*TERMINAL, Phase.SUSPENDED})
+
+
+class Refused(Exception):
+    """An attempt that cannot start: the CR fails with `reason`, and `message` names the culprit."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message in an error response (its Status body), else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (TypeError, ValueError, AttributeError):
+        message = None
+    return str(message or exc.reason or f"HTTP {exc.status}")
 
 
 def load_kube_config() -> kubernetes.client.ApiClient:
@@ -107,10 +132,22 @@ class Reconciler:
 
     # ---- the loop body -------------------------------------------------------------------------
 
-    def run(self, body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], *, allow_create: bool, retry: int) -> None:
+    def run(
+        self,
+        body: Obj,
+        jobs: Sequence[Obj],
+        pods: Sequence[Obj],
+        *,
+        allow_create: bool,
+        retry: int,
+        claims: Sequence[Obj] = (),
+    ) -> None:
+        """Decide and act for `body`; `claims`: the other ReconstructionJobs known (for output-prefix claims)."""
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
-            body = self._not_older_than_published(body)
+            observed = body
+            # Decisions come from the operator's own record, never from owned fields a worker token wrote.
+            body = self._not_older_than_published(trusted(observed, jobs))
             decision = decide(body, jobs, pods, datetime.now(UTC))
             if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
@@ -118,13 +155,39 @@ class Reconciler:
                 # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
                 jobs = self._list_jobs(meta["namespace"], meta["name"])
+                body = self._not_older_than_published(trusted(observed, jobs))
                 decision = decide(body, jobs, pods, datetime.now(UTC))
                 if decision.action == Action.CONFIRM_JOB_GONE:
                     decision = Decision(Action.NONE, decision.attempt, status=decision.status)
                 elif decision.action == Action.CREATE_JOB and not allow_create:
                     return
-            status = self._act(body, decision, retry)
-            self._publish(body, status, decision.observation)
+            decision = self._with_create_refusal(body, jobs, pods, decision)
+            status = self._act(body, decision, retry, claims)
+            self._publish(body, status, decision.observation, observed)
+
+    def _with_create_refusal(self, body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], decision: Decision) -> Decision:
+        """While a Job has no pod, the Job controller's FailedCreate Event says why (e.g. no such PriorityClass)."""
+        observation = decision.observation
+        if decision.action != Action.NONE or observation is None or observation.reason != Reason.JOB_CREATED:
+            return decision
+        namespace, name = body["metadata"]["namespace"], job_name(body["metadata"]["name"], decision.attempt)
+        refusal = self._failed_create(namespace, name)
+        if refusal is None:
+            return decision
+        return decide(body, jobs, pods, datetime.now(UTC), {name: refusal})
+
+    def _failed_create(self, namespace: str, job: str) -> str | None:
+        selector = f"involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"
+        try:
+            response = self.core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False)
+        except ApiException as exc:
+            log.warning(f"could not read the Events of Job {namespace}/{job}: {exc.reason}")
+            return None
+        events = raw_json(response)["items"]
+        if not events:
+            return None
+        latest = max(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return str(latest.get("message") or "FailedCreate")
 
     def _not_older_than_published(self, body: Obj) -> Obj:
         """`body`, with the status this operator last published if the body's predates it.
@@ -143,14 +206,20 @@ class Reconciler:
             return {**body, "status": {**(body.get("status") or {}), **status}}
         return body
 
-    def _act(self, body: Obj, decision: Decision, retry: int) -> dict[str, Any]:
+    def _act(self, body: Obj, decision: Decision, retry: int, claims: Sequence[Obj]) -> dict[str, Any]:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         spec = ReconstructionJobSpec.model_validate(body["spec"])
         now = datetime.now(UTC)
         match decision.action:
             case Action.CREATE_JOB:
-                return self._start_attempt(body, spec, decision, retry, now)
+                try:
+                    return self._start_attempt(body, spec, decision, retry, now, claims)
+                except Refused as refused:
+                    self.metrics.preflight_failures.labels(refused.reason.value).inc()
+                    return status_fields(
+                        body, spec, Phase.FAILED, refused.reason, refused.message, decision.attempt - 1, now
+                    )
             case Action.DELETE_JOB:
                 wanted = job_name(name, decision.attempt)
                 # Stopping a failed attempt is decided from cached Jobs, which can lag the Job controller;
@@ -159,19 +228,45 @@ class Reconciler:
                     self._delete_job(namespace, wanted)
             case Action.CHECK_OUTPUTS:
                 assert decision.observation is not None
-                manifest = parse_location(spec.output.uri).child(MANIFEST)
-                present = object_exists(self._store_access(spec, namespace), manifest)
-                observation = confirm_outputs(decision.observation, manifest, present)
+                observation = self._verify_outputs(spec, namespace, decision.observation)
                 return from_observation(body, spec, observation, decision.attempt, now)
             case Action.DELETE_RESOURCE:
                 self._delete_resource(namespace, name)
         return decision.status
 
+    def _verify_outputs(self, spec: ReconstructionJobSpec, namespace: str, observation: Observation) -> Observation:
+        """Succeeded only with a manifest that parses and lists files present at their listed sizes."""
+        out = parse_location(spec.output.uri)
+        manifest = out.child(MANIFEST)
+        access = self._store_access(spec, namespace)
+        data = read_object(access, manifest, MAX_MANIFEST_BYTES)
+        if data is None:
+            return confirm_outputs(observation, manifest, "does not exist")
+        try:
+            files = parse_manifest(data)
+        except ValueError as exc:
+            return confirm_outputs(observation, manifest, str(exc))
+        found = {f.name: object_size(access, out.child(f.name)) for f in files}
+        problem = listing_problem(files, found)
+        return confirm_outputs(observation, manifest, problem, outputs_status(manifest, out.uri, files))
+
     def _start_attempt(
-        self, body: Obj, spec: ReconstructionJobSpec, decision: Decision, retry: int, now: datetime
+        self,
+        body: Obj,
+        spec: ReconstructionJobSpec,
+        decision: Decision,
+        retry: int,
+        now: datetime,
+        claims: Sequence[Obj],
     ) -> dict[str, Any]:
         namespace = body["metadata"]["namespace"]
         previous = decision.attempt - 1
+        refused = violations(spec, self.settings)
+        if refused:
+            raise Refused(Reason.POLICY_VIOLATION, "; ".join(refused))
+        conflict = output_conflict(body, ((other, trusted(other, ()).get("status") or {}) for other in claims))
+        if conflict:
+            raise Refused(Reason.OUTPUT_CONFLICT, conflict)
         try:
             preflight(spec, self._store_access(spec, namespace))
         except PreflightError as error:
@@ -182,10 +277,11 @@ class Reconciler:
                 self._publish(body, waiting)
                 raise kopf.TemporaryError(message, delay=self.settings.preflight_backoff_s * 2**retry) from None
             return status_fields(body, spec, Phase.FAILED, error.reason, error.message, previous, now)
+        uid = body["metadata"]["uid"]
         for child in build_identity(body):
-            self._create(child)
+            self._create_owned(child, uid)
         job = build_job(body, spec, decision.attempt, self.settings)
-        self._create(job)
+        self._create_owned(job, uid)
         if decision.attempt == 1:
             created = parse_time(body["metadata"]["creationTimestamp"])
             self.metrics.time_to_job.observe(max(0.0, (now - created).total_seconds()))
@@ -193,20 +289,36 @@ class Reconciler:
             self.metrics.retries.labels("attempt").inc()
         return decision.status
 
-    def _publish(self, body: Obj, status: dict[str, Any], observation: Observation | None = None) -> None:
-        """Merge-patch the operator-owned status fields if they changed; post an Event on a phase change."""
+    def _publish(
+        self,
+        body: Obj,
+        status: dict[str, Any],
+        observation: Observation | None = None,
+        observed: Obj | None = None,
+    ) -> None:
+        """Record and merge-patch the operator-owned status fields where they differ; Event on a phase change.
+
+        `body` is what was decided from (the operator's record); `observed` the CR as read, whose status
+        may carry owned fields someone else wrote: those are restored.
+        """
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         old = body.get("status") or {}
-        if owned_status(old) != owned_status(status):
-            try:
+        shown = (observed if observed is not None else body).get("status") or {}
+        try:
+            # The record first: a status that a crash leaves unrecorded is re-derived, never trusted.
+            if record_of(observed if observed is not None else body) != owned_status(status):
+                record = record_annotation(status, meta["uid"])
+                patch = {"metadata": {"annotations": {RECORD_ANNOTATION: record}}}
+                self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
+            if owned_status(shown) != owned_status(status):
                 self.custom.patch_namespaced_custom_object_status(
                     API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
                 )
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-                raise
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
         self.published[(namespace, name)] = (meta.get("uid"), status)
         previous = self.metrics.phases.record(namespace, name, status["phase"])
         if previous is None:
@@ -282,23 +394,42 @@ class Reconciler:
         jobs: list[dict[str, Any]] = raw_json(response)["items"]
         return jobs
 
-    def _create(self, obj: dict[str, Any]) -> None:
-        """Create `obj`; one that exists already (deterministic names) is what we wanted."""
-        namespace = obj["metadata"]["namespace"]
+    def _create_owned(self, obj: dict[str, Any], owner_uid: str) -> None:
+        """Create `obj`; one of that name that exists already must be owned by `owner_uid` (a restart made it).
+
+        Names are deterministic, so anyone could have made an object of that name first (a privileged
+        `ci-worker` ServiceAccount beside a CR named `ci`): that one is never used. A Job the API refuses
+        (values the CRD let through) fails the CR with the API server's message.
+        """
+        meta = obj["metadata"]
+        namespace, kind = meta["namespace"], obj["kind"]
         rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
-        creators: dict[str, Callable[..., Any]] = {
-            "ServiceAccount": self.core.create_namespaced_service_account,
-            "Role": rbac.create_namespaced_role,
-            "RoleBinding": rbac.create_namespaced_role_binding,
-            "Job": self.batch.create_namespaced_job,
+        calls: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+            "ServiceAccount": (self.core.create_namespaced_service_account, self.core.read_namespaced_service_account),
+            "Role": (rbac.create_namespaced_role, rbac.read_namespaced_role),
+            "RoleBinding": (rbac.create_namespaced_role_binding, rbac.read_namespaced_role_binding),
+            "Job": (self.batch.create_namespaced_job, self.batch.read_namespaced_job),
         }
-        create = creators[obj["kind"]]
+        create, read = calls[kind]
         try:
             # Raw responses: deserializing every created object into client models only costs memory.
             create(namespace, obj, _preload_content=False)
+            return
         except ApiException as exc:
+            if kind == "Job" and exc.status in (400, 422):
+                raise Refused(
+                    Reason.JOB_REJECTED, f"the API server refused Job {meta['name']}: {api_message(exc)}"
+                ) from None
             if exc.status != 409:
                 raise
+        existing = raw_json(read(meta["name"], namespace, _preload_content=False))
+        owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+        if not any(ref.get("uid") == owner_uid and ref.get("controller") for ref in owners):
+            raise Refused(
+                Reason.NAME_CONFLICT,
+                f"{kind} {namespace}/{meta['name']} already exists and is not owned by this ReconstructionJob: "
+                f"it is never used for its worker; rename the ReconstructionJob or remove that {kind}",
+            )
 
     def _job_finished(self, namespace: str, name: str) -> bool:
         try:

@@ -25,10 +25,27 @@ class OperatorSettings(BaseSettings):
     worker_command: Annotated[tuple[str, ...], NoDecode] = ("recon-worker", "run")
     image_pull_policy: str = "IfNotPresent"
     # Cluster-wide placement of worker pods (the chart's worker.nodeSelector/tolerations/runtimeClassName),
-    # JSON in the environment. The CR's spec.scheduling adds to them (its keys and runtimeClassName win).
+    # JSON in the environment. The CR's spec.scheduling adds to them; the admin's keys and runtime class win.
     worker_node_selector: dict[str, str] = {}
     worker_tolerations: tuple[dict[str, Any], ...] = ()
     worker_runtime_class_name: str | None = None
+    # What a CR may ask for (policy.py): whoever can create a ReconstructionJob gets pods through the
+    # operator's own rights, so these bound it. Patterns are fnmatch globs, JSON lists in the environment.
+    # PriorityClasses named system-* are refused unless listed by their exact name.
+    allowed_priority_classes: tuple[str, ...] = ("*",)
+    # Toleration keys a CR may add; "*" also allows a toleration with no key (it tolerates every taint).
+    allowed_toleration_keys: tuple[str, ...] = ("nvidia.com/gpu",)
+    # spec.image must start with one of these (e.g. "registry.example.com/recon/"); empty: no override.
+    allowed_image_prefixes: tuple[str, ...] = ()
+    # RuntimeClasses a CR may name when the admin sets none (worker_runtime_class_name wins when set).
+    allowed_runtime_classes: tuple[str, ...] = ("*",)
+    # Storage endpoints a CR may name in spec.storage.endpoint besides s3_endpoint (and AWS's when
+    # allow_aws_endpoints): the operator's preflight signs and sends requests to them.
+    allowed_endpoints: tuple[str, ...] = ()
+    allow_aws_endpoints: bool = True
+    # file:// input and output URIs name the operator's (and the node's) own filesystem: off in a cluster;
+    # the local test cluster, the demo and the operator benchmark turn them on.
+    allow_file_uris: bool = False
     # Used for preflight and handed to the worker when the CR names no spec.storage.endpoint.
     s3_endpoint: str | None = None
     s3_region: str | None = None

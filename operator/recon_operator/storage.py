@@ -100,3 +100,35 @@ def object_exists(access: StoreAccess, uri: str) -> bool:
             return False
         raise
     return True
+
+
+def object_size(access: StoreAccess, uri: str) -> int | None:
+    """Size in bytes of the object (or local file) at `uri`; None when it does not exist."""
+    location = parse_location(uri)
+    if location.scheme == "file":
+        return location.path.stat().st_size if location.path.is_file() else None
+    try:
+        head = access.client().head_object(Bucket=location.bucket, Key=location.key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return int(head["ContentLength"])
+
+
+def read_object(access: StoreAccess, uri: str, limit: int) -> bytes | None:
+    """The first `limit` + 1 bytes of the object (or local file) at `uri`; None when it does not exist."""
+    location = parse_location(uri)
+    if location.scheme == "file":
+        if not location.path.is_file():
+            return None
+        with location.path.open("rb") as handle:
+            return handle.read(limit + 1)
+    try:
+        response = access.client().get_object(Bucket=location.bucket, Key=location.key, Range=f"bytes=0-{limit}")
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    data: bytes = response["Body"].read(limit + 1)
+    return data

@@ -61,8 +61,17 @@ STAND_IN = textwrap.dedent(
             "recon.dev", "v1alpha1", task["job"]["namespace"], "reconstructionjobs", task["job"]["name"], body)
     code = plan.get("exit", 0)
     if code == 0 and plan.get("publish", True):
+        # A real (tiny) result: the operator checks every listed file is there at its listed size.
+        # "publish": "broken" lists a file it never uploads.
+        import hashlib
         out_bucket, out_prefix = split(task["output"]["uri"])
-        s3.put_object(Bucket=out_bucket, Key=out_prefix + "manifest.json", Body=b'{"files": []}')
+        mesh = b"glTF stand-in"
+        entry = {"name": "mesh.glb", "uri": task["output"]["uri"].rstrip("/") + "/mesh.glb",
+                 "size": len(mesh), "sha256": hashlib.sha256(mesh).hexdigest()}
+        if plan.get("publish") != "broken":
+            s3.put_object(Bucket=out_bucket, Key=out_prefix + "mesh.glb", Body=mesh)
+        manifest = json.dumps({"files": [entry]}).encode()
+        s3.put_object(Bucket=out_bucket, Key=out_prefix + "manifest.json", Body=manifest)
     if plan.get("reason"):
         with open(os.environ.get("RECON_TERMINATION_MESSAGE_PATH", "/dev/termination-log"), "w") as f:
             json.dump({"reason": plan["reason"], "message": plan.get("message", "")}, f)
@@ -71,10 +80,15 @@ STAND_IN = textwrap.dedent(
 )
 
 
+# A loopback port nothing listens on, allowed as a storage endpoint: the unreachable-store case.
+DEAD_STORE = f"http://127.0.0.1:{free_port()}"
+
+
 @pytest.fixture(scope="module")
 def operator_env(cluster: Cluster, s3_server: S3Server) -> Iterator[None]:
     """Settings for every operator the tests start (read when recon_operator.handlers is imported)."""
     values = {
+        "RECON_OPERATOR_ALLOWED_ENDPOINTS": json.dumps([DEAD_STORE]),
         "KUBECONFIG": str(cluster.kubeconfig),
         "RECON_OPERATOR_WORKER_COMMAND": json.dumps([sys.executable, "-c", STAND_IN]),
         "RECON_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
@@ -209,6 +223,8 @@ def test_success_publishes_and_reports(
     assert status["reason"] == "Succeeded" and status["attempts"] == 1 and status["jobName"] == "ok-1"
     assert status["startTime"] and status["completionTime"]
     assert status["metrics"]["psnr"] == 31.5  # the worker's own patch, kept beside the operator's fields
+    (listed,) = status["outputs"]["files"]  # from the verified manifest, by the operator
+    assert status["outputs"]["manifest"] == "s3://results/ok/manifest.json" and listed["name"] == "mesh.glb"
     assert status["worker"]["node"] == "local-node"
     assert conditions(status)["Succeeded"] == ("True", "Succeeded")
     assert conditions(status)["Ready"][0] == "True" and conditions(status)["Failed"][0] == "False"
@@ -217,6 +233,9 @@ def test_success_publishes_and_reports(
     assert job.metadata.owner_references[0].name == "ok"
     events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=ok").items
     assert {"JobCreated", "Succeeded"} <= {e.reason for e in events}
+    # No flap back: once Running, the next phase is Succeeded (issue 11 point 9).
+    moves = [e.message.split(":")[0] for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+    assert not any(move.startswith("Running → Pending") for move in moves), moves
     port = os.environ["RECON_OPERATOR_METRICS_PORT"]
     import urllib.request
 
@@ -255,8 +274,9 @@ def test_failures_have_typed_reasons_and_evidence(
     apply(custom, store, namespace, "flaky", {"exit": 1, "reason": "Crash", "message": "segfault"}, backoffLimit=1)
     apply(custom, store, namespace, "no-capture", None)
     apply(custom, store, namespace, "no-manifest", {"exit": 0, "publish": False})
+    apply(custom, store, namespace, "broken-manifest", {"exit": 0, "publish": "broken"})
     apply(custom, store, namespace, "too-slow", {"sleep": 300}, activeDeadlineSeconds=60)  # the CRD's minimum
-    dead_store = {"credentialsSecret": "s3", "endpoint": f"http://127.0.0.1:{free_port()}"}
+    dead_store = {"credentialsSecret": "s3", "endpoint": DEAD_STORE}
     apply(custom, store, namespace, "no-store", {}, storage=dead_store)
 
     status = wait_phase(custom, namespace, "bad-input", "Failed")
@@ -279,6 +299,9 @@ def test_failures_have_typed_reasons_and_evidence(
 
     status = wait_phase(custom, namespace, "no-manifest", "Failed")  # exit 0 without publishing is no success
     assert status["reason"] == "OutputsMissing" and "s3://results/no-manifest/manifest.json" in status["message"]
+
+    status = wait_phase(custom, namespace, "broken-manifest", "Failed")  # a manifest listing a missing file
+    assert status["reason"] == "OutputsMissing" and "lists mesh.glb, which does not exist" in status["message"]
 
     status = wait_phase(custom, namespace, "no-store", "Failed")  # after the preflight retries (2 here)
     assert status["reason"] == "StorageUnreachable" and dead_store["endpoint"] in status["message"]

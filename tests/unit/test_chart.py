@@ -260,6 +260,9 @@ def test_configmap_is_read_by_the_operator_settings() -> None:
         "worker.s3.endpoint=http://minio.storage:9000",
         "worker.cpu=2",
         "worker.command={recon-worker,run}",
+        "operator.policy.allowedImagePrefixes={registry.example/recon/}",
+        "operator.policy.allowedEndpoints={https://s3.example.com}",
+        "operator.policy.allowFileURIs=true",
     ]
     data = one(render(*values), "ConfigMap")["data"]
     prefix = "RECON_OPERATOR_"
@@ -281,6 +284,10 @@ def test_configmap_is_read_by_the_operator_settings() -> None:
     assert settings.s3_endpoint == "http://minio.storage:9000"
     assert settings.default_cpu == "2"
     assert settings.namespaces == ()
+    assert settings.allowed_image_prefixes == ("registry.example/recon/",)
+    assert settings.allowed_endpoints == ("https://s3.example.com",)
+    assert settings.allow_file_uris is True and settings.allow_aws_endpoints is True
+    assert settings.allowed_priority_classes == ("*",) and settings.allowed_toleration_keys == ("nvidia.com/gpu",)
 
 
 def test_deployment_reads_the_configmap_and_rolls_when_it_changes() -> None:

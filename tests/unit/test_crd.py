@@ -138,6 +138,50 @@ def test_out_of_bounds_values_are_rejected_naming_the_field(changes: dict[str, A
     assert any(e.startswith(field + ":") for e in errors), errors
 
 
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"resources": {"gpuResourceName": "memory"}}, "spec.resources.gpuResourceName", "does not match"),
+        ({"resources": {"gpuResourceName": "kubernetes.io/x"}}, "spec.resources.gpuResourceName", "extended"),
+        (
+            {"scheduling": {"tolerations": [{"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}]}},
+            "spec.scheduling.tolerations.0",
+            "NoExecute",
+        ),
+        ({"scheduling": {"tolerations": [{"operator": "Exists", "value": "x"}]}}, "spec.scheduling.tolerations.0", ""),
+        ({"scheduling": {"tolerations": [{"operator": "Equal", "value": "x"}]}}, "spec.scheduling.tolerations.0", ""),
+        ({"scheduling": {"nodeSelector": {"bad key!": "x"}}}, "spec.scheduling.nodeSelector", "label keys"),
+        ({"scheduling": {"nodeSelector": {"ok/key": "bad value!"}}}, "spec.scheduling.nodeSelector.ok/key", ""),
+        ({"scheduling": {"affinity": {"nodeAfinity": {}}}}, "spec.scheduling.affinity", "nodeAfinity"),
+    ],
+    ids=[
+        "gpu-memory",
+        "gpu-k8s-domain",
+        "toleration-seconds",
+        "exists-value",
+        "no-key-equal",
+        "selector-key",
+        "selector-value",
+        "affinity-key",
+    ],
+)
+def test_values_the_job_api_refuses_are_refused_at_apply_time(changes: dict[str, Any], field: str, words: str) -> None:
+    # Issue 11 point 5: these used to pass the CRD and leave the CR with no status forever.
+    errors = validate(with_spec(**changes))
+    assert any(e.startswith(field + ":") and words in e for e in errors), errors
+
+
+def test_scheduling_the_job_api_accepts_passes() -> None:
+    scheduling = {
+        "nodeSelector": {"kubernetes.io/hostname": "gpu-1", "pool": "a100"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}
+        ],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
+    }
+    assert validate(with_spec(scheduling=scheduling, resources={"gpuResourceName": "nvidia.com/mig-3g.40gb"})) == []
+
+
 def test_storage_without_s3_is_rejected() -> None:
     doc = with_spec(input={"uri": "file:///data/cap/"}, output={"uri": "file:///data/out/"}, storage={"region": "x"})
     assert any("spec.storage applies only to s3://" in e for e in validate(doc))

@@ -49,7 +49,7 @@ from recon_worker.publish import (
     software_versions,
 )
 from recon_worker.stage import Cancelled, StageContext, StageName
-from recon_worker.status import StatusReporter, metrics_patch, outputs_patch
+from recon_worker.status import StatusReporter, metrics_patch
 from recon_worker.storage import Store, StoredObject, UploadedFile, open_store
 from recon_worker.task import TaskDocument
 
@@ -148,9 +148,7 @@ class Pipeline:
                 checkpoints.clear()
             except Exception as exc:  # the result is published; stale checkpoints only cost storage
                 log.warning("could not remove checkpoints under %s: %s", output_store.uri_of(staging), exc)
-        if self.reporter is not None:
-            files = [f.model_dump() for f in manifest.files]
-            self.reporter.update(outputs_patch(output_store.uri_of(MANIFEST), files), force=True)
+        # status.outputs are the operator's: it writes them from this manifest once it has verified it.
         return RunResult(manifest, output_store.uri_of(MANIFEST))
 
     def _fetch(self, store: Store) -> tuple[Capture, list[StoredObject], float]:

@@ -1,9 +1,10 @@
 """Reporting to the ReconstructionJob: merge patches of the worker's own status fields.
 
-The worker owns `status.progress`, `.stage`, `.metrics`, `.outputs` and `.worker`; the operator owns
-everything else. Patches are JSON merge patches on the status subresource, so fields the worker never
-names are left alone. The patch builders are pure; `StatusReporter` rate-limits and sends them, and a
-failing patch is logged and retried with the next one, never raised into the pipeline.
+The worker owns `status.progress`, `.stage`, `.metrics` and `.worker`; the operator owns everything
+else (`.outputs` too: it writes them from the manifest once it has verified it). Patches are JSON merge
+patches on the status subresource, so fields the worker never names are left alone. The patch builders
+are pure; `StatusReporter` rate-limits and sends them, and a failing patch is logged and retried with
+the next one, never raised into the pipeline.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from recon_worker.task import ResourceRef
 log = logging.getLogger("recon_worker.status")
 
 GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
-WORKER_FIELDS = frozenset({"progress", "stage", "metrics", "outputs", "worker"})
+WORKER_FIELDS = frozenset({"progress", "stage", "metrics", "worker"})
 # status.metrics keys of the CRD and the JSON type each must have.
 METRIC_TYPES: Mapping[str, type] = {
     "psnr": float,
@@ -87,16 +88,6 @@ def metrics_patch(metrics: Mapping[str, Any]) -> dict[str, Any]:
         # reads this string.
         out["psnrText"] = f"{out['psnr']:.1f}"
     return {"metrics": out}
-
-
-def outputs_patch(manifest_uri: str, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """`files`: manifest entries with name, uri, size and sha256."""
-    return {
-        "outputs": {
-            "manifest": manifest_uri,
-            "files": [{k: f[k] for k in ("name", "uri", "size", "sha256")} for f in files],
-        }
-    }
 
 
 def status_body(fields: Mapping[str, Any]) -> dict[str, Any]:

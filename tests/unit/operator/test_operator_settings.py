@@ -37,3 +37,17 @@ def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("RECON_OPERATOR_PREFLIGHT_RETRIES", "0")
     with pytest.raises(ValidationError, match="preflight_retries"):
         OperatorSettings()
+
+
+def test_policy_settings_are_strict_by_default_and_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = OperatorSettings.model_validate({})
+    assert defaults.allowed_toleration_keys == ("nvidia.com/gpu",)
+    assert defaults.allowed_image_prefixes == () and defaults.allowed_endpoints == ()
+    assert defaults.allow_file_uris is False and defaults.allow_aws_endpoints is True
+    monkeypatch.setenv("RECON_OPERATOR_ALLOWED_PRIORITY_CLASSES", '["batch-*", "system-cluster-critical"]')
+    monkeypatch.setenv("RECON_OPERATOR_ALLOWED_ENDPOINTS", '["http://minio:9000"]')
+    monkeypatch.setenv("RECON_OPERATOR_ALLOW_FILE_URIS", "true")
+    settings = OperatorSettings()
+    assert settings.allowed_priority_classes == ("batch-*", "system-cluster-critical")
+    assert settings.allowed_endpoints == ("http://minio:9000",)
+    assert settings.allow_file_uris is True

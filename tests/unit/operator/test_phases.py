@@ -103,10 +103,28 @@ def test_complete_job_is_succeeded_only_with_the_manifest() -> None:
         job(("Complete", ""), completionTime="2026-01-01T11:59:50Z"), pod(phase="Succeeded", state=terminated(0))
     )
     assert seen.phase == Phase.SUCCEEDED and seen.finished_at == "2026-01-01T11:59:50Z"
-    assert confirm_outputs(seen, "s3://o/manifest.json", True).phase == Phase.SUCCEEDED
-    missing = confirm_outputs(seen, "s3://o/manifest.json", False)
+    outputs = {"manifest": "s3://o/manifest.json", "files": []}
+    confirmed = confirm_outputs(seen, "s3://o/manifest.json", None, outputs)
+    assert confirmed.phase == Phase.SUCCEEDED and confirmed.outputs == outputs
+    missing = confirm_outputs(seen, "s3://o/manifest.json", "does not exist")
     assert (missing.phase, missing.reason) == (Phase.FAILED, Reason.OUTPUTS_MISSING)
-    assert "s3://o/manifest.json" in missing.message
+    assert missing.message == "worker exited 0 but s3://o/manifest.json does not exist"
+    assert missing.outputs is None
+
+
+def test_a_finished_pod_stays_running_until_the_job_completes() -> None:
+    # The pod has exited 0; the Job controller has not yet added Complete: no flap back to Pending.
+    seen = observe(job(active=0), pod(phase="Succeeded", state=terminated(0)))
+    assert (seen.phase, seen.reason) == (Phase.RUNNING, Reason.WORKER_RUNNING)
+    assert "finished; waiting for the Job to complete" in seen.message
+
+
+def test_failed_create_surfaces_as_unschedulable() -> None:
+    refusal = 'pods "x-1-abc" is forbidden: no PriorityClass with name gold was found'
+    seen = observe_job(job(), [], NOW, None, refusal)
+    assert (seen.phase, seen.reason) == (Phase.QUEUED, Reason.UNSCHEDULABLE)
+    assert "cannot create its pod: " + refusal in seen.message
+    assert observe_job(job(), [], NOW, None).reason == Reason.JOB_CREATED  # no refusal: just waiting
 
 
 def test_exit_2_is_inputs_invalid_with_the_workers_message() -> None:

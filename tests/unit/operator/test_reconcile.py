@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from recon_operator.phases import Phase, Reason
-from recon_operator.reconcile import Action, decide, owned_status
+from recon_operator.reconcile import RECORD_ANNOTATION, Action, decide, owned_status, record_annotation, trusted
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -175,3 +175,46 @@ def test_cancel_before_any_job_creates_none() -> None:
 def test_cancel_after_the_job_finished_reports_the_result() -> None:
     decision = decide(cr({"attempts": 1, "phase": "Running"}, cancel=True), [job(1, "Complete")], [], NOW)
     assert decision.action == Action.CHECK_OUTPUTS
+
+
+# ---- the operator's record: owned fields a worker token wrote are never obeyed (issue 11 point 3) ----
+
+
+def recorded(status: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    body = cr(status)
+    body["metadata"]["annotations"] = {RECORD_ANNOTATION: record_annotation(record, body["metadata"]["uid"])}
+    return body
+
+
+def test_a_forged_succeeded_is_not_obeyed_while_the_job_runs() -> None:
+    record = decide(cr({"phase": "Running", "attempts": 1}), [job(1)], [running_pod(1)], NOW).status
+    forged = {**record, "phase": "Succeeded", "reason": "Succeeded", "progress": 90}
+    body = trusted(recorded(forged, record), [job(1)])
+    assert body["status"]["phase"] == "Running" and body["status"]["progress"] == 90  # worker fields stay
+    decision = decide(body, [job(1)], [running_pod(1)], NOW)
+    assert decision.action == Action.NONE and decision.status["phase"] == Phase.RUNNING
+
+
+def test_without_a_record_owned_fields_count_only_before_any_job() -> None:
+    forged = {"phase": "Succeeded", "attempts": 1, "metrics": {"psnr": 30}}
+    assert trusted(cr(forged), [])["status"] == forged  # a CR from before the record: kept
+    body = trusted(cr(forged), [job(1)])
+    assert body["status"] == {"metrics": {"psnr": 30}}  # a Job exists: a worker may have written them
+    assert decide(body, [job(1)], [running_pod(1)], NOW).status["phase"] == Phase.RUNNING
+
+
+def test_outputs_show_only_on_succeeded_and_are_kept_there() -> None:
+    running = decide(cr({"outputs": {"manifest": "forged"}}), [job(1)], [running_pod(1)], NOW).status
+    assert running["outputs"] is None
+    done = {"phase": "Succeeded", "attempts": 1, "outputs": {"manifest": "s3://out/r/manifest.json", "files": []}}
+    kept = decide(trusted(recorded(done, done), [job(1, "Complete")]), [job(1, "Complete")], [], NOW).status
+    assert kept["outputs"] == done["outputs"]
+
+
+def test_a_record_written_for_another_uid_is_not_this_crs() -> None:
+    # Set by whoever created the CR (before its uid existed), or copied from another CR.
+    forged = {"phase": "Succeeded", "attempts": 1, "outputs": {"manifest": "s3://out/r/manifest.json", "files": []}}
+    body = cr({})
+    body["metadata"]["annotations"] = {RECORD_ANNOTATION: record_annotation(forged, "someone-else")}
+    assert trusted(body, [])["status"] == {}
+    assert decide(trusted(body, []), [], [], NOW).action == Action.CREATE_JOB

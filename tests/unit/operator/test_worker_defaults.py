@@ -48,7 +48,8 @@ def test_defaults_apply_when_the_resource_sets_no_placement() -> None:
     assert pod["runtimeClassName"] == "nvidia"
 
 
-def test_resource_placement_adds_to_defaults_and_wins_on_conflicts() -> None:
+def test_resource_placement_adds_to_defaults_and_the_admins_win_on_conflicts() -> None:
+    # Issue 11 point 7: a CR must not move its pod off the admin's pool or out of the admin's runtime.
     settings = OperatorSettings.model_validate(
         {
             "worker_node_selector": {"gpu": "h100", "pool": "batch"},
@@ -59,9 +60,9 @@ def test_resource_placement_adds_to_defaults_and_wins_on_conflicts() -> None:
     pod = pod_spec(
         {"nodeSelector": {"gpu": "a100"}, "tolerations": [SPOT_TAINT, GPU_TAINT], "runtimeClassName": "kata"}, settings
     )
-    assert pod["nodeSelector"] == {"gpu": "a100", "pool": "batch"}
+    assert pod["nodeSelector"] == {"gpu": "h100", "pool": "batch"}
     assert pod["tolerations"] == [SPOT_TAINT, GPU_TAINT]  # the default is not repeated
-    assert pod["runtimeClassName"] == "kata"
+    assert pod["runtimeClassName"] == "nvidia"
 
 
 def test_no_defaults_leave_the_pod_unconstrained() -> None:

@@ -13,14 +13,23 @@ from recon_worker.status import (
     StatusReporter,
     WorkerInfo,
     metrics_patch,
-    outputs_patch,
     progress_patch,
     status_body,
     worker_patch,
 )
 from tests.crd import load_crd, openapi_schema, to_json_schema
 
-OPERATOR_FIELDS = {"phase", "conditions", "reason", "message", "attempts", "jobName", "startTime", "completionTime"}
+OPERATOR_FIELDS = {
+    "phase",
+    "conditions",
+    "reason",
+    "message",
+    "attempts",
+    "jobName",
+    "startTime",
+    "completionTime",
+    "outputs",
+}
 
 
 class Clock:
@@ -111,16 +120,6 @@ def test_metrics_patch_keeps_crd_keys_with_their_types() -> None:
     assert set(patch) <= set(status_schema()["metrics"]["properties"])
 
 
-def test_outputs_patch() -> None:
-    files = [{"name": "mesh.glb", "uri": "s3://b/p/mesh.glb", "size": 10, "sha256": "a" * 64, "extra": 1}]
-    assert outputs_patch("s3://b/p/manifest.json", files) == {
-        "outputs": {
-            "manifest": "s3://b/p/manifest.json",
-            "files": [{k: files[0][k] for k in ("name", "uri", "size", "sha256")}],
-        }
-    }
-
-
 def test_status_body_refuses_operator_fields() -> None:
     assert status_body({"progress": 3}) == {"status": {"progress": 3}}
     with pytest.raises(ValueError, match=r"\['phase'\]: the operator owns them"):
@@ -179,9 +178,6 @@ def test_a_full_worker_status_validates_against_the_crd_schema() -> None:
         progress_patch(ProgressEvent("publish", 1.0, 1.0, 0.0, False)),
         worker_patch(WorkerInfo("p", "n", "cpu", None, "pytorch3d")),
         metrics_patch({"psnr": 30.1, "faces": 10, "vertices": 7, "watertight": True, "gpuSeconds": 3.0}),
-        outputs_patch(
-            "s3://b/manifest.json", [{"name": "mesh.glb", "uri": "s3://b/mesh.glb", "size": 1, "sha256": "0" * 64}]
-        ),
     ):
         fields.update(patch)
     schema = to_json_schema(openapi_schema()["properties"]["status"])
