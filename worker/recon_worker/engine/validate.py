@@ -1,9 +1,9 @@
 """The validate stage: is the textured mesh sound, how well does it explain the views it never saw?
 
-Steps: load `texture/` -> repair -> decimate to `targetFaces` (so every figure describes the mesh that
-`export` writes) -> validity checks -> render the held-out views on a white background and compare
-(PSNR, SSIM, mask IoU) -> geometric metrics against the ground truth when the capture has one ->
-quality gates -> turntable previews.
+Steps: load `texture/` (already decimated to `targetFaces` by the texture stage, so every figure
+describes the mesh that `export` writes) -> repair -> validity checks -> render the held-out views on
+a white background and compare (PSNR, SSIM, mask IoU) -> geometric metrics against the ground truth
+when the capture has one -> quality gates -> turntable previews.
 
 Writes `validate/metrics.json` (`QualityMetrics`), `validate/mesh/` (the validated mesh: mesh.obj,
 mesh.mtl, texture.png) and `validate/previews/*.png`. Gates are judged here and enforced by the
@@ -22,7 +22,7 @@ from PIL import Image
 
 from recon_worker.capture import Capture, Intrinsics, Split
 from recon_worker.engine.cameras import make_cameras, scaled_intrinsics
-from recon_worker.engine.export import decimate, load_mesh, texture_image, uv_of, write_obj
+from recon_worker.engine.export import load_mesh, texture_image, uv_of, write_obj
 from recon_worker.engine.meshcheck import MeshChecks, check_mesh, repair_mesh
 from recon_worker.engine.metrics import (
     GateResult,
@@ -161,7 +161,8 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     textured = load_textured_mesh(ctx.workdir / "texture")
     texture_image(textured)  # fails early, naming what is missing
     mesh, repairs = repair_mesh(textured)
-    mesh, notes = decimate(mesh, ctx.settings.export.target_faces)
+    target = ctx.settings.export.target_faces
+    notes = [f"{len(mesh.faces)} faces exceed targetFaces {target}"] if len(mesh.faces) > target else []
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
     write_obj(mesh, out_dir / "mesh")
