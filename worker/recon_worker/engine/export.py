@@ -163,7 +163,7 @@ def run_export(ctx: StageContext) -> list[Path]:
         files=[p.relative_to(out_dir).as_posix() for p in written] + ["report.json", "report.html"],
         stage_seconds=ctx.stage_seconds,
         resumed_stages=ctx.resumed_stages,
-        gpu=gpu_telemetry(ctx.device),
+        gpu=gpu_telemetry(ctx.device, ctx.gpu_usage()),
     )
     written += write_report(report, out_dir)
     ctx.progress(1.0)

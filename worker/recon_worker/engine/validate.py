@@ -161,8 +161,8 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     textured = load_textured_mesh(ctx.workdir / "texture")
     texture_image(textured)  # fails early, naming what is missing
     mesh, repairs = repair_mesh(textured)
-    target = ctx.settings.export.target_faces
-    notes = [f"{len(mesh.faces)} faces exceed targetFaces {target}"] if len(mesh.faces) > target else []
+    bound = ctx.settings.export.target_faces
+    notes = [f"{len(mesh.faces)} faces exceed targetFaces {bound}"] if len(mesh.faces) > bound else []
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
     write_obj(mesh, out_dir / "mesh")
