@@ -187,7 +187,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
 
     geometry = None
     if capture.ground_truth is not None:
-        geometry = geometry_metrics(mesh, load_mesh(capture.ground_truth))
+        geometry = geometry_metrics(mesh, load_mesh(capture.ground_truth), device=str(renderer.device))
     ctx.progress(0.8)
 
     center = mesh.bounds.mean(axis=0)
