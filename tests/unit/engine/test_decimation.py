@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -69,3 +70,23 @@ def test_closed_manifold_problems_names_boundary_and_non_manifold_edges() -> Non
 def test_bad_bound_is_refused() -> None:
     with pytest.raises(ValueError, match="max_faces must be at least 4"):
         decimate(trimesh.creation.box(), 2)
+
+
+def test_tiny_loose_specks_are_dropped_and_said_but_real_parts_stay() -> None:
+    big = trimesh.creation.icosphere(5)
+    small = trimesh.creation.icosphere(3, radius=0.3).apply_translation((2.0, 0, 0))  # a real part (1,280 faces)
+    box = trimesh.creation.box((0.1, 0.1, 0.1))
+    stray = trimesh.Trimesh(box.vertices + np.array([3.0, 0, 0]), box.faces[2:])  # an open speck: a box missing a side
+    mesh = trimesh.util.concatenate([big, small, stray])
+    result = decimate(mesh, 4000)
+    assert result.method == "quadric" and len(result.mesh.faces) <= 4000
+    assert closed_manifold_problems(result.mesh) == []
+    assert result.mesh.body_count == 2  # both spheres kept
+    assert closed_manifold_problems(quadric(mesh, 4000)) == ["4 boundary edges"]  # the speck survives quadric
+    assert any("dropped 1 loose specks (10 faces)" in note for note in result.notes)
+
+
+def test_a_shape_that_falls_apart_is_not_passed_off_as_specks() -> None:
+    # The thin torus decimated to 300 faces is all small pieces: re-meshed, not reduced to its largest bit.
+    result = decimate(thin_torus(), 300)
+    assert result.method == "remesh"

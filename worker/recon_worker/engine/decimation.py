@@ -5,7 +5,8 @@ decimation (fast-simplification) alone can break a closed surface (thin parts co
 non-manifold edges and loose pieces) or stop short of the bound (thin slabs): both were kept
 silently before, so a preset's face bound did not hold. The strategy, cheapest first:
 
-1. `quadric`: quadric decimation to the bound; accepted when closed, manifold and within the bound.
+1. `quadric`: quadric decimation to the bound; accepted when closed, manifold and within the bound,
+   if need be after dropping the tiny loose specks it pinches off thin parts (a few faces each).
 2. `remesh`: the surface is voxelised (dense surface samples mark voxels, a flood fill marks the
    inside) on a grid sized to the bound, marching cubes extracts a closed surface, quadric
    decimation takes it to the bound (checked the same way); the grid is coarsened until it works.
@@ -34,6 +35,8 @@ _MAX_GRID = 256  # voxels along the longest side of the remesh grid (bounds its 
 _MIN_GRID = 12
 _REMESH_ATTEMPTS = 6
 _COARSEN = 1.5  # pitch factor between remesh attempts
+_SPECK_FACES = 50  # loose pieces below this many faces (and 0.5 % of the mesh) are decimation debris
+_SPECK_SHARE = 0.02  # ... as long as they hold at most this share of the faces together
 
 
 @dataclass
@@ -87,6 +90,26 @@ def _clean(verts: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
     if len(mesh.faces) and mesh.is_watertight:
         trimesh.repair.fix_normals(mesh)
     return mesh
+
+
+def drop_specks(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, int, int]:
+    """`mesh` without connected pieces smaller than `_SPECK_FACES` faces and 0.5 % of all faces.
+
+    Nothing is dropped when those pieces hold more than `_SPECK_SHARE` of the faces together.
+    Returns the mesh, the number of pieces dropped and their faces. Real parts (a cup of a tea set,
+    a leg) are far larger than that and stay.
+    """
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    sizes = np.bincount(labels)
+    small = sizes < max(_SPECK_FACES, 0.005 * len(mesh.faces))
+    # Specks are debris only while they are a sliver of the mesh: more means the shape fell apart.
+    if not small.any() or sizes[small].sum() > _SPECK_SHARE * len(mesh.faces):
+        return mesh, 0, 0
+    keep = ~small[labels]
+    out = mesh.copy()
+    out.update_faces(keep)
+    out.remove_unreferenced_vertices()
+    return out, int(small.sum()), int((~keep).sum())
 
 
 def quadric(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
@@ -144,11 +167,22 @@ def decimate(mesh: trimesh.Trimesh, max_faces: int, *, what: str = "mesh") -> De
         return Decimation(mesh, "none", before)
     notes: list[str] = []
     simplified = quadric(mesh, max_faces)
+    done = [f"quadric decimation {before} -> {len(simplified.faces)}"]
     problems = closed_manifold_problems(simplified)
+    if problems:
+        # Quadric decimation often leaves a few specks (loose faces pinched off thin parts): dropping them
+        # is a repair when they are tiny, and the rest is judged again.
+        cleaned, specks, speck_faces = drop_specks(simplified)
+        if specks and not closed_manifold_problems(cleaned):
+            simplified, problems = cleaned, []
+            done.append(f"dropped {specks} loose specks ({speck_faces} faces) it left")
     if len(simplified.faces) > max_faces:
         problems.append(f"stopped at {len(simplified.faces)} faces")
     if not problems:
-        return Decimation(simplified, "quadric", before, [f"quadric decimation {before} -> {len(simplified.faces)}"])
+        result = Decimation(simplified, "quadric", before, done)
+        if len(done) > 1:
+            log.info("decimation of %s: %s", what, "; ".join(done))
+        return result
     notes.append(f"quadric decimation of {what} to {max_faces} faces failed ({'; '.join(problems)})")
 
     extent = float((mesh.bounds[1] - mesh.bounds[0]).max())
