@@ -344,6 +344,9 @@ def section(records: list[dict[str, Any]]) -> str:
     )
     smooth = [r for r in records if r.get("kind", "smooth") == "smooth"]
     hard = [r for r in records if r.get("kind") == "hard"]
+    measured = {(r["object"], r["condition"]) for r in hard if "error" not in r}
+    missing = [f"{o} {c}" for o, c in SUITES["hard"] if (o, c) not in measured]
+    not_yet = f"\n\nNot measured yet: {', '.join(missing)}." if missing else ""
     hard_part = (
         f"""
 ### Hard objects
@@ -354,7 +357,7 @@ textures and metallic/roughness highlights, scale normalised; the Chamfer ground
 (open) surface. `clean`: 100 views + 20 held out, 512²; `clean-high`: the same capture, high preset;
 `nerf-800`: NeRF-synthetic's layout, 100 train + 200 test views at 800². Targets (issue 10): standard
 ≥32 dB, ≤0.15 %, F≥0.95, ≤30 s; high better than standard in ≤180 s; IoU ≥0.99, watertight and manifold,
-peak GPU ≤12 GB. Rows marked with an engine in brackets time that engine on the same captures.
+peak GPU ≤12 GB. Rows marked with an engine in brackets time that engine on the same captures.{not_yet}
 
 {markdown_table(hard)}"""
         if hard
