@@ -133,7 +133,8 @@ def run_case(obj: str, cond: Condition, device: str, scratch: Path) -> dict[str,
     from recon_worker.runner import execute
     from recon_worker.task import TaskDocument
 
-    capture = scratch / f"{obj}-{cond.name}" / "capture"
+    # Conditions that differ only in the preset (clean, clean-high) share one capture.
+    capture = scratch / f"{obj}-{cond.views}v{cond.test_views}t{cond.resolution}px-k{cond.specular:g}" / "capture"
     output = scratch / f"{obj}-{cond.name}" / "output"
     if not capture.exists():
         options = SynthOptions(

@@ -113,3 +113,34 @@ def test_texture_decimates_to_the_export_bound_first(tmp_path: Path) -> None:
     assert timings["faces"] <= 300
     assert timings["decimation"]["method"] == "quadric"  # type: ignore[index]
     assert len(load_textured_mesh(tmp_path / "texture").faces) <= 300
+
+
+def test_bake_memory_does_not_grow_with_the_number_of_views(tmp_path: Path) -> None:
+    """Counted, not timed: the largest tensor the bake creates is the same for 4 and for 16 views."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from recon_worker.engine.texture import bake_texture, unwrap
+
+    class LargestTensor(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            for value in tree_flatten(out)[0]:
+                if isinstance(value, torch.Tensor):
+                    self.numel = max(self.numel, value.numel())
+            return out
+
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    unwrapped = unwrap(mesh, 32)
+    normals = np.asarray(mesh.vertex_normals)[unwrapped.source_index]
+    largest = []
+    for views in (4, 16):
+        capture = load_capture(write_sphere_capture(tmp_path / f"v{views}", views=views, size=24, radius=0.5))
+        with LargestTensor() as counter:
+            bake_texture(unwrapped, normals, capture, get_renderer("cpu"), 32, views_per_batch=4)
+        largest.append(counter.numel)
+    assert largest[0] == largest[1]

@@ -236,7 +236,7 @@ def write_textured_mesh(folder: Path, unwrapped: UnwrappedMesh, texture: np.ndar
 
     folder.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.round(texture * 255).astype(np.uint8), "RGB")
-    image.save(folder / TEXTURE_NAME)
+    image.save(folder / TEXTURE_NAME, compress_level=1)  # an intermediate file: fast over small
     material = trimesh.visual.material.SimpleMaterial(image=image, name="textured")
     visual = trimesh.visual.TextureVisuals(uv=unwrapped.uv, material=material)
     mesh = trimesh.Trimesh(unwrapped.verts, unwrapped.faces, visual=visual, process=False)

@@ -165,7 +165,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     notes = [f"{len(mesh.faces)} faces exceed targetFaces {bound}"] if len(mesh.faces) > bound else []
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
-    write_obj(mesh, out_dir / "mesh")
+    write_obj(mesh, out_dir / "mesh", png_compression=1)  # read back by export only
     ctx.progress(0.2)
 
     renderer = get_renderer(ctx.device, ctx.renderer)
@@ -174,15 +174,22 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     indices = capture.indices(split)
     views: list[ViewMetrics] = []
     if indices:
-        captured = capture.load_images(split)  # [N, H, W, 4]
-        rgb, alpha = render_views(renderer, tensors, capture.intrinsics, capture.poses(split))
-        ctx.check_cancelled()
-        names = [capture.frames[i].image for i in indices]
-        views = view_metrics(names, rgb, alpha, captured, device=str(renderer.device))
-        for n, k in enumerate(np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int)):
-            target = over_white(captured[k])
-            strip = np.concatenate([target, rgb[k], error_map(rgb[k], target).astype(np.float32) / 255.0], axis=1)
-            to_png(strip).save(previews / f"heldout_{n:02d}.png")
+        compared = np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int).tolist()
+        poses = capture.poses(split)
+        # Streamed a batch at a time: memory holds one batch of views, whatever their number.
+        for start in range(0, len(indices), _RENDER_BATCH):
+            chunk = indices[start : start + _RENDER_BATCH]
+            captured = np.stack([capture.load_view(i) for i in chunk]).astype(np.float32) / 255.0  # [B, H, W, 4]
+            rgb, alpha = render_views(renderer, tensors, capture.intrinsics, poses[start : start + _RENDER_BATCH])
+            ctx.check_cancelled()
+            names = [capture.frames[i].image for i in chunk]
+            views += view_metrics(names, rgb, alpha, captured, device=str(renderer.device))
+            for b in range(len(chunk)):
+                if start + b in compared:
+                    target = over_white(captured[b])
+                    error = error_map(rgb[b], target).astype(np.float32) / 255.0
+                    strip = np.concatenate([target, rgb[b], error], axis=1)
+                    to_png(strip).save(previews / f"heldout_{compared.index(start + b):02d}.png")
     ctx.progress(0.6)
 
     geometry = None
