@@ -12,8 +12,10 @@ runtime before publishing (`recon_worker.publish.check_gates`), so a failed run 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -148,6 +150,19 @@ def to_png(image: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
 
 
+def decimation_notes(workdir: Path) -> list[str]:
+    """What refine's and texture's decimations did (from their info.json), for the report's repairs list."""
+    notes = []
+    for stage in ("refine", "texture"):
+        info = workdir / stage / "info.json"
+        if not info.exists():
+            continue
+        decimation = json.loads(info.read_text()).get("decimation") or {}
+        if decimation.get("method") not in (None, "none"):
+            notes.append(f"{stage} decimation ({decimation['method']}): " + "; ".join(decimation.get("notes", [])))
+    return notes
+
+
 # --------------------------------------------------------------------------------------------------
 # The stage
 
@@ -163,6 +178,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     mesh, repairs = repair_mesh(textured)
     bound = ctx.settings.export.target_faces
     notes = [f"{len(mesh.faces)} faces exceed targetFaces {bound}"] if len(mesh.faces) > bound else []
+    notes += decimation_notes(ctx.workdir)
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
     write_obj(mesh, out_dir / "mesh", png_compression=1)  # read back by export only
