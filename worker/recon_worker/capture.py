@@ -57,6 +57,18 @@ class Capture:
             np.stack([self.frames[i].c2w for i in self.indices(split)]) if self.indices(split) else np.zeros((0, 4, 4))
         )
 
+    def load_view(self, index: int) -> np.ndarray:
+        """[H, W, 4] uint8 RGBA of frame `index` as stored (alpha is the mask), decoded now, not kept."""
+        from PIL import Image
+
+        frame = self.frames[index]
+        with Image.open(self.root / frame.image) as im:
+            rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+        if frame.mask is not None:
+            with Image.open(self.root / frame.mask) as m:
+                rgba[..., 3] = np.asarray(m.convert("L"), dtype=np.uint8)
+        return rgba
+
     def load_images(self, split: Split) -> np.ndarray:
         """[N, H, W, 4] float32 RGBA in [0, 1] of one split (alpha is the mask)."""
         from PIL import Image

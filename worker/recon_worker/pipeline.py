@@ -36,6 +36,7 @@ from recon_worker.capture_checks import (
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
 from recon_worker.errors import ExitCode, InputsInvalid, outcome_of
 from recon_worker.gpu import DeviceChoice
+from recon_worker.gpu_usage import GpuSampler, per_stage
 from recon_worker.progress import ProgressTracker
 from recon_worker.publish import (
     MANIFEST,
@@ -107,6 +108,7 @@ class Pipeline:
     limits: CaptureLimits = field(default_factory=lambda: CaptureLimits())
     use_checkpoints: bool = True
     _started: float = 0.0
+    _spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> monotonic start, end
 
     def run(self) -> RunResult:
         self._started = time.monotonic()
@@ -132,7 +134,14 @@ class Pipeline:
                 check_cancelled=self.cancel.check,
             )
             ctx.stage_seconds["fetch"] = fetch_seconds
-            self._run_engine(ctx, checkpoints)
+            sampler = GpuSampler() if self.device.device == "cuda" else None
+            if sampler is not None and sampler.start():
+                ctx.gpu_usage = lambda: per_stage(list(sampler.samples), dict(self._spans))
+            try:
+                self._run_engine(ctx, checkpoints)
+            finally:
+                if sampler is not None:
+                    sampler.stop()
             metrics = self._metrics(ctx)
             self.cancel.check()
             self.tracker.start("publish")
@@ -188,8 +197,11 @@ class Pipeline:
             self.cancel.check()
             self.tracker.start(stage)
             started = time.monotonic()
+            self._spans[stage] = (started, math.inf)  # open until it ends (export reports while it runs)
             self.engine[stage](ctx)
-            ctx.stage_seconds[stage] = round(time.monotonic() - started, 3)
+            ended = time.monotonic()
+            self._spans[stage] = (started, ended)
+            ctx.stage_seconds[stage] = round(ended - started, 3)
             self.cancel.check()
             if checkpoints is not None:
                 checkpoints.save(stage, ctx.stage_dir(stage))

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from recon_worker.capture import Capture
 from recon_worker.presets import QualitySettings
@@ -48,6 +48,8 @@ class StageContext:
     # Stages restored from a checkpoint instead of run (for the report).
     resumed_stages: list[str] = field(default_factory=list)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("recon_worker"))
+    # GPU utilisation per stage sampled so far (StageGpuUse by stage name; empty on the CPU), for the report.
+    gpu_usage: Callable[[], dict[str, Any]] = lambda: {}
 
     def stage_dir(self, stage: StageName) -> Path:
         path = self.workdir / stage

@@ -1,4 +1,4 @@
-"""Export writers and texture-preserving decimation of `engine.export`, on the public-domain spot mesh."""
+"""Export writers of `engine.export`, on the public-domain spot mesh."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from recon_worker.engine.export import decimate, export_mesh, load_mesh, load_result_mesh, texture_image, uv_of
+from recon_worker.engine.export import export_mesh, load_mesh, load_result_mesh, texture_image, uv_of
 from recon_worker.engine.meshcheck import check_mesh
-from recon_worker.engine.metrics import geometry_metrics
 from tests.conftest import MESHES
 
 
@@ -59,28 +58,6 @@ def test_only_requested_formats_are_written(spot: trimesh.Trimesh, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.ply"]
     with pytest.raises(ValueError, match="unknown export format 'fbx'"):
         export_mesh(spot, tmp_path, ["fbx"])
-
-
-def test_small_mesh_is_not_decimated(spot: trimesh.Trimesh) -> None:
-    same, notes = decimate(spot, target_faces=len(spot.faces))
-    assert same is spot and notes == []
-
-
-@pytest.mark.slow
-def test_decimation_keeps_shape_validity_and_texture(spot: trimesh.Trimesh, tmp_path: Path) -> None:
-    small, notes = decimate(spot, target_faces=1500)
-    assert len(small.faces) <= 1500 and notes and "decimated" in notes[0]
-    checks = check_mesh(small)
-    assert checks.valid, checks.problems()
-    geometry = geometry_metrics(small, spot, samples=20_000)
-    assert geometry.chamfer_l1 < 0.1 and geometry.fscore > 0.95
-    # The re-baked texture carries the same colours over the surface.
-    np.testing.assert_allclose(mean_texture_color(small), mean_texture_color(spot), atol=6.0)
-
-    export_mesh(small, tmp_path, ["glb"])
-    glb = trimesh.load(tmp_path / "mesh.glb", force="mesh", process=False)
-    assert len(glb.faces) <= 1500 and glb.visual.uv is not None
-    assert np.asarray(glb.visual.material.baseColorTexture).std() > 10  # a real picture, not a flat fill
 
 
 def test_mesh_without_texture_is_refused_with_a_reason(tmp_path: Path) -> None:

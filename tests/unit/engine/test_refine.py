@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from recon_worker.capture import load_capture
-from recon_worker.engine.refine import TrainingViews, decimate, refine_mesh, uniform_laplacian
+from recon_worker.engine.refine import TrainingViews, refine_mesh, uniform_laplacian
 from recon_worker.engine.render import get_renderer
 from recon_worker.presets import RefinementSettings
 from tests.unit.engine.synthetic_sphere import write_sphere_capture
@@ -53,12 +53,6 @@ def test_cancellation_is_checked_between_iterations(views: TrainingViews) -> Non
     settings = RefinementSettings(iterations=10, render_resolution=48, batch_views=2, max_faces=1000)
     with pytest.raises(Stop):
         refine_mesh(trimesh.creation.icosphere(1, 0.5), views, get_renderer("cpu"), settings, check_cancelled=check)
-
-
-def test_decimation_keeps_a_closed_mesh_under_the_budget() -> None:
-    mesh = trimesh.creation.icosphere(subdivisions=4)
-    small = decimate(mesh, 1000)
-    assert len(small.faces) <= 1000 and small.is_watertight
 
 
 def test_uniform_laplacian_vanishes_on_a_plane_interior() -> None:

@@ -73,3 +73,74 @@ def test_engine_stages_write_the_documented_files(tmp_path: Path, backend: str) 
     ):
         assert (work / name).is_file(), name
     assert trimesh.load(work / "refine" / "refined.ply").is_watertight
+
+
+def test_the_per_face_atlas_bakes_the_photographed_colour_without_overlaps(tmp_path: Path) -> None:
+    from recon_worker.engine.texture import bake_texture, face_atlas
+
+    capture = load_capture(write_sphere_capture(tmp_path / "cap", views=8, size=48, radius=0.5, color=COLOR))
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    unwrapped = face_atlas(mesh, 64)
+    assert unwrapped.faces.shape == mesh.faces.shape and len(unwrapped.verts) == 3 * len(mesh.faces)
+    np.testing.assert_array_equal(unwrapped.verts, mesh.vertices[mesh.faces.ravel()])
+    assert unwrapped.uv.min() >= 0 and unwrapped.uv.max() <= 1
+    # No two faces overlap in UV space: the atlas' area equals the sum of the faces' areas.
+    tri = unwrapped.uv[unwrapped.faces]  # [F, 3, 2]
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    areas = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    assert np.all(areas > 0)
+    # Count, on a fine grid, how many faces cover each point: never more than one.
+    side = 512
+    centres = (np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2) + 0.5) / side
+    cover = np.zeros(len(centres), dtype=np.int64)
+    for a, b, c in tri:
+        d = (b[1] - c[1]) * (a[0] - c[0]) + (c[0] - b[0]) * (a[1] - c[1])
+        w0 = ((b[1] - c[1]) * (centres[:, 0] - c[0]) + (c[0] - b[0]) * (centres[:, 1] - c[1])) / d
+        w1 = ((c[1] - a[1]) * (centres[:, 0] - c[0]) + (a[0] - c[0]) * (centres[:, 1] - c[1])) / d
+        cover += (w0 >= 0) & (w1 >= 0) & (1 - w0 - w1 >= 0)
+    assert cover.max() == 1
+    assert cover.sum() / side**2 == pytest.approx(areas.sum(), rel=0.05)
+    normals = np.asarray(mesh.vertex_normals)[unwrapped.source_index]
+    texture = bake_texture(unwrapped, normals, capture, get_renderer("cpu"), 64)
+    np.testing.assert_allclose(texture.reshape(-1, 3).mean(axis=0), COLOR, atol=0.02)
+    assert np.abs(texture - COLOR).max() < 0.1
+
+
+def test_texture_decimates_to_the_export_bound_first(tmp_path: Path) -> None:
+    capture = load_capture(write_sphere_capture(tmp_path / "cap", views=4, size=32, radius=0.5, color=COLOR))
+    mesh = trimesh.creation.icosphere(subdivisions=3, radius=0.5)  # 1,280 faces
+    timings = texture_mesh(mesh, capture, get_renderer("cpu"), 32, tmp_path / "texture", max_faces=300)
+    assert timings["faces"] <= 300
+    assert timings["decimation"]["method"] == "quadric"  # type: ignore[index]
+    assert len(load_textured_mesh(tmp_path / "texture").faces) <= 300
+
+
+def test_bake_memory_does_not_grow_with_the_number_of_views(tmp_path: Path) -> None:
+    """Counted, not timed: the largest tensor the bake creates is the same for 4 and for 16 views."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from recon_worker.engine.texture import bake_texture, unwrap
+
+    class LargestTensor(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            for value in tree_flatten(out)[0]:
+                if isinstance(value, torch.Tensor):
+                    self.numel = max(self.numel, value.numel())
+            return out
+
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    unwrapped = unwrap(mesh, 32)
+    normals = np.asarray(mesh.vertex_normals)[unwrapped.source_index]
+    largest = []
+    for views in (4, 16):
+        capture = load_capture(write_sphere_capture(tmp_path / f"v{views}", views=views, size=24, radius=0.5))
+        with LargestTensor() as counter:
+            bake_texture(unwrapped, normals, capture, get_renderer("cpu"), 32, views_per_batch=4)
+        largest.append(counter.numel)
+    assert largest[0] == largest[1]

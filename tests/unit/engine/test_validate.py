@@ -205,3 +205,18 @@ def test_turntable_cameras_look_at_the_centre_from_the_given_distance() -> None:
         assert np.allclose(forward, (center - eye) / 3.0)
         assert np.allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3))
         assert pose[:3, 1][1] > 0.9  # upright
+
+
+def test_decimation_fallbacks_reach_the_reported_repairs(tmp_path: Path) -> None:
+    import json
+
+    from recon_worker.engine.validate import decimation_notes
+
+    (tmp_path / "refine").mkdir()
+    (tmp_path / "texture").mkdir()
+    fallback = {"method": "remesh", "notes": ["quadric decimation of the coarse mesh to 20000 faces failed (x)"]}
+    (tmp_path / "refine" / "info.json").write_text(json.dumps({"decimation": fallback}))
+    (tmp_path / "texture" / "info.json").write_text(json.dumps({"decimation": {"method": "none", "notes": []}}))
+    assert decimation_notes(tmp_path) == [
+        "refine decimation (remesh): quadric decimation of the coarse mesh to 20000 faces failed (x)"
+    ]

@@ -1,10 +1,7 @@
 """Export: the textured mesh as GLB, OBJ (+ MTL + PNG) and PLY, at most `targetFaces` faces.
 
-Decimation keeps the texture by re-unwrapping the simplified surface (xatlas, with the texture stage's
-`unwrap`) and re-baking its texture from the full-resolution one: every texel of the new atlas takes
-the colour of the nearest point of the original textured surface. Quadric decimation
-(fast-simplification, through trimesh) can break a closed surface; the result is re-checked and
-repaired, and the original mesh is kept when the decimated one stays broken.
+The face bound is met upstream: the texture stage decimates to `targetFaces` (`engine.decimation`)
+before it unwraps and bakes, so export writes the mesh validate measured, unchanged.
 
 File names are fixed by the output contract: mesh.glb, mesh.obj, mesh.mtl, texture.png, mesh.ply.
 """
@@ -19,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
-from PIL import Image, ImageDraw
-from scipy import ndimage
+from PIL import Image
 
-from recon_worker.engine.meshcheck import check_mesh, repair_mesh, welded
-from recon_worker.engine.metrics import QualityMetrics, SurfaceSamples
+from recon_worker.engine.meshcheck import welded
+from recon_worker.engine.metrics import QualityMetrics
 from recon_worker.engine.report import CaptureSummary, build_report, gpu_telemetry, write_report
 from recon_worker.stage import StageContext
 
@@ -80,93 +76,6 @@ def textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, image: Ima
 
 
 # --------------------------------------------------------------------------------------------------
-# Decimation
-
-
-def _rasterize_atlas(uv: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which face covers each texel of a `size`^2 atlas, and the texel's barycentric coordinates.
-
-    Returns face ids [S, S] (-1 where none) and barycentrics [S, S, 3]. Row 0 is the top of the image
-    (v = 1), as in the PNG written next to an OBJ.
-    """
-    ids = Image.new("I", (size, size), 0)
-    draw = ImageDraw.Draw(ids)
-    corners = np.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], axis=1)[faces]  # [F, 3, 2] pixels
-    for index, triangle in enumerate(corners):
-        draw.polygon([tuple(p) for p in triangle], fill=index + 1)
-    face_id = np.asarray(ids, dtype=np.int64) - 1  # [S, S]
-    rows, cols = np.nonzero(face_id >= 0)
-    tri = corners[face_id[rows, cols]]  # [N, 3, 2]
-    centres = np.stack([cols + 0.5, rows + 0.5], axis=1)  # [N, 2]
-    # Barycentrics of texel centres; PIL's polygon edges include border texels, hence the clamp.
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    v0, v1, v2 = b - a, c - a, centres - a
-    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    den = np.where(np.abs(den) < 1e-12, 1e-12, den)
-    w1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
-    w2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
-    bary = np.clip(np.stack([1 - w1 - w2, w1, w2], axis=1), 0.0, 1.0)
-    bary /= bary.sum(axis=1, keepdims=True)
-    barycentric = np.zeros((size, size, 3))
-    barycentric[rows, cols] = bary
-    return face_id, barycentric
-
-
-def bake_texture(
-    source: trimesh.Trimesh, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, size: int
-) -> Image.Image:
-    """Texture [size, size] for (`vertices`, `faces`, `uv`) from the nearest colours of textured `source`."""
-    face_id, bary = _rasterize_atlas(uv, faces, size)
-    covered = face_id >= 0
-    positions = np.einsum("nk,nkd->nd", bary[covered], vertices[faces[face_id[covered]]])  # [N, 3]
-
-    samples = SurfaceSamples(source, max(200_000, 20 * len(source.faces)), seed=0)
-    _, src_face, points = samples.closest_points(positions, exact=False)
-    src_bary = trimesh.triangles.points_to_barycentric(source.triangles[src_face], points)
-    src_bary = np.clip(np.nan_to_num(src_bary), 0.0, 1.0)
-    src_bary /= np.maximum(src_bary.sum(axis=1, keepdims=True), 1e-12)
-    src_uv = np.einsum("nk,nkd->nd", src_bary, uv_of(source)[np.asarray(source.faces)[src_face]])
-
-    image = np.asarray(texture_image(source), dtype=np.float32)  # [Ht, Wt, 3], row 0 = top (v = 1)
-    ht, wt = image.shape[:2]
-    px = np.mod(src_uv[:, 0], 1.0) * wt - 0.5
-    py = (1.0 - np.mod(src_uv[:, 1], 1.0)) * ht - 0.5
-    colors = np.stack([ndimage.map_coordinates(image[..., c], [py, px], order=1, mode="nearest") for c in range(3)], 1)
-
-    baked = np.zeros((size, size, 3), dtype=np.float32)
-    baked[covered] = colors
-    # Fill the gutters with the nearest covered texel so bilinear lookups at chart edges stay clean.
-    _, (iy, ix) = ndimage.distance_transform_edt(~covered, return_indices=True)
-    baked = baked[iy, ix]
-    return Image.fromarray(np.clip(baked + 0.5, 0, 255).astype(np.uint8), "RGB")
-
-
-def decimate(mesh: trimesh.Trimesh, target_faces: int) -> tuple[trimesh.Trimesh, list[str]]:
-    """`mesh` simplified to at most `target_faces` faces with its texture re-baked; notes say what happened.
-
-    Meshes already small enough are returned unchanged. A decimated mesh that is not closed and
-    manifold after repair is discarded: the original is returned with a note (validity first).
-    """
-    if len(mesh.faces) <= target_faces:
-        return mesh, []
-    from recon_worker.engine.texture import unwrap
-
-    geometry, _ = welded(mesh)
-    simplified = geometry.simplify_quadric_decimation(face_count=target_faces)
-    simplified = trimesh.Trimesh(simplified.vertices, simplified.faces, process=False)
-    simplified, repairs = repair_mesh(simplified)
-    checks = check_mesh(simplified)
-    if not (checks.watertight and checks.manifold) or len(simplified.faces) > target_faces:
-        problems = "; ".join(checks.problems()) or f"{len(simplified.faces)} faces"
-        return mesh, [f"decimation to {target_faces} faces gave an invalid mesh ({problems}); kept the original"]
-    size = max(texture_image(mesh).size)
-    atlas = unwrap(simplified, size)  # the texture stage's unwrap: same charts, packing and gutters
-    image = bake_texture(mesh, atlas.verts, atlas.faces, atlas.uv, size)
-    notes = [f"decimated {len(mesh.faces)} -> {len(atlas.faces)} faces, texture re-baked at {size}px", *repairs]
-    return textured(atlas.verts, atlas.faces, atlas.uv, image), notes
-
-
-# --------------------------------------------------------------------------------------------------
 # Writers
 
 
@@ -192,8 +101,12 @@ def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
     out.export(str(path), file_type="glb", include_normals=True)
 
 
-def write_obj(mesh: trimesh.Trimesh, folder: Path) -> None:
-    """mesh.obj + mesh.mtl + texture.png in `folder` (the MTL names the texture by that fixed name)."""
+def write_obj(mesh: trimesh.Trimesh, folder: Path, *, png_compression: int = 6) -> None:
+    """mesh.obj + mesh.mtl + texture.png in `folder` (the MTL names the texture by that fixed name).
+
+    `png_compression` (zlib level 0-9): intermediate files between stages use 1 (a 2048² texture saves
+    several times faster, for a larger file nobody downloads).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     out = textured(np.asarray(mesh.vertices), np.asarray(mesh.faces), uv_of(mesh), texture_image(mesh))
     text, _ = trimesh.exchange.obj.export_obj(
@@ -203,7 +116,7 @@ def write_obj(mesh: trimesh.Trimesh, folder: Path) -> None:
     (folder / "mesh.mtl").write_text(
         f"newmtl {_MATERIAL_NAME}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nillum 1\nmap_Kd texture.png\n"
     )
-    texture_image(mesh).save(folder / "texture.png", optimize=False)
+    texture_image(mesh).save(folder / "texture.png", optimize=False, compress_level=png_compression)
 
 
 def write_ply(mesh: trimesh.Trimesh, path: Path) -> None:
@@ -278,7 +191,7 @@ def run_export(ctx: StageContext) -> list[Path]:
         stage_seconds={**ctx.stage_seconds, "export": round(time.monotonic() - started, 3)},
         resumed_stages=ctx.resumed_stages,
         refinement_losses=refinement_losses(ctx.workdir / "refine" / "info.json"),
-        gpu=gpu_telemetry(ctx.device),
+        gpu=gpu_telemetry(ctx.device, ctx.gpu_usage()),
     )
     written += write_report(report, out_dir)
     ctx.progress(1.0)

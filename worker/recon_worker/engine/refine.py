@@ -2,9 +2,10 @@
 
 Representation and why:
 
-- Geometry is the coarse mesh (decimated to `max_faces`) plus per-vertex offsets, regularised by a
-  uniform Laplacian whose weight decays over the run: cheap on both backends, keeps the mesh closed
-  and manifold (the topology never changes), and measured enough to pull the hull into concavities.
+- Geometry is the coarse mesh (decimated to `max_faces` by `engine.decimation`: valid, or re-meshed) plus
+  per-vertex offsets, regularised by a uniform Laplacian whose weight decays over the run: cheap on
+  both backends, keeps the mesh closed and manifold (the topology never changes), and measured enough
+  to pull the hull into concavities.
 - Appearance is a per-vertex base colour plus a per-vertex linear function of the viewing direction
   (degree-1 spherical harmonics), so broad view-dependent shading (highlights) has somewhere to go
   other than into the geometry. The texture stage bakes the final texture from the photos.
@@ -32,6 +33,7 @@ import trimesh
 
 from recon_worker.capture import Capture
 from recon_worker.engine.cameras import Cameras, make_cameras, scaled_intrinsics
+from recon_worker.engine.decimation import decimate
 from recon_worker.engine.render.base import Renderer
 from recon_worker.presets import RefinementSettings
 from recon_worker.stage import StageContext
@@ -65,6 +67,7 @@ class RefineResult:
     colors: np.ndarray  # [V, 3] base (view-independent) colour
     view_dependence: np.ndarray  # [V, 3, 3] colour change per unit of viewing direction (x, y, z)
     losses: list[tuple[int, float]] = field(default_factory=list)  # (iteration, total loss) samples
+    decimation: dict[str, object] = field(default_factory=dict)  # Decimation.summary() of the coarse mesh
     seconds: float = 0.0
 
 
@@ -74,22 +77,6 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
     if not isinstance(mesh, trimesh.Trimesh):
         raise ValueError(f"{path}: expected a triangle mesh, got {type(mesh).__name__}")
     return mesh
-
-
-def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
-    """Quadric decimation to at most `max_faces` faces, keeping the mesh closed (else the input)."""
-    import fast_simplification
-
-    if len(mesh.faces) <= max_faces:
-        return mesh
-    verts, faces = fast_simplification.simplify(
-        np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), 1.0 - max_faces / len(mesh.faces)
-    )
-    out = trimesh.Trimesh(verts, faces, process=True)
-    pieces = out.split(only_watertight=False)
-    if len(pieces) > 1:
-        out = max(pieces, key=lambda piece: len(piece.faces))
-    return out if out.is_watertight else mesh
 
 
 def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
@@ -129,7 +116,8 @@ def refine_mesh(
     """Optimise `mesh` (closed, world coordinates) against `views`; see the module docstring."""
     start = time.perf_counter()
     device = renderer.device
-    mesh = decimate(mesh, settings.max_faces)
+    decimation = decimate(mesh, settings.max_faces, what="the coarse mesh")
+    mesh = decimation.mesh
     verts0 = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
     faces = torch.tensor(np.asarray(mesh.faces), dtype=torch.int32, device=device)
     num_verts = verts0.shape[0]
@@ -216,6 +204,7 @@ def refine_mesh(
         colors=colors.detach().clamp(0, 1).cpu().numpy(),
         view_dependence=view_dep.detach().cpu().numpy(),
         losses=losses,
+        decimation=decimation.summary(),
         seconds=time.perf_counter() - start,
     )
 
@@ -243,6 +232,7 @@ def run_refine(ctx: StageContext) -> None:
         "renderResolution": list(views.cameras.resolution),
         "batchViews": settings.batch_views,
         "faces": len(result.faces),
+        "decimation": result.decimation,
         "losses": result.losses,
         "seconds": result.seconds,
     }

@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from recon_worker import __version__
 from recon_worker.engine.metrics import QualityMetrics
+from recon_worker.gpu_usage import StageGpuUse
 from recon_worker.presets import QualitySettings
 from recon_worker.stage import STAGES
 
@@ -56,6 +57,9 @@ class GpuTelemetry(_Model):
     process_memory_gb: float | None = Field(None, description="NVML: memory this process holds now (context too).")
     utilization_mean_percent: float | None = Field(None, description="NVML samples the driver kept (recent seconds).")
     utilization_max_percent: float | None = None
+    stages: dict[str, StageGpuUse] = Field(
+        default_factory=dict, description="NVML samples per stage (recon_worker.gpu_usage), stages run so far."
+    )
 
 
 class Report(_Model):
@@ -98,8 +102,11 @@ def software_versions() -> dict[str, str | None]:
     return versions
 
 
-def gpu_telemetry(device: str) -> GpuTelemetry:
-    """Peak memory from PyTorch and what NVML knows of this process's GPU; empty on the CPU."""
+def gpu_telemetry(device: str, stages: dict[str, StageGpuUse] | None = None) -> GpuTelemetry:
+    """Peak memory from PyTorch and what NVML knows of this process's GPU; empty on the CPU.
+
+    `stages`: the utilisation per stage the pipeline sampled (`recon_worker.gpu_usage.per_stage`).
+    """
     import torch
 
     if not device.startswith("cuda") or not torch.cuda.is_available():
@@ -110,6 +117,7 @@ def gpu_telemetry(device: str) -> GpuTelemetry:
         total_memory_gb=torch.cuda.get_device_properties(index).total_memory / GB,
         peak_memory_allocated_gb=torch.cuda.max_memory_allocated(index) / GB,
         peak_memory_reserved_gb=torch.cuda.max_memory_reserved(index) / GB,
+        stages=stages or {},
     )
     try:
         import pynvml

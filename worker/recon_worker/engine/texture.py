@@ -1,13 +1,25 @@
-"""Texture: UV-unwrap the refined mesh (xatlas) and bake a texture map from the training photos.
+"""Texture: decimate to the export bound, UV-unwrap, and bake a texture map from the training photos.
 
-Baking is projective, so it costs a handful of rasterizations whichever backend runs it:
+The refined mesh is first decimated to `export.targetFaces` (`engine.decimation`: valid, or re-meshed
+with a logged fallback), so the mesh textured here is the one validate measures and export writes:
+nothing downstream decimates again or re-bakes.
+
+Unwrapping: xatlas charts up to `XATLAS_MAX_FACES` faces (a few seconds on one core; xatlas on 215k
+faces took 105-204 s); above, a per-face atlas: faces in Morton order of their centroids, two per
+square cell, so neighbouring cells hold neighbouring surface. It is O(faces) and instant; at that many
+faces a face covers about as many texels as it covers pixels in a view, so the charts gain nothing.
+
+Baking is projective and streams the views (memory: the atlas plus one batch of views, whatever the
+number of views), in two passes over the training views:
 
 1. rasterize the mesh in UV space: each texel gets its surface point and normal;
 2. for each view, a depth map of the mesh says which texels the camera sees; those texels sample the
    photo (bilinear) with a weight favouring frontal views (cos^4 of the viewing angle);
-3. per texel, samples brighter than the weighted median by more than `HIGHLIGHT_MARGIN` are dropped
-   (specular highlights are additive brightening seen from a few directions), the rest averaged;
-4. texels no view saw, and the gutter around every chart, are filled by dilation from their
+   pass 1 builds each texel's weighted histogram of sample luminance (`LUMA_BINS` bins), whose
+   weighted median marks highlights: samples brighter than it by more than `HIGHLIGHT_MARGIN` are
+   dropped (specular highlights are additive brightening seen from a few directions); pass 2 averages
+   the rest;
+3. texels no view saw, and the gutter around every chart, are filled by dilation from their
    neighbours, so bilinear lookups and mip-maps near seams never reach the empty background.
 
 Files (see stages.py): `textured.obj` + `textured.mtl` + `texture.png`.
@@ -18,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +41,13 @@ import trimesh
 
 from recon_worker.capture import Capture
 from recon_worker.engine.cameras import make_cameras
+from recon_worker.engine.decimation import decimate
 from recon_worker.engine.render.base import Renderer
 from recon_worker.stage import StageContext
 
 HIGHLIGHT_MARGIN = 0.08  # luminance above the texel's weighted median that marks a highlight
+LUMA_BINS = 32  # histogram bins over [0, 1] for the weighted median (1/32 < HIGHLIGHT_MARGIN)
+XATLAS_MAX_FACES = 25_000  # above this, the per-face atlas (xatlas: ~6 s at 20k faces on one core)
 TEXTURE_NAME, MESH_NAME, MATERIAL_NAME = "texture.png", "textured.obj", "textured.mtl"
 
 
@@ -44,6 +60,13 @@ class UnwrappedMesh:
 
 
 def unwrap(mesh: trimesh.Trimesh, texture_size: int) -> UnwrappedMesh:
+    """UVs for a `texture_size`² map: xatlas charts, or the per-face atlas above XATLAS_MAX_FACES."""
+    if len(mesh.faces) > XATLAS_MAX_FACES:
+        return face_atlas(mesh, texture_size)
+    return xatlas_unwrap(mesh, texture_size)
+
+
+def xatlas_unwrap(mesh: trimesh.Trimesh, texture_size: int) -> UnwrappedMesh:
     """xatlas charts packed for a `texture_size`² map, with a few texels of gutter between charts."""
     import xatlas
 
@@ -62,6 +85,49 @@ def unwrap(mesh: trimesh.Trimesh, texture_size: int) -> UnwrappedMesh:
         faces=np.asarray(indices, np.int64),
         uv=np.asarray(uvs, np.float64),
         source_index=np.asarray(vmapping, np.int64),
+    )
+
+
+def morton_order(points: np.ndarray) -> np.ndarray:
+    """Indices sorting `points` [N, 3] along a Z-order curve (nearby points, nearby ranks)."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    cells = ((points - lo) / np.maximum(hi - lo, 1e-12) * 1023).astype(np.int64)  # 10 bits per axis
+    code = np.zeros(len(points), dtype=np.int64)
+    for bit in range(10):
+        for axis in range(3):
+            code |= ((cells[:, axis] >> bit) & 1) << (3 * bit + axis)
+    return np.argsort(code, kind="stable")
+
+
+def face_atlas(mesh: trimesh.Trimesh, texture_size: int) -> UnwrappedMesh:
+    """One right triangle per face, two faces per square cell, cells in Morton order of the faces.
+
+    A cell's two triangles sit on either side of its diagonal, a texel apart, so bilinear lookups of
+    one never read the other's interior; gutter dilation fills the rest from neighbouring cells,
+    which hold neighbouring surface. O(faces), vectorised.
+    """
+    faces = np.asarray(mesh.faces, np.int64)
+    count = len(faces)
+    order = morton_order(np.asarray(mesh.triangles_center))
+    per_side = max(1, math.ceil(math.sqrt((count + 1) // 2)))
+    cell = texture_size / per_side  # texels
+    pad = min(0.75, cell / 6)  # texels between a triangle and its cell's border (and its partner)
+    rank = np.empty(count, dtype=np.int64)
+    rank[order] = np.arange(count)
+    slot, upper = rank // 2, rank % 2 == 0
+    x0 = (slot % per_side) * cell
+    y0 = (slot // per_side) * cell
+    lo, hi = pad, cell - 2 * pad
+    # Texel coordinates (x right, y down) of each face's three corners: [F, 3, 2].
+    upper_xy = np.stack([[lo, lo], [hi, lo], [lo, hi]])
+    lower_xy = np.stack([[cell - lo, cell - lo], [cell - hi, cell - lo], [cell - lo, cell - hi]])
+    corners = np.where(upper[:, None, None], upper_xy[None], lower_xy[None]) + np.stack([x0, y0], -1)[:, None]
+    uv = np.stack([corners[..., 0] / texture_size, 1.0 - corners[..., 1] / texture_size], axis=-1)
+    return UnwrappedMesh(
+        verts=np.asarray(mesh.vertices, np.float64)[faces.ravel()],
+        faces=np.arange(3 * count, dtype=np.int64).reshape(count, 3),
+        uv=uv.reshape(-1, 2),
+        source_index=faces.ravel(),
     )
 
 
@@ -106,44 +172,51 @@ def bake_texture(
     texel_normals = renderer.interpolate(torch.tensor(normals, dtype=torch.float32, device=device), raster, faces)
     texel_normals = F.normalize(texel_normals[0][covered], dim=-1)  # [P, 3]
 
-    images = capture.load_images("train")
-    poses = capture.poses("train")
     k = capture.intrinsics
-    colors, weights = [], []
-    for start in range(0, len(images), views_per_batch):
-        cams = make_cameras(k, poses[start : start + views_per_batch], device=device)
-        photo = torch.tensor(images[start : start + views_per_batch], device=device)  # [B, H, W, 4]
-        pos_clip = cams.to_clip(verts)
-        view_raster = renderer.rasterize(pos_clip, faces, cams.resolution)
-        depth_map = renderer.interpolate(pos_clip[..., 3:4].contiguous(), view_raster, faces)  # [B, H, W, 1]
-        depth_map = torch.where(view_raster.mask, depth_map, torch.full_like(depth_map, math.inf))
-        clip = cams.to_clip(points)  # [B, P, 4]
-        depth = clip[..., 3]
-        grid = (clip[..., :2] / clip[..., 3:4].clamp(min=1e-6))[:, :, None]  # [B, P, 1, 2] in [-1, 1]
-        seen_depth = F.grid_sample(depth_map.permute(0, 3, 1, 2), grid, mode="nearest", align_corners=False)[:, 0, :, 0]
-        sample = F.grid_sample(photo.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)[
-            ..., 0
-        ]  # [B, 4, P]
-        to_camera = F.normalize(cams.centers[:, None] - points[None], dim=-1)  # [B, P, 3]
-        cos = (to_camera * texel_normals[None]).sum(-1)
-        inside = (grid[:, :, 0].abs() <= 1).all(-1)
-        visible = inside & (depth <= seen_depth * 1.004 + 1e-4) & (cos > 0.1) & (sample[:, 3] > 0.9)
-        colors.append(sample[:, :3].permute(0, 2, 1))  # [B, P, 3]
-        weights.append(torch.where(visible, cos.clamp(min=0) ** 4, torch.zeros_like(cos)))
-    color = torch.cat(colors).permute(1, 0, 2)  # [P, N, 3]
-    weight = torch.cat(weights).T  # [P, N]
+    indices = capture.indices("train")
+    luma_weights = torch.tensor([0.299, 0.587, 0.114], device=device)
 
-    # Highlight rejection: drop samples much brighter than the texel's weighted median luminance.
-    luma = color @ torch.tensor([0.299, 0.587, 0.114], device=device)  # [P, N]
-    sorted_luma, order = torch.sort(luma, dim=1)
-    cum = torch.cumsum(torch.gather(weight, 1, order), dim=1)
-    half = 0.5 * cum[:, -1:]
-    median_pos = torch.searchsorted(cum.contiguous(), half.contiguous()).clamp(max=luma.shape[1] - 1)
-    median = torch.gather(sorted_luma, 1, median_pos)  # [P, 1]
-    weight = torch.where(luma > median + HIGHLIGHT_MARGIN, torch.zeros_like(weight), weight)
-    total = weight.sum(dim=1, keepdim=True)
-    baked = (color * weight[..., None]).sum(dim=1) / total.clamp(min=1e-8)  # [P, 3]
-    seen = total[:, 0] > 0
+    def samples() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Per batch of views: colours [B, P, 3] of every texel and their weights [B, P] (0: unseen)."""
+        for start in range(0, len(indices), views_per_batch):
+            chunk = indices[start : start + views_per_batch]
+            cams = make_cameras(k, np.stack([capture.frames[i].c2w for i in chunk]), device=device)
+            photo = torch.as_tensor(np.stack([capture.load_view(i) for i in chunk]), device=device)
+            photo = photo.float() / 255  # [B, H, W, 4]
+            pos_clip = cams.to_clip(verts)
+            view_raster = renderer.rasterize(pos_clip, faces, cams.resolution)
+            depth_map = renderer.interpolate(pos_clip[..., 3:4].contiguous(), view_raster, faces)  # [B, H, W, 1]
+            depth_map = torch.where(view_raster.mask, depth_map, torch.full_like(depth_map, math.inf))
+            clip = cams.to_clip(points)  # [B, P, 4]
+            depth = clip[..., 3]
+            grid = (clip[..., :2] / clip[..., 3:4].clamp(min=1e-6))[:, :, None]  # [B, P, 1, 2] in [-1, 1]
+            seen_depth = F.grid_sample(depth_map.permute(0, 3, 1, 2), grid, mode="nearest", align_corners=False)
+            sample = F.grid_sample(photo.permute(0, 3, 1, 2), grid, mode="bilinear", align_corners=False)
+            sample = sample[..., 0]  # [B, 4, P]
+            to_camera = F.normalize(cams.centers[:, None] - points[None], dim=-1)  # [B, P, 3]
+            cos = (to_camera * texel_normals[None]).sum(-1)
+            inside = (grid[:, :, 0].abs() <= 1).all(-1)
+            visible = inside & (depth <= seen_depth[:, 0, :, 0] * 1.004 + 1e-4) & (cos > 0.1) & (sample[:, 3] > 0.9)
+            yield sample[:, :3].permute(0, 2, 1), torch.where(visible, cos.clamp(min=0) ** 4, torch.zeros_like(cos))
+
+    # Pass 1: per texel, a weighted histogram of sample luminance -> its weighted median.
+    histogram = torch.zeros((len(points), LUMA_BINS), device=device)  # [P, K]
+    for color, weight in samples():
+        bins = ((color @ luma_weights) * LUMA_BINS).long().clamp(0, LUMA_BINS - 1)  # [B, P]
+        histogram.scatter_add_(1, bins.T, weight.T)
+    cum = torch.cumsum(histogram, dim=1)
+    median_bin = torch.searchsorted(cum, 0.5 * cum[:, -1:]).clamp(max=LUMA_BINS - 1)  # [P, 1]
+    median = (median_bin[:, 0].float() + 0.5) / LUMA_BINS  # [P]
+    del histogram, cum
+    # Pass 2: the weighted mean of the samples that are not highlights.
+    total = torch.zeros(len(points), device=device)
+    accumulated = torch.zeros((len(points), 3), device=device)
+    for color, weight in samples():
+        keep = torch.where((color @ luma_weights) > median + HIGHLIGHT_MARGIN, torch.zeros_like(weight), weight)
+        accumulated += (color * keep[..., None]).sum(dim=0)
+        total += keep.sum(dim=0)
+    baked = accumulated / total.clamp(min=1e-8)[:, None]  # [P, 3]
+    seen = total > 0
 
     texture = torch.zeros((texture_size, texture_size, 3), device=device)
     filled = torch.zeros((texture_size, texture_size), dtype=torch.bool, device=device)
@@ -163,7 +236,7 @@ def write_textured_mesh(folder: Path, unwrapped: UnwrappedMesh, texture: np.ndar
 
     folder.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.round(texture * 255).astype(np.uint8), "RGB")
-    image.save(folder / TEXTURE_NAME)
+    image.save(folder / TEXTURE_NAME, compress_level=1)  # an intermediate file: fast over small
     material = trimesh.visual.material.SimpleMaterial(image=image, name="textured")
     visual = trimesh.visual.TextureVisuals(uv=unwrapped.uv, material=material)
     mesh = trimesh.Trimesh(unwrapped.verts, unwrapped.faces, visual=visual, process=False)
@@ -193,25 +266,41 @@ def load_textured_mesh(folder: Path) -> trimesh.Trimesh:
 
 
 def texture_mesh(
-    mesh: trimesh.Trimesh, capture: Capture, renderer: Renderer, texture_size: int, folder: Path
-) -> dict[str, float]:
-    """Unwrap, bake and write; returns timings (seconds) for the report."""
+    mesh: trimesh.Trimesh,
+    capture: Capture,
+    renderer: Renderer,
+    texture_size: int,
+    folder: Path,
+    *,
+    max_faces: int | None = None,
+) -> dict[str, object]:
+    """Decimate to `max_faces` (when given), unwrap, bake and write; returns timings (seconds) and what was done."""
     start = time.perf_counter()
+    summary: dict[str, object] = {}
+    if max_faces is not None:
+        decimation = decimate(mesh, max_faces, what="the refined mesh")
+        mesh = decimation.mesh
+        summary["decimation"] = decimation.summary()
+    decimate_s = time.perf_counter() - start
     unwrapped = unwrap(mesh, texture_size)
-    unwrap_s = time.perf_counter() - start
+    unwrap_s = time.perf_counter() - start - decimate_s
     normals = np.asarray(mesh.vertex_normals)[unwrapped.source_index]
     texture = bake_texture(unwrapped, normals, capture, renderer, texture_size)
-    bake_s = time.perf_counter() - start - unwrap_s
+    bake_s = time.perf_counter() - start - decimate_s - unwrap_s
     write_textured_mesh(folder, unwrapped, texture)
     return {
+        "faces": len(unwrapped.faces),
+        "unwrap": "per-face atlas" if len(mesh.faces) > XATLAS_MAX_FACES else "xatlas",
+        **summary,
+        "decimateSeconds": decimate_s,
         "unwrapSeconds": unwrap_s,
         "bakeSeconds": bake_s,
-        "writeSeconds": time.perf_counter() - start - unwrap_s - bake_s,
+        "writeSeconds": time.perf_counter() - start - decimate_s - unwrap_s - bake_s,
     }
 
 
 def run_texture(ctx: StageContext) -> None:
-    """The `texture` stage: `refine/refined.ply` in; textured.obj/.mtl + texture.png out."""
+    """The `texture` stage: `refine/refined.ply` in; textured.obj/.mtl + texture.png out (<= targetFaces)."""
     from recon_worker.engine.refine import REFINED_MESH, read_mesh
     from recon_worker.engine.render import get_renderer
 
@@ -220,7 +309,7 @@ def run_texture(ctx: StageContext) -> None:
     renderer = get_renderer(ctx.device, ctx.renderer)
     ctx.check_cancelled()
     out = ctx.stage_dir("texture")
-    timings = texture_mesh(mesh, ctx.capture, renderer, size, out)
+    timings = texture_mesh(mesh, ctx.capture, renderer, size, out, max_faces=ctx.settings.export.target_faces)
     info = {"renderer": renderer.name, "textureSize": size, **timings}
     (out / "info.json").write_text(json.dumps(info, indent=2))
     ctx.progress(1.0)

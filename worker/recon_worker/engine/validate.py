@@ -1,9 +1,9 @@
 """The validate stage: is the textured mesh sound, how well does it explain the views it never saw?
 
-Steps: load `texture/` -> repair -> decimate to `targetFaces` (so every figure describes the mesh that
-`export` writes) -> validity checks -> render the held-out views on a white background and compare
-(PSNR, SSIM, mask IoU) -> geometric metrics against the ground truth when the capture has one ->
-quality gates -> turntable previews.
+Steps: load `texture/` (already decimated to `targetFaces` by the texture stage, so every figure
+describes the mesh that `export` writes) -> repair -> validity checks -> render the held-out views on
+a white background and compare (PSNR, SSIM, mask IoU) -> geometric metrics against the ground truth
+when the capture has one -> quality gates -> turntable previews.
 
 Writes `validate/metrics.json` (`QualityMetrics`), `validate/mesh/` (the validated mesh: mesh.obj,
 mesh.mtl, texture.png) and `validate/previews/*.png`. Gates are judged here and enforced by the
@@ -12,8 +12,10 @@ runtime before publishing (`recon_worker.publish.check_gates`), so a failed run 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from PIL import Image
 
 from recon_worker.capture import Capture, Intrinsics, Split
 from recon_worker.engine.cameras import make_cameras, scaled_intrinsics
-from recon_worker.engine.export import decimate, load_mesh, texture_image, uv_of, write_obj
+from recon_worker.engine.export import load_mesh, texture_image, uv_of, write_obj
 from recon_worker.engine.meshcheck import MeshChecks, check_mesh, repair_mesh
 from recon_worker.engine.metrics import (
     GateResult,
@@ -148,6 +150,19 @@ def to_png(image: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
 
 
+def decimation_notes(workdir: Path) -> list[str]:
+    """What refine's and texture's decimations did (from their info.json), for the report's repairs list."""
+    notes = []
+    for stage in ("refine", "texture"):
+        info = workdir / stage / "info.json"
+        if not info.exists():
+            continue
+        decimation = json.loads(info.read_text()).get("decimation") or {}
+        if decimation.get("method") not in (None, "none"):
+            notes.append(f"{stage} decimation ({decimation['method']}): " + "; ".join(decimation.get("notes", [])))
+    return notes
+
+
 # --------------------------------------------------------------------------------------------------
 # The stage
 
@@ -161,10 +176,12 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     textured = load_textured_mesh(ctx.workdir / "texture")
     texture_image(textured)  # fails early, naming what is missing
     mesh, repairs = repair_mesh(textured)
-    mesh, notes = decimate(mesh, ctx.settings.export.target_faces)
+    bound = ctx.settings.export.target_faces
+    notes = [f"{len(mesh.faces)} faces exceed targetFaces {bound}"] if len(mesh.faces) > bound else []
+    notes += decimation_notes(ctx.workdir)
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
-    write_obj(mesh, out_dir / "mesh")
+    write_obj(mesh, out_dir / "mesh", png_compression=1)  # read back by export only
     ctx.progress(0.2)
 
     renderer = get_renderer(ctx.device, ctx.renderer)
@@ -173,20 +190,27 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     indices = capture.indices(split)
     views: list[ViewMetrics] = []
     if indices:
-        captured = capture.load_images(split)  # [N, H, W, 4]
-        rgb, alpha = render_views(renderer, tensors, capture.intrinsics, capture.poses(split))
-        ctx.check_cancelled()
-        names = [capture.frames[i].image for i in indices]
-        views = view_metrics(names, rgb, alpha, captured, device=str(renderer.device))
-        for n, k in enumerate(np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int)):
-            target = over_white(captured[k])
-            strip = np.concatenate([target, rgb[k], error_map(rgb[k], target).astype(np.float32) / 255.0], axis=1)
-            to_png(strip).save(previews / f"heldout_{n:02d}.png")
+        compared = np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int).tolist()
+        poses = capture.poses(split)
+        # Streamed a batch at a time: memory holds one batch of views, whatever their number.
+        for start in range(0, len(indices), _RENDER_BATCH):
+            chunk = indices[start : start + _RENDER_BATCH]
+            captured = np.stack([capture.load_view(i) for i in chunk]).astype(np.float32) / 255.0  # [B, H, W, 4]
+            rgb, alpha = render_views(renderer, tensors, capture.intrinsics, poses[start : start + _RENDER_BATCH])
+            ctx.check_cancelled()
+            names = [capture.frames[i].image for i in chunk]
+            views += view_metrics(names, rgb, alpha, captured, device=str(renderer.device))
+            for b in range(len(chunk)):
+                if start + b in compared:
+                    target = over_white(captured[b])
+                    error = error_map(rgb[b], target).astype(np.float32) / 255.0
+                    strip = np.concatenate([target, rgb[b], error], axis=1)
+                    to_png(strip).save(previews / f"heldout_{compared.index(start + b):02d}.png")
     ctx.progress(0.6)
 
     geometry = None
     if capture.ground_truth is not None:
-        geometry = geometry_metrics(mesh, load_mesh(capture.ground_truth))
+        geometry = geometry_metrics(mesh, load_mesh(capture.ground_truth), device=str(renderer.device))
     ctx.progress(0.8)
 
     center = mesh.bounds.mean(axis=0)

@@ -1,0 +1,92 @@
+"""Decimation: the face bound always holds and the result is closed and manifold, or it says so."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import trimesh
+
+from recon_worker.engine.decimation import closed_manifold_problems, decimate, quadric
+from recon_worker.engine.meshcheck import check_mesh
+
+
+def thin_torus() -> trimesh.Trimesh:
+    """A ring 8 thousandths thick: quadric decimation to 300 faces collapses it into loose, non-manifold bits."""
+    return trimesh.creation.torus(1.0, 0.004, major_sections=400, minor_sections=32)
+
+
+def thin_slab() -> trimesh.Trimesh:
+    """A 2 x 2 x 0.002 slab: quadric decimation stops far above a 2,000-face bound."""
+    return trimesh.creation.box((2.0, 2.0, 0.002)).subdivide_to_size(0.05)
+
+
+def test_a_mesh_within_the_bound_is_returned_as_it_is() -> None:
+    sphere = trimesh.creation.icosphere(2)
+    result = decimate(sphere, len(sphere.faces))
+    assert result.mesh is sphere and result.method == "none" and not result.fell_back
+
+
+def test_quadric_decimation_is_used_when_it_keeps_the_mesh_valid() -> None:
+    result = decimate(trimesh.creation.icosphere(4), 1000)
+    assert result.method == "quadric" and len(result.mesh.faces) <= 1000
+    assert check_mesh(result.mesh).valid
+    assert result.summary()["facesBefore"] == 5120 and result.summary()["fallback"] is False
+
+
+@pytest.mark.parametrize(
+    ("mesh", "bound", "why"),
+    [(thin_torus(), 300, "non-manifold edges"), (thin_slab(), 2000, "stopped at")],
+    ids=["breaks", "stops-short"],
+)
+def test_when_quadric_decimation_fails_the_fallback_is_valid_within_the_bound_and_logged(
+    mesh: trimesh.Trimesh, bound: int, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The failure is real: plain quadric decimation gives what the old code kept silently.
+    plain = quadric(mesh, bound)
+    assert closed_manifold_problems(plain) or len(plain.faces) > bound
+    with caplog.at_level(logging.WARNING, logger="recon_worker.engine.decimation"):
+        result = decimate(mesh, bound, what="the coarse mesh")
+    assert result.fell_back and result.method == "remesh"
+    assert len(result.mesh.faces) <= bound
+    checks = check_mesh(result.mesh)
+    assert checks.watertight and checks.manifold, checks.problems()
+    assert checks.volume is not None and checks.volume > 0  # wound outwards
+    assert why in result.notes[0] and "the coarse mesh" in result.notes[0]
+    assert "fallback" in result.notes[-1]
+    assert any("fallback" in r.getMessage() for r in caplog.records)
+
+
+def test_closed_manifold_problems_names_boundary_and_non_manifold_edges() -> None:
+    box = trimesh.creation.box()
+    assert closed_manifold_problems(box) == []
+    open_box = trimesh.Trimesh(box.vertices, box.faces[1:], process=False)
+    assert closed_manifold_problems(open_box) == ["3 boundary edges"]
+    fin = trimesh.Trimesh(box.vertices, [*box.faces, [*box.faces[0][[0, 1]].tolist(), 6]], process=False)
+    assert any("non-manifold" in p for p in closed_manifold_problems(fin))
+
+
+def test_bad_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_faces must be at least 4"):
+        decimate(trimesh.creation.box(), 2)
+
+
+def test_tiny_loose_specks_are_dropped_and_said_but_real_parts_stay() -> None:
+    big = trimesh.creation.icosphere(5)
+    small = trimesh.creation.icosphere(3, radius=0.3).apply_translation((2.0, 0, 0))  # a real part (1,280 faces)
+    box = trimesh.creation.box((0.1, 0.1, 0.1))
+    stray = trimesh.Trimesh(box.vertices + np.array([3.0, 0, 0]), box.faces[2:])  # an open speck: a box missing a side
+    mesh = trimesh.util.concatenate([big, small, stray])
+    result = decimate(mesh, 4000)
+    assert result.method == "quadric" and len(result.mesh.faces) <= 4000
+    assert closed_manifold_problems(result.mesh) == []
+    assert result.mesh.body_count == 2  # both spheres kept
+    assert closed_manifold_problems(quadric(mesh, 4000)) == ["4 boundary edges"]  # the speck survives quadric
+    assert any("dropped 1 loose specks (10 faces)" in note for note in result.notes)
+
+
+def test_a_shape_that_falls_apart_is_not_passed_off_as_specks() -> None:
+    # The thin torus decimated to 300 faces is all small pieces: re-meshed, not reduced to its largest bit.
+    result = decimate(thin_torus(), 300)
+    assert result.method == "remesh"
