@@ -15,6 +15,7 @@ from typing import Any
 
 from recon_operator.jobspec import CONTAINER, EXIT_INVALID_INPUT, EXIT_NODE_UNFIT
 from recon_operator.spec import Gates
+from recon_operator.workloads import Admission
 
 Obj = Mapping[str, Any]
 
@@ -35,6 +36,7 @@ TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 class Reason(StrEnum):
     JOB_CREATED = "JobCreated"
     WAITING_FOR_ADMISSION = "WaitingForAdmission"  # suspended Job, waiting for Kueue
+    PREEMPTED = "Preempted"  # Kueue evicted the running Job for a higher-priority one; it waits again
     UNSCHEDULABLE = "Unschedulable"
     CONTAINER_CREATING = "ContainerCreating"
     WORKER_RUNNING = "WorkerRunning"
@@ -68,6 +70,7 @@ class Observation:
     finished_at: str | None = None  # RFC 3339, when the Job completed or failed
     job_active: bool = False  # the Job still holds (or waits for) a pod that should be stopped on failure
     pod_failures: int = 0
+    admission: Admission | None = None  # what Kueue's Workload says, for a Job submitted to a queue
 
 
 def parse_time(value: str) -> datetime:
@@ -164,8 +167,31 @@ def _failure(job: Obj, condition: Obj, pods: Sequence[Obj]) -> tuple[Reason, str
     return reason, "; ".join(parts) or f"worker Job failed ({job_reason or 'no reason given'})"
 
 
-def observe_job(job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s: int | None) -> Observation:
-    """Phase of one attempt, from its Job and the Job's pods."""
+def observe_job(
+    job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s: int | None, admission: Admission | None = None
+) -> Observation:
+    """Phase of one attempt, from its Job, the Job's pods and (queued Jobs) Kueue's Workload."""
+    observation = _observe_job(job, pods, now, pending_deadline_s, admission)
+    if admission is None:
+        return observation
+    message = observation.message
+    if admission.admitted and observation.phase in (Phase.PENDING, Phase.RUNNING):
+        message = f"{message}; {admission.describe()}"
+    return Observation(
+        observation.phase,
+        observation.reason,
+        message,
+        observation.started_at,
+        observation.finished_at,
+        observation.job_active,
+        observation.pod_failures,
+        admission,
+    )
+
+
+def _observe_job(
+    job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s: int | None, admission: Admission | None
+) -> Observation:
     status = job.get("status") or {}
     started_at = first_start(pods)
     failures = int(status.get("failed") or 0)
@@ -203,7 +229,7 @@ def observe_job(job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s
                 Phase.FAILED, Reason.IMAGE_PULL_FAILED, f"image {image}: {detail}", started_at, None, True, failures
             )
 
-    observation = _waiting(job, live)
+    observation = _waiting(job, live, admission)
     created = _created(job)
     if pending_deadline_s is not None and started_at is None and created:
         waited = (now - parse_time(created)).total_seconds()
@@ -214,10 +240,16 @@ def observe_job(job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s
     return Observation(observation.phase, observation.reason, observation.message, started_at, None, True, failures)
 
 
-def _waiting(job: Obj, live: Sequence[Obj]) -> Observation:
+def _waiting(job: Obj, live: Sequence[Obj], admission: Admission | None) -> Observation:
     spec = job.get("spec") or {}
     if spec.get("suspend") and not live:
-        return Observation(Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, "Job is suspended until its queue admits it")
+        if admission is None:
+            return Observation(Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, "Job is suspended until its queue admits it")
+        # Kueue's own words: why it is not admitted (quota, flavors), and why it was evicted if it was.
+        reason = Reason.PREEMPTED if admission.evicted_reason == "Preempted" else Reason.WAITING_FOR_ADMISSION
+        if admission.admitted:
+            return Observation(Phase.QUEUED, reason, f"{admission.describe()}; waiting for the Job to start")
+        return Observation(Phase.QUEUED, reason, admission.describe())
     for pod in live:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
@@ -267,8 +299,13 @@ def conditions(
     previous: Sequence[Obj],
     now: str,
     generation: int,
+    admission: Admission | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready, Running, Succeeded, Failed and QualityDegraded; lastTransitionTime moves only when status does."""
+    """Ready, Running, Succeeded, Failed and QualityDegraded; lastTransitionTime moves only when status does.
+
+    A Job submitted to a Kueue queue also has `Admitted`, with Kueue's reason and message (the
+    ClusterQueue and flavors once admitted); it keeps its last value when no Workload is observed.
+    """
     old = {c.get("type"): c for c in previous}
     wanted = [
         ("Ready", phase == Phase.SUCCEEDED),
@@ -288,6 +325,14 @@ def conditions(
     else:
         degraded = ("False", "GatesPassed", "all quality gates pass")
     result.append(_condition_entry("QualityDegraded", *degraded, old.get("QualityDegraded"), now, generation))
+    if admission is not None:
+        admitted = "True" if admission.admitted else "False"
+        entry = _condition_entry(
+            "Admitted", admitted, admission.reason, admission.describe(), old.get("Admitted"), now, generation
+        )
+        result.append(entry)
+    elif old.get("Admitted"):
+        result.append(dict(old["Admitted"]))
     return result
 
 

@@ -26,6 +26,7 @@ from recon_operator.phases import (
     quality_findings,
 )
 from recon_operator.spec import ReconstructionJobSpec
+from recon_operator.workloads import Admission, admission_of, workload_of
 
 Obj = Mapping[str, Any]
 # Status fields the operator owns; the worker owns the rest (progress, stage, metrics, outputs, worker).
@@ -98,6 +99,7 @@ def status_fields(
     now: datetime,
     started_at: str | None = None,
     finished_at: str | None = None,
+    admission: Admission | None = None,
 ) -> dict[str, Any]:
     """The complete operator-owned status for `phase`, keeping earlier times and condition transitions."""
     status = body.get("status") or {}
@@ -111,7 +113,7 @@ def status_fields(
         "reason": reason,
         "message": message[:4096],
         "conditions": conditions(
-            phase, reason, message, quality, status.get("conditions") or [], rfc3339(now), generation
+            phase, reason, message, quality, status.get("conditions") or [], rfc3339(now), generation, admission
         ),
         "attempts": attempt,
         "jobName": job_name(body["metadata"]["name"], attempt) if attempt else None,
@@ -127,11 +129,15 @@ def status_fields(
 def from_observation(
     body: Obj, spec: ReconstructionJobSpec, obs: Observation, attempt: int, now: datetime
 ) -> dict[str, Any]:
-    return status_fields(body, spec, obs.phase, obs.reason, obs.message, attempt, now, obs.started_at, obs.finished_at)
+    return status_fields(
+        body, spec, obs.phase, obs.reason, obs.message, attempt, now, obs.started_at, obs.finished_at, obs.admission
+    )
 
 
-def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -> Decision:
-    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns."""
+def decide(
+    body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime, workloads: Sequence[Obj] = ()
+) -> Decision:
+    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns (and Kueue's Workloads)."""
     spec = ReconstructionJobSpec.model_validate(body["spec"])
     status = body.get("status") or {}
     name = body["metadata"]["name"]
@@ -179,7 +185,8 @@ def decide(body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], now: datetime) -
         cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.JOB_DELETED, message, attempt, now)
         return Decision(Action.CONFIRM_JOB_GONE, attempt, status=cancelled)
 
-    observation = observe_job(current, pods_of(current, pods), now, spec.pending_deadline_seconds)
+    admission = admission_of(workload_of(current, workloads)) if spec.scheduling.queue_name else None
+    observation = observe_job(current, pods_of(current, pods), now, spec.pending_deadline_seconds, admission)
     derived = from_observation(body, spec, observation, attempt, now)
     if observation.phase == Phase.SUCCEEDED:
         return Decision(Action.CHECK_OUTPUTS, attempt, observation, derived)

@@ -107,18 +107,27 @@ class Reconciler:
 
     # ---- the loop body -------------------------------------------------------------------------
 
-    def run(self, body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], *, allow_create: bool, retry: int) -> None:
+    def run(
+        self,
+        body: Obj,
+        jobs: Sequence[Obj],
+        pods: Sequence[Obj],
+        *,
+        allow_create: bool,
+        retry: int,
+        workloads: Sequence[Obj] = (),
+    ) -> None:
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
             body = self._not_older_than_published(body)
-            decision = decide(body, jobs, pods, datetime.now(UTC))
+            decision = decide(body, jobs, pods, datetime.now(UTC), workloads)
             if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
                     return
                 # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
                 jobs = self._list_jobs(meta["namespace"], meta["name"])
-                decision = decide(body, jobs, pods, datetime.now(UTC))
+                decision = decide(body, jobs, pods, datetime.now(UTC), workloads)
                 if decision.action == Action.CONFIRM_JOB_GONE:
                     decision = Decision(Action.NONE, decision.attempt, status=decision.status)
                 elif decision.action == Action.CREATE_JOB and not allow_create:

@@ -46,14 +46,17 @@ class PKI:
         self.directory = directory
         self.ca = CertPair(directory / "ca.crt", directory / "ca.key")
 
-    def create_ca(self, days: int = 3650) -> None:
+    def create_ca(self, days: int = 3650, sans: tuple[str, ...] = ()) -> None:
+        """A self-signed CA; `sans` for a checker that verifies the CA by name (Kueue's cert-controller)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         _new_key(self.ca.key)
+        extra = ["-addext", "subjectAltName=" + ",".join(sans)] if sans else []
         _openssl(
             "req", "-x509", "-new", "-key", str(self.ca.key), "-out", str(self.ca.cert),
             "-days", str(days), "-subj", "/CN=recon-local-ca",
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            *extra,
         )  # fmt: skip
 
     def issue(
