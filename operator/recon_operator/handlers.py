@@ -187,9 +187,7 @@ def reconcile_resource(
     key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
     jobs = _owned(recon_jobs, key)
     workloads = _workloads(kwargs.get("recon_workloads"), key[0], jobs)
-    memo.reconciler.run(
-        dict(body), jobs, _owned(recon_pods, key), allow_create=True, retry=retry, workloads=workloads
-    )
+    memo.reconciler.run(dict(body), jobs, _owned(recon_pods, key), allow_create=True, retry=retry, workloads=workloads)
 
 
 @kopf.on.event(*CR)

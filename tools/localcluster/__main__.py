@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     ]  # fmt: skip
     cluster = Cluster(
-        ClusterConfig(state_dir=args.state_dir, crd_dir=args.crd_dir, nodes=nodes, timeout=args.timeout, kueue=args.kueue)
+        ClusterConfig(
+            state_dir=args.state_dir, crd_dir=args.crd_dir, nodes=nodes, timeout=args.timeout, kueue=args.kueue
+        )
     )
     if args.command == "up":
         try:
