@@ -73,7 +73,7 @@ STAND_IN = textwrap.dedent(
 TINY = {
     "preset": "draft",
     "reconstruction": {"resolution": 32},
-    "refinement": {"iterations": 2, "renderResolution": 48, "batchViews": 2, "textureSize": 256},
+    "refinement": {"iterations": 2, "renderResolution": 48, "textureSize": 256},
     "export": {"formats": ["glb"], "targetFaces": 2000},
 }
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -220,7 +220,8 @@ def submit(
 ) -> None:
     name = body["metadata"]["name"]
     store = s3.client()
-    store.put_object(Bucket="captures", Key=f"{name}/transforms.json", Body=b'{"frames": []}')
+    if not plan.get("engine"):  # the stand-in reads no capture; preflight only checks transforms.json
+        store.put_object(Bucket="captures", Key=f"{name}/transforms.json", Body=b'{"frames": []}')
     store.put_object(Bucket="captures", Key=f"{name}/behaviour.json", Body=json.dumps(plan).encode())
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
