@@ -321,3 +321,29 @@ def test_the_demo_and_e2e_values_pass_the_schema_and_reach_the_operator(tmp_path
     assert data["RECON_OPERATOR_S3_ENDPOINT"] == "http://127.0.0.1:9999"
     assert json.loads(data["RECON_OPERATOR_WORKER_COMMAND"]) == ["recon-worker", "run"]
     assert data["RECON_OPERATOR_DEFAULT_CPU"] == "1"
+
+
+def test_kueue_enabled_watches_workloads_with_read_only_rights() -> None:
+    """kueue.enabled: the operator reads Workloads (setting + get/list/watch), and only then."""
+    from recon_operator.settings import OperatorSettings
+
+    def workload_verbs(manifests: list[Manifest]) -> set[str]:
+        roles = of_kind(manifests, "ClusterRole") + of_kind(manifests, "Role")
+        return {
+            verb
+            for role in roles
+            for rule in role["rules"]
+            if "kueue.x-k8s.io" in rule["apiGroups"] and "workloads" in rule["resources"]
+            for verb in rule["verbs"]
+        }
+
+    default = render()
+    assert one(default, "ConfigMap")["data"]["RECON_OPERATOR_KUEUE_WORKLOADS"] == "false"
+    assert workload_verbs(default) == set()
+    for values in (("kueue.enabled=true",), ("kueue.enabled=true", "watchNamespaces={team-a}")):
+        manifests = render(*values)
+        data = one(manifests, "ConfigMap")["data"]
+        assert OperatorSettings.model_validate(
+            {"kueue_workloads": data["RECON_OPERATOR_KUEUE_WORKLOADS"]}
+        ).kueue_workloads
+        assert workload_verbs(manifests) == {"get", "list", "watch"}
