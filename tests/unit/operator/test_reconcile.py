@@ -155,3 +155,21 @@ def test_resume_waits_for_the_suspended_job_to_finish_terminating() -> None:
 def test_a_job_deleted_by_someone_else_cancels_at_once() -> None:
     decision = decide(cr({"attempts": 1, "phase": "Running"}), [deleting(job(1))], [running_pod(1)], NOW)
     assert decision.status["phase"] == Phase.CANCELLED and decision.status["reason"] == Reason.JOB_DELETED
+
+
+def test_a_queued_job_shows_the_reason_of_the_workload_it_owns() -> None:
+    pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": "insufficient quota"}
+    ours = {
+        "metadata": {"name": "w1", "ownerReferences": [{"kind": "Job", "uid": "j1"}]},
+        "status": {"conditions": [pending]},
+    }
+    other = {"metadata": {"name": "w2", "ownerReferences": [{"kind": "Job", "uid": "x"}]}, "status": {"conditions": []}}
+    body = cr({"phase": "Queued", "attempts": 1}, scheduling={"queueName": "q"})
+    decision = decide(body, [job(1, suspend=True)], [], NOW, [other, ours])
+    assert (
+        decision.status["phase"] == Phase.QUEUED and decision.status["message"] == "Kueue: Pending: insufficient quota"
+    )
+    assert {c["type"]: c["status"] for c in decision.status["conditions"]}["Admitted"] == "False"
+    # Without a queue name, Workloads do not matter (nor are they looked at).
+    plain = decide(cr({"phase": "Queued", "attempts": 1}), [job(1, suspend=True)], [], NOW, [ours])
+    assert plain.status["reason"] == Reason.WAITING_FOR_ADMISSION and "Admitted" not in str(plain.status["conditions"])
