@@ -180,7 +180,7 @@ class Kueue:
 def _issue_certificates(pki_dir: Path) -> tuple[PKI, Path, Path]:
     """A CA for Kueue (named CA_NAME, as cert-controller checks) and its serving certificate."""
     pki = PKI(pki_dir)
-    pki.create_ca(sans=(f"DNS:{CA_NAME}",))
+    pki.create_ca(sans=(f"DNS:{CA_NAME}",), rsa_pkcs1=True)
     dns = f"{SERVICE}.{NAMESPACE}.svc"
     serving = pki.issue("webhook", dns, sans=(f"DNS:{dns}", "IP:127.0.0.1"), server=True, days=3650)
     return pki, serving.cert, serving.key
