@@ -388,17 +388,17 @@ def test_higher_priority_preempts_and_the_evicted_job_resumes_from_its_checkpoin
     synthesize(MESHES / "spot" / "spot.obj", capture, SynthOptions(views=8, test_views=1, resolution=48, supersample=1))
     upload_folder(s3.client(), capture, "captures", "low/")
     # Low priority, the real worker: it must be running (a stage checkpointed) when the urgent job comes.
-    submit(custom, s3, kns, example_job("low", quality=TINY, backoffLimit=0), {"engine": True})
-    checkpoint = "low/.recon-staging/"
-    wait_for(
-        "the low-priority worker to checkpoint a stage",
-        lambda: any(
-            k["Key"].endswith("/checkpoint.json")
-            for k in s3.client().list_objects_v2(Bucket="meshes", Prefix=checkpoint).get("Contents", [])
-        ),
-        300,
-        interval=0.5,
-    )
+    low = example_job("low", quality=TINY, backoffLimit=0)
+    low["spec"]["input"]["transformsFile"] = "transforms_train.json"  # the synthetic capture's split
+    submit(custom, s3, kns, low, {"engine": True})
+
+    def checkpointed() -> bool:
+        status = status_of(custom, kns, "low")
+        assert status.get("phase") not in ("Failed", "Succeeded"), f"low finished before preemption: {status}"
+        listing = s3.client().list_objects_v2(Bucket="meshes", Prefix="low/.recon-staging/").get("Contents", [])
+        return any(k["Key"].endswith("/checkpoint.json") for k in listing)
+
+    wait_for("the low-priority worker to checkpoint a stage", checkpointed, 300, interval=0.5)
     urgent = example_job("urgent", labels={"kueue.x-k8s.io/priority-class": "recon-urgent"})
     submit(custom, s3, kns, urgent, {"waitFor": "go"})
 
