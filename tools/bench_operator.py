@@ -353,6 +353,7 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
         ),
         ("operator peak RSS", one(result, "operator_peak_rss_mb", "MB"), one(plain, "operator_peak_rss_mb", "MB")),
     ]
+    plain_crs = plain["crs"] if plain else "–"
     rows = "\n".join(f"| {name} | {ours} | {theirs} |" for name, ours, theirs in table)
 
     return f"""## Operator with Kueue
@@ -363,7 +364,7 @@ whose nvidia.com/gpu quota is {result["kueue_gpu_quota"]}, so Kueue admits {resu
 and each kwok pod (done after about 1 s) frees a GPU for the next. The operator watches Workloads
 (`RECON_OPERATOR_KUEUE_WORKLOADS`). "admitted" is the first watch event of a Workload with `Admitted` True.
 
-| metric | with Kueue | without (section above) |
+| metric | with Kueue ({result["crs"]} CRs) | without ({plain_crs} CRs, section above) |
 | --- | --- | --- |
 {rows}
 
