@@ -354,6 +354,7 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
         ("operator peak RSS", one(result, "operator_peak_rss_mb", "MB"), one(plain, "operator_peak_rss_mb", "MB")),
     ]
     plain_crs = plain["crs"] if plain else "–"
+    plain_when = f"{plain['machine']}; {plain['date']}" if plain else "not measured"
     rows = "\n".join(f"| {name} | {ours} | {theirs} |" for name, ours, theirs in table)
 
     return f"""## Operator with Kueue
@@ -369,6 +370,7 @@ and each kwok pod (done after about 1 s) frees a GPU for the next. The operator 
 {rows}
 
 Machine: {result["machine"]}; {result["date"]}. Figures in `docs/benchmarks/operator-kueue.json`.
+The run without Kueue: {plain_when}. Latencies scale with the machine's load, so compare within a run.
 """
 
 
