@@ -33,7 +33,7 @@ venv: ## Create or reuse .venv (this checkout's code over a shared, cached base 
 system-deps: ## Install the Debian packages the tests use (headless Chromium), when missing
 	@tools/system-deps.sh
 
-k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm into the cache (once)
+k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm, kueue into the cache (once)
 	@tools/k8s/build.sh
 
 cluster-up: venv k8s-bins ## Start the local control plane and node agent (kubeconfig: .cluster/kubeconfig)
