@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help bench-operator bench-recon demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
+.PHONY: help bench-operator bench-operator-kueue bench-recon demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ venv: ## Create or reuse .venv (this checkout's code over a shared, cached base 
 system-deps: ## Install the Debian packages the tests use (headless Chromium), when missing
 	@tools/system-deps.sh
 
-k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm into the cache (once)
+k8s-bins: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, helm, kueue into the cache (once)
 	@tools/k8s/build.sh
 
 cluster-up: venv k8s-bins ## Start the local control plane and node agent (kubeconfig: .cluster/kubeconfig)
@@ -47,6 +47,9 @@ cluster-status: venv ## Show the local control plane's components
 
 bench-operator: venv k8s-bins ## Operator benchmark: 500 ReconstructionJobs on kwok nodes (docs/benchmarks.md, docs/benchmarks/operator.json)
 	PYTHONPATH=tools $(PY) tools/bench_operator.py
+
+bench-operator-kueue: venv k8s-bins ## The same 500 through Kueue, GPU quota 50 (docs/benchmarks.md, docs/benchmarks/operator-kueue.json)
+	PYTHONPATH=tools $(PY) tools/bench_operator.py --kueue-gpu-quota 50
 
 bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where CUDA is (docs/benchmarks.md, docs/benchmarks/recon.json)
 	mkdir -p .scratch

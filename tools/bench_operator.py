@@ -15,6 +15,15 @@ CRs (kwok pods run nothing), so preflight is a local stat and the manifest check
 Worker pods ask 1 nvidia.com/gpu of kwok nodes that advertise 128 each.
 
     python tools/bench_operator.py [--crs 500] [--nodes 5] [--json docs/benchmarks/operator.json]
+
+With `--kueue-gpu-quota Q` the same run goes through Kueue (tools/localcluster/kueue.py): one
+ResourceFlavor, a ClusterQueue whose nvidia.com/gpu quota Q is below the demand (one GPU per CR), a
+LocalQueue, every CR with `spec.scheduling.queueName`, the operator watching Workloads. Kueue admits Q
+at a time; each kwok pod succeeds after about a second and frees its GPU for the next. Measured too:
+CR → admitted (the first watch event of its Workload with Admitted True), admitted → Pod, and the
+admission throughput (admissions per second between the first and the last).
+
+    python tools/bench_operator.py --kueue-gpu-quota 50 [--json docs/benchmarks/operator-kueue.json]
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ from localcluster.kwok import pod_placement, start_kwok
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
 NAMESPACE = "bench"
+KUEUE = ("kueue.x-k8s.io", "v1beta2")
+QUEUE = "bench"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -57,16 +68,16 @@ def percentile(values: list[float], q: float) -> float:
 class Recorder:
     """First-seen times (monotonic seconds) of Jobs and Pods, and phases of CRs, from watches."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, kueue: bool = False) -> None:
         self.api = api
         self.lock = threading.Lock()
         self.job_seen: dict[str, float] = {}  # job name -> time
         self.pod_seen: dict[str, float] = {}  # job name -> time its first pod appeared
         self.succeeded: dict[str, float] = {}  # CR name -> time
+        self.admitted: dict[str, float] = {}  # job name -> time its Workload was first seen admitted
         self.stop = threading.Event()
-        self.threads = [
-            threading.Thread(target=self._watch, args=(kind,), daemon=True) for kind in ("jobs", "pods", "crs")
-        ]
+        kinds = ("jobs", "pods", "crs", "workloads") if kueue else ("jobs", "pods", "crs")
+        self.threads = [threading.Thread(target=self._watch, args=(kind,), daemon=True) for kind in kinds]
 
     def start(self) -> None:
         for thread in self.threads:
@@ -77,6 +88,8 @@ class Recorder:
             return client.BatchV1Api(self.api).list_namespaced_job, (NAMESPACE,)
         if kind == "pods":
             return client.CoreV1Api(self.api).list_namespaced_pod, (NAMESPACE,)
+        if kind == "workloads":
+            return client.CustomObjectsApi(self.api).list_namespaced_custom_object, (*KUEUE, NAMESPACE, "workloads")
         return client.CustomObjectsApi(self.api).list_namespaced_custom_object, (GROUP, VERSION, NAMESPACE, PLURAL)
 
     def _watch(self, kind: str) -> None:
@@ -91,6 +104,13 @@ class Recorder:
         for event in watch.Watch().stream(call, *args, timeout_seconds=30, _request_timeout=60):
             now = time.monotonic()
             obj = event["object"]
+            if kind == "workloads":
+                conditions = (obj.get("status") or {}).get("conditions") or []
+                if any(c["type"] == "Admitted" and c["status"] == "True" for c in conditions):
+                    for ref in obj["metadata"].get("ownerReferences") or []:
+                        with self.lock:
+                            self.admitted.setdefault(ref["name"], now)
+                continue
             if kind == "crs":
                 if (obj.get("status") or {}).get("phase") == "Succeeded":
                     with self.lock:
@@ -124,7 +144,8 @@ def machine() -> str:
     )
 
 
-def resource(name: str, data: Path) -> dict[str, Any]:
+def resource(name: str, data: Path, queue: str | None = None) -> dict[str, Any]:
+    scheduling: dict[str, Any] = {**pod_placement(), **({"queueName": queue} if queue else {})}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ReconstructionJob",
@@ -134,12 +155,47 @@ def resource(name: str, data: Path) -> dict[str, Any]:
             "output": {"uri": f"file://{data}/results/{name}/"},
             "quality": {"preset": "draft"},
             "resources": {"gpus": 1, "cpu": "100m", "memory": "64Mi", "shmSize": "64Mi"},
-            "scheduling": pod_placement(),
+            "scheduling": scheduling,
         },
     }
 
 
-def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
+def create_queues(api: client.ApiClient, gpu_quota: int) -> None:
+    """One flavor (the kwok nodes), a ClusterQueue with `gpu_quota` GPUs, and the bench's LocalQueue."""
+    custom = client.CustomObjectsApi(api)
+    custom.create_cluster_custom_object(
+        *KUEUE,
+        "resourceflavors",
+        {"apiVersion": "/".join(KUEUE), "kind": "ResourceFlavor", "metadata": {"name": "kwok"}},
+    )
+    quota = {"cpu": "1000", "memory": "10Ti", "nvidia.com/gpu": str(gpu_quota)}
+    cluster_queue = {
+        "apiVersion": "/".join(KUEUE),
+        "kind": "ClusterQueue",
+        "metadata": {"name": QUEUE},
+        "spec": {
+            "namespaceSelector": {},
+            "resourceGroups": [
+                {
+                    "coveredResources": list(quota),
+                    "flavors": [
+                        {"name": "kwok", "resources": [{"name": k, "nominalQuota": v} for k, v in quota.items()]}
+                    ],
+                }
+            ],
+        },
+    }
+    custom.create_cluster_custom_object(*KUEUE, "clusterqueues", cluster_queue)
+    local_queue = {
+        "apiVersion": "/".join(KUEUE),
+        "kind": "LocalQueue",
+        "metadata": {"name": QUEUE, "namespace": NAMESPACE},
+        "spec": {"clusterQueue": QUEUE},
+    }
+    custom.create_namespaced_custom_object(*KUEUE, NAMESPACE, "localqueues", local_queue)
+
+
+def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -> dict[str, Any]:
     data = state / "data"
     for index in range(crs):
         name = f"rj-{index:04d}"
@@ -148,7 +204,8 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
         (data / "results" / name).mkdir(parents=True)
         (data / "results" / name / "manifest.json").write_text('{"files": []}')
 
-    cluster = Cluster(ClusterConfig(state_dir=state / "cluster", nodes=[]))
+    kueue = kueue_gpu_quota is not None
+    cluster = Cluster(ClusterConfig(state_dir=state / "cluster", nodes=[], kueue=kueue))
     cluster.up()
     operator: subprocess.Popen[bytes] | None = None
     try:
@@ -158,6 +215,8 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
         core = client.CoreV1Api(api)
         raw(core.create_namespace, {"metadata": {"name": NAMESPACE}})
         wait_service_account(api, NAMESPACE, "default", timeout=60)
+        if kueue_gpu_quota is not None:
+            create_queues(api, kueue_gpu_quota)
 
         liveness = f"http://127.0.0.1:{free_port()}/healthz"
         env = {
@@ -168,6 +227,7 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
             "RECON_OPERATOR_LIVENESS_ENDPOINT": liveness,
             "RECON_OPERATOR_RECONCILE_INTERVAL_S": "30",
             "RECON_OPERATOR_ALLOW_FILE_URIS": "true",  # off by default in a cluster; the bench's data is local
+            "RECON_OPERATOR_KUEUE_WORKLOADS": "true" if kueue else "false",
         }
         log = (state / "operator.log").open("wb")
         operator = subprocess.Popen([sys.executable, "-m", "recon_operator"], env=env, stdout=log, stderr=log)
@@ -182,7 +242,7 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
 
         wait_for("the operator's liveness endpoint", ready, 120, interval=0.5)
 
-        recorder = Recorder(api)
+        recorder = Recorder(api, kueue)
         recorder.start()
         time.sleep(1)
         custom = client.CustomObjectsApi(api)
@@ -190,7 +250,8 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
 
         def create(index: int) -> None:
             name = f"rj-{index:04d}"
-            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, resource(name, data))
+            body = resource(name, data, QUEUE if kueue else None)
+            custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
             created[name] = time.monotonic()
 
         start = time.monotonic()
@@ -204,6 +265,19 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
 
         cr_to_job = [recorder.job_seen[f"{n}-1"] - t for n, t in created.items()]
         job_to_pod = [recorder.pod_seen[j] - t for j, t in recorder.job_seen.items() if j in recorder.pod_seen]
+        queued: dict[str, Any] = {}
+        if kueue:
+            cr_to_admitted = [recorder.admitted[f"{n}-1"] - t for n, t in created.items()]
+            admitted_to_pod = [recorder.pod_seen[j] - t for j, t in recorder.admitted.items() if j in recorder.pod_seen]
+            times = sorted(recorder.admitted.values())
+            queued = {
+                "kueue_gpu_quota": kueue_gpu_quota,
+                "cr_to_admitted_p50_s": round(percentile(cr_to_admitted, 50), 3),
+                "cr_to_admitted_p99_s": round(percentile(cr_to_admitted, 99), 3),
+                "admitted_to_pod_p50_s": round(percentile(admitted_to_pod, 50), 3),
+                "admitted_to_pod_p99_s": round(percentile(admitted_to_pod, 99), 3),
+                "admissions_per_s": round((len(times) - 1) / max(times[-1] - times[0], 1e-9), 2),
+            }
         return {
             "crs": crs,
             "kwok_nodes": nodes,
@@ -216,6 +290,7 @@ def run(crs: int, nodes: int, state: Path) -> dict[str, Any]:
             "job_to_pod_mean_s": round(statistics.fmean(job_to_pod), 3),
             "all_succeeded_s": round(all_succeeded, 1),
             "operator_peak_rss_mb": round(rss, 1),
+            **queued,
             "machine": machine(),
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
@@ -255,10 +330,56 @@ Figures in `docs/benchmarks/operator.json`.
 """
 
 
+def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
+    """The "Operator with Kueue" section of docs/benchmarks.md, beside the plain run's figures."""
+
+    def pair(source: dict[str, Any] | None, key: str) -> str:
+        if not source or f"{key}_p50_s" not in source:
+            return ""
+        return f"{source[f'{key}_p50_s']} s / {source[f'{key}_p99_s']} s"
+
+    def one(source: dict[str, Any] | None, key: str, unit: str) -> str:
+        return f"{source[key]} {unit}" if source and key in source else ""
+
+    table = [
+        ("CR → Job p50 / p99", pair(result, "cr_to_job"), pair(plain, "cr_to_job")),
+        ("CR → admitted p50 / p99 (includes waiting for quota)", pair(result, "cr_to_admitted"), ""),
+        ("admitted → Pod p50 / p99", pair(result, "admitted_to_pod"), ""),
+        ("Job → Pod p50 / p99", pair(result, "job_to_pod"), pair(plain, "job_to_pod")),
+        ("admission throughput", one(result, "admissions_per_s", "/ s"), ""),
+        (
+            f"all {result['crs']} Succeeded after",
+            one(result, "all_succeeded_s", "s"),
+            one(plain, "all_succeeded_s", "s"),
+        ),
+        ("operator peak RSS", one(result, "operator_peak_rss_mb", "MB"), one(plain, "operator_peak_rss_mb", "MB")),
+    ]
+    plain_crs = plain["crs"] if plain else "–"
+    plain_when = f"{plain['machine']}; {plain['date']}" if plain else "not measured"
+    rows = "\n".join(f"| {name} | {ours} | {theirs} |" for name, ours, theirs in table)
+
+    return f"""## Operator with Kueue
+
+`tools/bench_operator.py --kueue-gpu-quota {result["kueue_gpu_quota"]}`: the run above, through Kueue
+(docs/kueue.md): {result["crs"]} ReconstructionJobs of one GPU each on {result["kwok_nodes"]} kwok nodes, a ClusterQueue
+whose nvidia.com/gpu quota is {result["kueue_gpu_quota"]}, so Kueue admits {result["kueue_gpu_quota"]} at a time
+and each kwok pod (done after about 1 s) frees a GPU for the next. The operator watches Workloads
+(`RECON_OPERATOR_KUEUE_WORKLOADS`). "admitted" is the first watch event of a Workload with `Admitted` True.
+
+| metric | with Kueue ({result["crs"]} CRs) | without ({plain_crs} CRs, section above) |
+| --- | --- | --- |
+{rows}
+
+Machine: {result["machine"]}; {result["date"]}. Figures in `docs/benchmarks/operator-kueue.json`.
+The run without Kueue: {plain_when}. Latencies scale with the machine's load, so compare within a run.
+"""
+
+
 def update_doc(path: Path, section: str) -> None:
-    """Replace (or append) the "## Operator" section of `path`, leaving the other sections alone."""
+    """Replace (or append) the section of `path` that `section` starts with, leaving the others alone."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("## Operator\n")
+    heading = section.split("\n", 1)[0] + "\n"
+    start = text.find(heading)
     if start < 0:
         path.write_text(text.rstrip("\n") + "\n\n" + section)
         return
@@ -271,16 +392,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--crs", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=REPO / "docs" / "benchmarks" / "operator.json")
+    parser.add_argument("--json", type=Path, default=None, help="default: docs/benchmarks/operator[-kueue].json")
+    parser.add_argument("--kueue-gpu-quota", type=int, default=None, help="run through Kueue with this GPU quota")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
-        result = run(args.crs, args.nodes, Path(tmp))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+        result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota)
+    plain_json = REPO / "docs" / "benchmarks" / "operator.json"
+    kueue = args.kueue_gpu_quota is not None
+    out = args.json or (REPO / "docs" / "benchmarks" / "operator-kueue.json" if kueue else plain_json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_doc:
-        update_doc(args.doc, markdown(result))
+        plain = json.loads(plain_json.read_text()) if plain_json.exists() else None
+        update_doc(args.doc, markdown_kueue(result, plain) if kueue else markdown(result))
     print(json.dumps(result, indent=2))
     ratio = result["cr_to_job_p99_s"] / max(result["job_to_pod_p99_s"], 1e-9)
     rss = result["operator_peak_rss_mb"]

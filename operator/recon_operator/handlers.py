@@ -21,6 +21,7 @@ from recon_operator.reconciler import Reconciler
 from recon_operator.requeue import Requeue
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL
+from recon_operator.workloads import KUEUE_GROUP, KUEUE_VERSION, WORKLOADS
 
 # Read at import: decorator arguments (retries, backoff, timeouts) come from it.
 SETTINGS = OperatorSettings.model_validate({})
@@ -114,6 +115,53 @@ def _all(index: kopf.Index[Any, Any]) -> list[Any]:
     return [body for key in list(index) for body in index.get(key, [])]
 
 
+# Kueue's Workloads (settings.kueue_workloads): indexed by the Job that owns them, and Jobs indexed by
+# name -> owner key, so a Workload's change re-derives its ReconstructionJob's status.
+if SETTINGS.kueue_workloads:
+
+    @kopf.index(KUEUE_GROUP, KUEUE_VERSION, WORKLOADS)
+    async def recon_workloads(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        meta = body["metadata"]
+        jobs = [ref for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Job"]
+        if not jobs:
+            return {}
+        status = body.get("status") or {}
+        snapshot = {
+            "metadata": {k: meta.get(k) for k in ("name", "uid", "ownerReferences", "creationTimestamp")},
+            "status": {"conditions": status.get("conditions") or [], "admission": status.get("admission")},
+        }
+        return {(namespace, jobs[0]["name"]): snapshot}
+
+    @kopf.index("batch", "v1", "jobs", labels=OWNED)
+    async def recon_job_owners(namespace: str | None, name: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): labels[JOB_LABEL]}
+
+    @kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, WORKLOADS)  # type: ignore[arg-type]
+    async def workload_changed(
+        namespace: str | None,
+        body: kopf.Body,
+        memo: Any,
+        recon_resources: kopf.Index[Any, Any],
+        recon_jobs: kopf.Index[Any, Any],
+        recon_pods: kopf.Index[Any, Any],
+        recon_workloads: kopf.Index[Any, Any],
+        recon_job_owners: kopf.Index[Any, Any],
+        **_: Any,
+    ) -> None:
+        memo.views.bind(recon_resources, recon_jobs, recon_pods, recon_workloads)
+        for ref in body["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                for owner in recon_job_owners.get((namespace, ref["name"]), []):
+                    memo.requeue.add((str(namespace), owner))
+
+
+def _workloads(index: kopf.Index[Any, Any] | None, namespace: str, jobs: list[Any]) -> list[Any]:
+    """The Workloads of `jobs` (none when Kueue's Workloads are not watched)."""
+    if index is None:
+        return []
+    return [w for job in jobs for w in index.get((namespace, job["metadata"]["name"]), [])]
+
+
 # ---- the ReconstructionJob itself ------------------------------------------------------------------
 
 
@@ -137,16 +185,19 @@ def reconcile_resource(
     recon_resources: kopf.Index[Any, Any],
     recon_jobs: kopf.Index[Any, Any],
     recon_pods: kopf.Index[Any, Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
+    jobs = _owned(recon_jobs, key)
+    workloads = _workloads(kwargs.get("recon_workloads"), key[0], jobs)
     memo.reconciler.run(
         dict(body),
-        _owned(recon_jobs, key),
+        jobs,
         _owned(recon_pods, key),
         allow_create=True,
         retry=retry,
         claims=_all(recon_resources),
+        workloads=workloads,
     )
 
 
@@ -166,20 +217,37 @@ class IndexViews:
     resources: kopf.Index[Any, Any] | None = None
     jobs: kopf.Index[Any, Any] | None = None
     pods: kopf.Index[Any, Any] | None = None
+    workloads: kopf.Index[Any, Any] | None = None
 
-    def bind(self, resources: kopf.Index[Any, Any], jobs: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+    def bind(
+        self,
+        resources: kopf.Index[Any, Any],
+        jobs: kopf.Index[Any, Any],
+        pods: kopf.Index[Any, Any],
+        workloads: kopf.Index[Any, Any] | None = None,
+    ) -> None:
         self.resources, self.jobs, self.pods = resources, jobs, pods
+        if workloads is not None:
+            self.workloads = workloads
 
 
 def reconcile_owner(reconciler: Reconciler, views: IndexViews, key: Any) -> None:
     if views.resources is None or views.jobs is None or views.pods is None:
         return
     for body in _owned(views.resources, key):
-        reconciler.run(body, _owned(views.jobs, key), _owned(views.pods, key), allow_create=False, retry=0)
+        jobs = _owned(views.jobs, key)
+        workloads = _workloads(views.workloads, key[0], jobs)
+        reconciler.run(body, jobs, _owned(views.pods, key), allow_create=False, retry=0, workloads=workloads)
 
 
-def _requeue(memo: Any, namespace: str | None, labels: kopf.Labels, indexes: tuple[kopf.Index[Any, Any], ...]) -> None:
-    memo.views.bind(*indexes)
+def _requeue(
+    memo: Any,
+    namespace: str | None,
+    labels: kopf.Labels,
+    indexes: tuple[kopf.Index[Any, Any], ...],
+    workloads: kopf.Index[Any, Any] | None = None,
+) -> None:
+    memo.views.bind(*indexes, workloads)
     memo.requeue.add((str(namespace), labels[JOB_LABEL]))
 
 
@@ -191,9 +259,9 @@ async def job_changed(
     recon_resources: kopf.Index[Any, Any],
     recon_jobs: kopf.Index[Any, Any],
     recon_pods: kopf.Index[Any, Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    _requeue(memo, namespace, labels, (recon_resources, recon_jobs, recon_pods))
+    _requeue(memo, namespace, labels, (recon_resources, recon_jobs, recon_pods), kwargs.get("recon_workloads"))
 
 
 @kopf.on.event("", "v1", "pods", labels=OWNED)  # type: ignore[arg-type]
@@ -204,6 +272,6 @@ async def pod_changed(
     recon_resources: kopf.Index[Any, Any],
     recon_jobs: kopf.Index[Any, Any],
     recon_pods: kopf.Index[Any, Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    _requeue(memo, namespace, labels, (recon_resources, recon_jobs, recon_pods))
+    _requeue(memo, namespace, labels, (recon_resources, recon_jobs, recon_pods), kwargs.get("recon_workloads"))

@@ -20,6 +20,7 @@ from recon_operator.labels import JOB_LABEL
 from recon_operator.names import label_value
 from recon_operator.reconciler import Reconciler, raw_json
 from recon_operator.spec import API_GROUP, API_VERSION, PLURAL
+from recon_operator.workloads import KUEUE_GROUP, KUEUE_VERSION, WORKLOADS
 
 log = logging.getLogger("recon_operator.healer")
 Key = tuple[str, str]
@@ -61,16 +62,34 @@ class Healer(threading.Thread):
             pods = core.list_namespaced_pod(namespace, label_selector=JOB_LABEL, _preload_content=False)
         return _items(crs), _items(jobs), _items(pods)
 
+    def _list_workloads(self, namespace: str | None) -> list[dict[str, Any]]:
+        """Kueue's Workloads, when the operator shows Kueue's admission state (settings.kueue_workloads)."""
+        if not self.reconciler.settings.kueue_workloads:
+            return []
+        custom = kubernetes.client.CustomObjectsApi(self.reconciler.api)
+        if namespace is None:
+            response = custom.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, WORKLOADS, _preload_content=False)
+        else:
+            response = custom.list_namespaced_custom_object(
+                KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS, _preload_content=False
+            )
+        return _items(response)
+
     def sweep(self) -> None:
-        listed = [self._list(namespace) for namespace in self.namespaces or (None,)]
+        namespaces = self.namespaces or (None,)
+        listed = [self._list(namespace) for namespace in namespaces]
         claims = [body for crs, _, _ in listed for body in crs]  # output-prefix claims span namespaces
-        for crs, jobs, pods in listed:
+        for namespace, (crs, jobs, pods) in zip(namespaces, listed, strict=True):
             jobs_by: dict[Key, list[dict[str, Any]]] = defaultdict(list)
             pods_by: dict[Key, list[dict[str, Any]]] = defaultdict(list)
             for job in jobs:
                 jobs_by[(job["metadata"]["namespace"], job["metadata"]["labels"][JOB_LABEL])].append(job)
             for pod in pods:
                 pods_by[(pod["metadata"]["namespace"], pod["metadata"]["labels"][JOB_LABEL])].append(pod)
+            workloads_by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for workload in self._list_workloads(namespace):
+                for ref in workload["metadata"].get("ownerReferences") or []:
+                    workloads_by[ref.get("uid", "")].append(workload)
             for body in crs:
                 if self.stopping.is_set():
                     return
@@ -78,8 +97,17 @@ class Healer(threading.Thread):
                 if meta.get("deletionTimestamp"):
                     continue
                 key = (meta["namespace"], label_value(meta["name"]))
+                workloads = [w for job in jobs_by[key] for w in workloads_by.get(job["metadata"]["uid"], [])]
                 try:
-                    self.reconciler.run(body, jobs_by[key], pods_by[key], allow_create=True, retry=0, claims=claims)
+                    self.reconciler.run(
+                        body,
+                        jobs_by[key],
+                        pods_by[key],
+                        allow_create=True,
+                        retry=0,
+                        claims=claims,
+                        workloads=workloads,
+                    )
                 except kopf.TemporaryError:
                     pass  # preflight retries belong to the create handler's backoff
                 except Exception:

@@ -13,6 +13,7 @@ from recon_operator.names import identity_name, job_name
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import ReconstructionJobSpec, ResourceCoordinates
 from recon_operator.task import build_task, task_json
+from recon_operator.workloads import PRIORITY_CLASS_LABEL
 
 CONTAINER = "worker"
 SHM_VOLUME = "shm"
@@ -146,6 +147,10 @@ def build_job(
     kueue = spec.scheduling.queue_name
     if kueue:
         job_labels[KUEUE_QUEUE_LABEL] = kueue
+        # Kueue reads a Job's WorkloadPriorityClass from this label: set it on the ReconstructionJob.
+        priority = ((owner.get("metadata") or {}).get("labels") or {}).get(PRIORITY_CLASS_LABEL)
+        if priority:
+            job_labels[PRIORITY_CLASS_LABEL] = priority
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",

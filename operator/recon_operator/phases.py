@@ -15,6 +15,7 @@ from typing import Any
 
 from recon_operator.jobspec import CONTAINER, EXIT_INVALID_INPUT, EXIT_NODE_UNFIT
 from recon_operator.spec import Gates
+from recon_operator.workloads import Admission
 
 Obj = Mapping[str, Any]
 
@@ -35,6 +36,7 @@ TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 class Reason(StrEnum):
     JOB_CREATED = "JobCreated"
     WAITING_FOR_ADMISSION = "WaitingForAdmission"  # suspended Job, waiting for Kueue
+    PREEMPTED = "Preempted"  # Kueue evicted the running Job for a higher-priority one; it waits again
     UNSCHEDULABLE = "Unschedulable"
     CONTAINER_CREATING = "ContainerCreating"
     WORKER_RUNNING = "WorkerRunning"
@@ -74,6 +76,7 @@ class Observation:
     job_active: bool = False  # the Job still holds (or waits for) a pod that should be stopped on failure
     pod_failures: int = 0
     outputs: Mapping[str, Any] | None = None  # status.outputs, from the verified manifest (Succeeded only)
+    admission: Admission | None = None  # what Kueue's Workload says, for a Job submitted to a queue
 
 
 def parse_time(value: str) -> datetime:
@@ -171,13 +174,35 @@ def _failure(job: Obj, condition: Obj, pods: Sequence[Obj]) -> tuple[Reason, str
 
 
 def observe_job(
-    job: Obj, pods: Sequence[Obj], now: datetime, pending_deadline_s: int | None, create_refusal: str | None = None
+    job: Obj,
+    pods: Sequence[Obj],
+    now: datetime,
+    pending_deadline_s: int | None,
+    create_refusal: str | None = None,
+    admission: Admission | None = None,
 ) -> Observation:
-    """Phase of one attempt, from its Job and the Job's pods.
+    """Phase of one attempt, from its Job, the Job's pods and (queued Jobs) Kueue's Workload.
 
     `create_refusal`: the message of the Job controller's latest FailedCreate Event for this Job (the API
     refused its pod, e.g. a missing PriorityClass or RuntimeClass), when the act layer found one.
     """
+    observation = _observe_job(job, pods, now, pending_deadline_s, create_refusal, admission)
+    if admission is None:
+        return observation
+    message = observation.message
+    if admission.admitted and observation.phase in (Phase.PENDING, Phase.RUNNING):
+        message = f"{message}; {admission.describe()}"
+    return replace(observation, message=message, admission=admission)
+
+
+def _observe_job(
+    job: Obj,
+    pods: Sequence[Obj],
+    now: datetime,
+    pending_deadline_s: int | None,
+    create_refusal: str | None,
+    admission: Admission | None,
+) -> Observation:
     status = job.get("status") or {}
     started_at = first_start(pods)
     failures = int(status.get("failed") or 0)
@@ -229,7 +254,7 @@ def observe_job(
             failures,
         )
 
-    observation = _waiting(job, live, create_refusal)
+    observation = _waiting(job, live, create_refusal, admission)
     created = _created(job)
     if pending_deadline_s is not None and started_at is None and created:
         waited = (now - parse_time(created)).total_seconds()
@@ -245,10 +270,18 @@ def _succeeded_pods(pods: Sequence[Obj]) -> list[Obj]:
     return sorted(done, key=_created)
 
 
-def _waiting(job: Obj, live: Sequence[Obj], create_refusal: str | None = None) -> Observation:
+def _waiting(
+    job: Obj, live: Sequence[Obj], create_refusal: str | None = None, admission: Admission | None = None
+) -> Observation:
     spec = job.get("spec") or {}
     if spec.get("suspend") and not live:
-        return Observation(Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, "Job is suspended until its queue admits it")
+        if admission is None:
+            return Observation(Phase.QUEUED, Reason.WAITING_FOR_ADMISSION, "Job is suspended until its queue admits it")
+        # Kueue's own words: why it is not admitted (quota, flavors), and why it was evicted if it was.
+        reason = Reason.PREEMPTED if admission.evicted_reason == "Preempted" else Reason.WAITING_FOR_ADMISSION
+        if admission.admitted:
+            return Observation(Phase.QUEUED, reason, f"{admission.describe()}; waiting for the Job to start")
+        return Observation(Phase.QUEUED, reason, admission.describe())
     if create_refusal and not live:
         message = f"Job {job['metadata']['name']} cannot create its pod: {create_refusal}"
         return Observation(Phase.QUEUED, Reason.UNSCHEDULABLE, message)
@@ -309,8 +342,13 @@ def conditions(
     previous: Sequence[Obj],
     now: str,
     generation: int,
+    admission: Admission | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready, Running, Succeeded, Failed and QualityDegraded; lastTransitionTime moves only when status does."""
+    """Ready, Running, Succeeded, Failed and QualityDegraded; lastTransitionTime moves only when status does.
+
+    A Job submitted to a Kueue queue also has `Admitted`, with Kueue's reason and message (the
+    ClusterQueue and flavors once admitted); it keeps its last value when no Workload is observed.
+    """
     old = {c.get("type"): c for c in previous}
     wanted = [
         ("Ready", phase == Phase.SUCCEEDED),
@@ -330,6 +368,14 @@ def conditions(
     else:
         degraded = ("False", "GatesPassed", "all quality gates pass")
     result.append(_condition_entry("QualityDegraded", *degraded, old.get("QualityDegraded"), now, generation))
+    if admission is not None:
+        admitted = "True" if admission.admitted else "False"
+        entry = _condition_entry(
+            "Admitted", admitted, admission.reason, admission.describe(), old.get("Admitted"), now, generation
+        )
+        result.append(entry)
+    elif old.get("Admitted"):
+        result.append(dict(old["Admitted"]))
     return result
 
 

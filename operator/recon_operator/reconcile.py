@@ -27,6 +27,7 @@ from recon_operator.phases import (
     quality_findings,
 )
 from recon_operator.spec import ReconstructionJobSpec
+from recon_operator.workloads import Admission, admission_of, workload_of
 
 Obj = Mapping[str, Any]
 # Status fields the operator owns; the worker owns the rest (progress, stage, metrics, worker).
@@ -105,6 +106,7 @@ def status_fields(
     started_at: str | None = None,
     finished_at: str | None = None,
     outputs: Mapping[str, Any] | None = None,
+    admission: Admission | None = None,
 ) -> dict[str, Any]:
     """The complete operator-owned status for `phase`, keeping earlier times and condition transitions.
 
@@ -121,7 +123,7 @@ def status_fields(
         "reason": reason,
         "message": message[:4096],
         "conditions": conditions(
-            phase, reason, message, quality, status.get("conditions") or [], rfc3339(now), generation
+            phase, reason, message, quality, status.get("conditions") or [], rfc3339(now), generation, admission
         ),
         "attempts": attempt,
         "jobName": job_name(body["metadata"]["name"], attempt) if attempt else None,
@@ -142,7 +144,17 @@ def from_observation(
     body: Obj, spec: ReconstructionJobSpec, obs: Observation, attempt: int, now: datetime
 ) -> dict[str, Any]:
     return status_fields(
-        body, spec, obs.phase, obs.reason, obs.message, attempt, now, obs.started_at, obs.finished_at, obs.outputs
+        body,
+        spec,
+        obs.phase,
+        obs.reason,
+        obs.message,
+        attempt,
+        now,
+        obs.started_at,
+        obs.finished_at,
+        obs.outputs,
+        obs.admission,
     )
 
 
@@ -191,8 +203,9 @@ def decide(
     pods: Sequence[Obj],
     now: datetime,
     create_refusals: Mapping[str, str] | None = None,
+    workloads: Sequence[Obj] = (),
 ) -> Decision:
-    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns.
+    """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns (and Kueue's Workloads).
 
     `create_refusals`: Job name -> the Job controller's latest FailedCreate message, where one was looked up.
     """
@@ -250,7 +263,10 @@ def decide(
         return Decision(Action.CONFIRM_JOB_GONE, attempt, status=cancelled)
 
     refusal = (create_refusals or {}).get(current["metadata"]["name"])
-    observation = observe_job(current, pods_of(current, pods), now, spec.pending_deadline_seconds, refusal)
+    admission = admission_of(workload_of(current, workloads)) if spec.scheduling.queue_name else None
+    observation = observe_job(
+        current, pods_of(current, pods), now, spec.pending_deadline_seconds, refusal, admission=admission
+    )
     derived = from_observation(body, spec, observation, attempt, now)
     if observation.phase == Phase.SUCCEEDED:
         return Decision(Action.CHECK_OUTPUTS, attempt, observation, derived)

@@ -141,14 +141,16 @@ class Reconciler:
         allow_create: bool,
         retry: int,
         claims: Sequence[Obj] = (),
+        workloads: Sequence[Obj] = (),
     ) -> None:
-        """Decide and act for `body`; `claims`: the other ReconstructionJobs known (for output-prefix claims)."""
+        """Decide and act for `body`; `claims`: the other ReconstructionJobs known (for output-prefix claims);
+        `workloads`: Kueue's Workloads of its Jobs (when they are watched)."""
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
             observed = body
             # Decisions come from the operator's own record, never from owned fields a worker token wrote.
             body = self._not_older_than_published(trusted(observed, jobs))
-            decision = decide(body, jobs, pods, datetime.now(UTC))
+            decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
             if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
                     return
@@ -156,16 +158,18 @@ class Reconciler:
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
                 jobs = self._list_jobs(meta["namespace"], meta["name"])
                 body = self._not_older_than_published(trusted(observed, jobs))
-                decision = decide(body, jobs, pods, datetime.now(UTC))
+                decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
                 if decision.action == Action.CONFIRM_JOB_GONE:
                     decision = Decision(Action.NONE, decision.attempt, status=decision.status)
                 elif decision.action == Action.CREATE_JOB and not allow_create:
                     return
-            decision = self._with_create_refusal(body, jobs, pods, decision)
+            decision = self._with_create_refusal(body, jobs, pods, decision, workloads)
             status = self._act(body, decision, retry, claims)
             self._publish(body, status, decision.observation, observed)
 
-    def _with_create_refusal(self, body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], decision: Decision) -> Decision:
+    def _with_create_refusal(
+        self, body: Obj, jobs: Sequence[Obj], pods: Sequence[Obj], decision: Decision, workloads: Sequence[Obj] = ()
+    ) -> Decision:
         """While a Job has no pod, the Job controller's FailedCreate Event says why (e.g. no such PriorityClass)."""
         observation = decision.observation
         if decision.action != Action.NONE or observation is None or observation.reason != Reason.JOB_CREATED:
@@ -174,7 +178,7 @@ class Reconciler:
         refusal = self._failed_create(namespace, name)
         if refusal is None:
             return decision
-        return decide(body, jobs, pods, datetime.now(UTC), {name: refusal})
+        return decide(body, jobs, pods, datetime.now(UTC), {name: refusal}, workloads=workloads)
 
     def _failed_create(self, namespace: str, job: str) -> str | None:
         selector = f"involvedObject.kind=Job,involvedObject.name={job},reason=FailedCreate"

@@ -66,6 +66,10 @@ class OperatorSettings(BaseSettings):
     # Threads for Kopf's create/resume/update handlers, and for re-deriving status after Job/Pod events.
     handler_threads: int = Field(24, ge=1)
     requeue_threads: int = Field(4, ge=1)
+    # Watch Kueue's Workloads (kueue.x-k8s.io/v1beta2) to show, on a queued ReconstructionJob, Kueue's
+    # reason for not admitting it, its preemption, and the ClusterQueue and flavors that admitted it.
+    # Needs Kueue's CRDs and RBAC to list/watch workloads (the chart's kueue.enabled sets both).
+    kueue_workloads: bool = False
     # 0: any free port (tests); "null" serves no metrics.
     metrics_port: int | None = Field(9090, ge=0, le=65535)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"

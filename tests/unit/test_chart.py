@@ -441,3 +441,29 @@ def test_chart_readme_documents_every_value_and_is_up_to_date() -> None:
     missing = leaves(values, schema, "") - documented
     assert not missing, f"values without a row in the chart README: {sorted(missing)}"
     assert "Secrets in every namespace" in readme, "the README must say what the cluster-wide mode grants"
+
+
+def test_kueue_enabled_watches_workloads_with_read_only_rights() -> None:
+    """kueue.enabled: the operator reads Workloads (setting + get/list/watch), and only then."""
+    from recon_operator.settings import OperatorSettings
+
+    def workload_verbs(manifests: list[Manifest]) -> set[str]:
+        roles = of_kind(manifests, "ClusterRole") + of_kind(manifests, "Role")
+        return {
+            verb
+            for role in roles
+            for rule in role["rules"]
+            if "kueue.x-k8s.io" in rule["apiGroups"] and "workloads" in rule["resources"]
+            for verb in rule["verbs"]
+        }
+
+    default = render()
+    assert one(default, "ConfigMap")["data"]["RECON_OPERATOR_KUEUE_WORKLOADS"] == "false"
+    assert workload_verbs(default) == set()
+    for values in (("kueue.enabled=true",), ("kueue.enabled=true", "watchNamespaces={team-a}")):
+        manifests = render(*values)
+        data = one(manifests, "ConfigMap")["data"]
+        assert OperatorSettings.model_validate(
+            {"kueue_workloads": data["RECON_OPERATOR_KUEUE_WORKLOADS"]}
+        ).kueue_workloads
+        assert workload_verbs(manifests) == {"get", "list", "watch"}

@@ -6,8 +6,9 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.crd import load_crd, load_examples, openapi_schema, structural_problems, validate
+from tests.crd import REPO, load_crd, load_examples, openapi_schema, structural_problems, validate
 
 
 def minimal() -> dict[str, Any]:
@@ -208,3 +209,18 @@ def test_cancel_cannot_be_undone() -> None:
     undone = copy.deepcopy(cancelled)
     undone["spec"]["cancel"] = False
     assert any(e.startswith("spec.cancel:") and "cannot be undone" in e for e in validate(undone, old=cancelled))
+
+
+def test_kueue_doc_shows_the_example_files_the_tests_apply() -> None:
+    """docs/kueue.md quotes every file of examples/kueue verbatim (tests/integration/test_kueue.py applies them)."""
+    doc = (REPO / "docs" / "kueue.md").read_text()
+    files = sorted((REPO / "examples" / "kueue").glob("*.yaml"))
+    assert files
+    for path in files:
+        assert f"```yaml\n{path.read_text()}```" in doc, f"docs/kueue.md does not quote {path.name} as it is"
+
+
+def test_kueue_example_reconstruction_job_is_valid() -> None:
+    doc = yaml.safe_load((REPO / "examples" / "kueue" / "reconstruction-job.yaml").read_text())
+    assert validate(doc) == []
+    assert doc["spec"]["scheduling"]["queueName"] and doc["metadata"]["labels"]["kueue.x-k8s.io/priority-class"]

@@ -2,7 +2,7 @@
 # Build the local control plane's binaries from the Go module proxy, only those that are missing:
 #   kube-apiserver, kube-controller-manager, kube-scheduler  (module tools/k8s, one `go build`)
 #   etcd                                                      (module tools/k8s/etcd)
-#   kwok, helm                                                (`go install pkg@version`, their own go.mod)
+#   kwok, helm, kueue                                         (`go install pkg@version`, their own go.mod)
 # into ${RECON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/recon-operator}/k8s-<K8S_VERSION>/bin/.
 # Each binary has a <name>.version stamp; a binary whose stamp does not match versions.env is rebuilt.
 # Binaries are linked under a temporary name and renamed into place, so a binary that exists is whole.
@@ -107,6 +107,10 @@ helm_stamp="$HELM_VERSION+release-ldflags"
 if needs helm "$helm_stamp"; then
   go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "$(helm_ldflags)" "$helm_stamp"
 fi
+# kueue: its release builds stamp the version into pkg/version; the CRDs the cluster tool installs
+# are read from the same module in the module cache (config/components/crd), so this download
+# also fetches them.
+go_install kueue "$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
 
 if [ "$built" = 1 ]; then echo "build: all done in $(( $(now) - total_start ))s"; fi
 echo "$bin"

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", default="2")
     parser.add_argument("--memory", default="24Gi")
     parser.add_argument("--label", action="append", default=[], help="node label key=value, repeatable")
+    parser.add_argument("--kueue", action="store_true", help="also run Kueue (build it with tools/k8s/build.sh)")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
 
@@ -37,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
             labels=dict(label.split("=", 1) for label in args.label),
         )
     ]  # fmt: skip
-    cluster = Cluster(ClusterConfig(state_dir=args.state_dir, crd_dir=args.crd_dir, nodes=nodes, timeout=args.timeout))
+    cluster = Cluster(
+        ClusterConfig(
+            state_dir=args.state_dir, crd_dir=args.crd_dir, nodes=nodes, timeout=args.timeout, kueue=args.kueue
+        )
+    )
     if args.command == "up":
         try:
             cluster.up()

@@ -64,6 +64,7 @@ class ClusterConfig:
     crd_dir: Path | None = DEFAULT_CRD_DIR
     nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
     timeout: float = 120.0  # seconds for each component to become ready
+    kueue: bool = False  # also start Kueue (kueue.py): its CRDs, webhooks, certificates and controller
 
 
 def free_port() -> int:
@@ -140,7 +141,7 @@ class Cluster:
 
     def down(self) -> None:
         """Stop node agents and kwok first (they stop their pods' processes), then the control plane."""
-        order = ["kwok", "node-", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
+        order = ["kwok", "kueue", "node-", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
         names = sorted(self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p)))
         for name in names:
             self.processes[name].stop(grace=15.0 if name.startswith("node-") else 10.0)
@@ -210,6 +211,10 @@ class Cluster:
             kube.wait_node_ready(api, node.name, self.config.timeout, alive)
         # Pods can only be created once the ServiceAccount controller made `default` accounts.
         kube.wait_service_account(api, "default", "default", self.config.timeout)
+        if self.config.kueue:
+            from localcluster.kueue import start_kueue
+
+            start_kueue(self)
         self.save_info()
         print(
             f"localcluster: up in {time.monotonic() - started:.1f}s, kubeconfig {self.kubeconfig}",
@@ -362,6 +367,7 @@ class Cluster:
             "ports": self.ports,
             "components": sorted(self.processes),
             "nodes": [asdict(node) for node in self.config.nodes],
+            "kueue": self.config.kueue,
         }
         self.info_file.write_text(json.dumps(info, indent=2) + "\n")
 

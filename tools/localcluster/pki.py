@@ -34,8 +34,11 @@ def _openssl(*args: str) -> None:
         raise RuntimeError(f"openssl {args[0]} failed ({result.returncode}): {result.stderr.strip()}")
 
 
-def _new_key(path: Path) -> None:
-    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path))
+def _new_key(path: Path, rsa_pkcs1: bool = False) -> None:
+    if rsa_pkcs1:  # "BEGIN RSA PRIVATE KEY", for readers that only parse PKCS#1 (Kueue's cert-controller)
+        _openssl("genrsa", "-traditional", "-out", str(path), "2048")
+    else:
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path))
     path.chmod(0o600)
 
 
@@ -46,14 +49,18 @@ class PKI:
         self.directory = directory
         self.ca = CertPair(directory / "ca.crt", directory / "ca.key")
 
-    def create_ca(self, days: int = 3650) -> None:
+    def create_ca(self, days: int = 3650, sans: tuple[str, ...] = (), rsa_pkcs1: bool = False) -> None:
+        """A self-signed CA; `sans` and `rsa_pkcs1` for Kueue's cert-controller, which checks the CA by
+        name and parses its key as PKCS#1 RSA."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        _new_key(self.ca.key)
+        _new_key(self.ca.key, rsa_pkcs1)
+        extra = ["-addext", "subjectAltName=" + ",".join(sans)] if sans else []
         _openssl(
             "req", "-x509", "-new", "-key", str(self.ca.key), "-out", str(self.ca.cert),
             "-days", str(days), "-subj", "/CN=recon-local-ca",
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            *extra,
         )  # fmt: skip
 
     def issue(
