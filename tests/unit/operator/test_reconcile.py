@@ -228,11 +228,11 @@ def test_a_queued_job_shows_the_reason_of_the_workload_it_owns() -> None:
     }
     other = {"metadata": {"name": "w2", "ownerReferences": [{"kind": "Job", "uid": "x"}]}, "status": {"conditions": []}}
     body = cr({"phase": "Queued", "attempts": 1}, scheduling={"queueName": "q"})
-    decision = decide(body, [job(1, suspend=True)], [], NOW, [other, ours])
+    decision = decide(body, [job(1, suspend=True)], [], NOW, workloads=[other, ours])
     assert (
         decision.status["phase"] == Phase.QUEUED and decision.status["message"] == "Kueue: Pending: insufficient quota"
     )
     assert {c["type"]: c["status"] for c in decision.status["conditions"]}["Admitted"] == "False"
     # Without a queue name, Workloads do not matter (nor are they looked at).
-    plain = decide(cr({"phase": "Queued", "attempts": 1}), [job(1, suspend=True)], [], NOW, [ours])
+    plain = decide(cr({"phase": "Queued", "attempts": 1}), [job(1, suspend=True)], [], NOW, workloads=[ours])
     assert plain.status["reason"] == Reason.WAITING_FOR_ADMISSION and "Admitted" not in str(plain.status["conditions"])

@@ -61,7 +61,7 @@ def test_the_workload_of_a_job_is_the_one_it_owns() -> None:
 
 def test_pending_workload_shows_kueues_own_reason_and_message() -> None:
     admission = admission_of(workload(condition("QuotaReserved", "False", "Pending", PENDING)))
-    seen = observe_job(suspended_job(), [], NOW, None, admission)
+    seen = observe_job(suspended_job(), [], NOW, None, admission=admission)
     assert (seen.phase, seen.reason) == (Phase.QUEUED, Reason.WAITING_FOR_ADMISSION)
     assert seen.message == f"Kueue: Pending: {PENDING}"
     [admitted] = [
@@ -84,7 +84,7 @@ def test_preempted_workload_is_queued_again_with_the_preemption_reason() -> None
             condition("Admitted", "False", "NoReservation"),
         )
     )
-    seen = observe_job(suspended_job(), [], NOW, None, admission)
+    seen = observe_job(suspended_job(), [], NOW, None, admission=admission)
     assert (seen.phase, seen.reason) == (Phase.QUEUED, Reason.PREEMPTED)
     assert seen.message == f"evicted by Kueue (Preempted: {PREEMPTED}); Kueue: Pending: {PENDING}"
 
@@ -107,7 +107,7 @@ def test_admitted_workload_names_cluster_queue_and_flavor_on_the_running_job() -
             "containerStatuses": [{"name": "worker", "state": {"running": {"startedAt": "2026-01-01T11:59:20Z"}}}],
         },
     }
-    seen = observe_job(job, [running], NOW, None, admission)
+    seen = observe_job(job, [running], NOW, None, admission=admission)
     assert seen.phase == Phase.RUNNING
     assert seen.message == (
         "pod bunny-1-x on node-l4; admitted by Kueue ClusterQueue reconstruction with flavors "
