@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help bench-operator bench-recon demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
+.PHONY: help bench-operator bench-recon demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,9 +20,11 @@ demo: venv k8s-bins ## Local cluster, Helm install, a CPU job on spot, outputs i
 demo-down: venv ## Stop what `KEEP=1 make demo` left running
 	$(PY) tools/demo.py down
 
-images: ## Build the operator and worker images (needs Docker)
-	docker build -f Dockerfile.operator -t $(REGISTRY)/recon-operator:$(VERSION) .
-	docker build -f Dockerfile.worker -t $(REGISTRY)/recon-worker:$(VERSION) .
+images: ## Build both images with constraints.txt's versions (starts Docker, makes a Debian base when none can be pulled)
+	REGISTRY=$(REGISTRY) VERSION=$(VERSION) tools/images.sh
+
+lock: venv ## Rewrite constraints.txt (the lock of the venv and both images) from the venv
+	$(PY) tools/lock.py
 
 kind-e2e: venv k8s-bins ## End-to-end tests on a kind cluster with the real images (needs Docker)
 	tools/kind-e2e.sh
