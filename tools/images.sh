@@ -89,14 +89,32 @@ if [ -z "$base" ]; then
 fi
 log "base image: $base"
 
+# BuildKit (for pip's cache mount): a docker CLI of 23 or later needs the buildx plugin for it, which
+# Debian 12 does not package; Debian's own docker CLI (20.10) has BuildKit built in.
+build_cli=docker
+if ! docker buildx version >/dev/null 2>&1; then
+  if [ -x /usr/bin/docker ] && /usr/bin/docker version --format '{{.Client.Version}}' 2>/dev/null | grep -q '^20\.'; then
+    build_cli=/usr/bin/docker
+  else
+    die "BuildKit is needed: install the docker buildx plugin (or Debian's docker.io, whose CLI has BuildKit built in)"
+  fi
+fi
+
 args=(--build-arg "BASE_IMAGE=$base")
+# Behind a TLS-inspecting proxy pip needs this machine's CA bundle: lent to the build as a secret
+# (never stored in an image). PIP_CERT, else pip's own `global.cert` setting.
+ca=${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}
+if [ -n "$ca" ] && [ -s "$ca" ]; then
+  log "pip's CA bundle for the build: $ca"
+  args+=(--secret "id=pip-ca,src=$ca")
+fi
 [ -n "${TORCH_CUDA_ARCH_LIST:-}" ] && args+=(--build-arg "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST")
 export DOCKER_BUILDKIT=1
 cd "$repo"
 for image in operator worker; do
   start=$(date +%s)
   log "building $REGISTRY/recon-$image:$VERSION (Dockerfile.$image)"
-  docker build --network host "${args[@]}" -f "Dockerfile.$image" -t "$REGISTRY/recon-$image:$VERSION" .
+  "$build_cli" build --network host "${args[@]}" -f "Dockerfile.$image" -t "$REGISTRY/recon-$image:$VERSION" .
   log "recon-$image built in $(($(date +%s) - start)) s"
 done
 for image in operator worker; do
