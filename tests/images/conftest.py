@@ -6,10 +6,13 @@ that is a failure. A missing image is built with tools/images.sh (minutes from c
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +66,34 @@ def worker_image(docker: Docker) -> str:
 @pytest.fixture(scope="session")
 def operator_image(docker: Docker) -> str:
     return _image(docker, "operator")
+
+
+@contextlib.contextmanager
+def operator_container(
+    docker: Docker, image: str, kubeconfig: Path, tmp_path: Path, settings: dict[str, str]
+) -> Iterator[str]:
+    """The operator image run as the chart runs it (uid 10001, read-only root filesystem, /tmp a tmpfs,
+    no capabilities), on the host network (the API and S3 servers listen on 127.0.0.1 here)."""
+    mounted = tmp_path / "operator-kubeconfig"
+    mounted.write_text(kubeconfig.read_text())
+    mounted.chmod(0o644)  # read by the container's uid 10001
+    name = f"recon-operator-test-{secrets.token_hex(3)}"
+    env = [
+        arg
+        for key, value in {"KUBECONFIG": "/etc/recon/kubeconfig", **settings}.items()
+        for arg in ("-e", f"{key}={value}")
+    ]
+    docker(
+        "run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp:rw,size=64m",
+        "--user", "10001:10001", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "-v", f"{mounted}:/etc/recon/kubeconfig:ro", *env, image,
+    )  # fmt: skip
+    try:
+        yield name
+    finally:
+        logs = docker("logs", name, check=False)
+        docker("rm", "-f", name, check=False)
+        print(f"--- operator container logs ---\n{logs.stdout[-3000:]}\n{logs.stderr[-6000:]}")
 
 
 # The local control plane of the integration suite (tools/localcluster), for the operator image.
