@@ -61,11 +61,13 @@ def venv_pins() -> dict[str, str]:
 def image_requirements(pins: dict[str, str]) -> list[str]:
     worker = tomllib.loads((REPO / "worker" / "pyproject.toml").read_text())
     cuda_extra = list(worker["project"]["optional-dependencies"]["cuda"])
-    # nvcc of the same CUDA release as torch's runtime wheels (nvrtc ships in lockstep with nvcc).
-    cuda = pins.get("nvidia-cuda-nvrtc")
-    if cuda is None:
-        raise SystemExit("lock: the venv has no nvidia-cuda-nvrtc (a CUDA build of torch): cannot pin nvcc")
-    nvcc = [f"nvidia-cuda-nvcc=={cuda}", f"nvidia-cuda-crt=={cuda}", f"nvidia-nvvm=={cuda}"]
+    # nvcc and CCCL's headers of the CUDA release of torch's runtime wheels: NVIDIA's `cuda-toolkit`
+    # metapackage pins its parts; nvcc's own dependencies (crt, nvvm) follow nvrtc, which ships in
+    # lockstep with nvcc.
+    toolkit, nvrtc = pins.get("cuda-toolkit"), pins.get("nvidia-cuda-nvrtc")
+    if toolkit is None or nvrtc is None:
+        raise SystemExit("lock: the venv has no cuda-toolkit / nvidia-cuda-nvrtc (a CUDA build of torch)")
+    nvcc = [f"cuda-toolkit[nvcc,cccl]=={toolkit}", f"nvidia-cuda-crt=={nvrtc}", f"nvidia-nvvm=={nvrtc}"]
     return [*cuda_extra, "ninja", *nvcc]
 
 

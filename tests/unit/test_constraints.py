@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 LOCK = REPO / "constraints.txt"
 # Packages only the worker image installs (tools/lock.py adds them to the venv's freeze).
-IMAGE_ONLY = {"diffrp-nvdiffrast", "ninja", "nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm"}
+IMAGE_ONLY = {"diffrp-nvdiffrast", "ninja", "nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm", "nvidia-cuda-cccl"}
 
 
 def normalise(name: str) -> str:

@@ -90,6 +90,24 @@ def write_config(conf_dir: Path, ipam_dir: Path, network: BridgeNetwork) -> Path
     return path
 
 
+def create_bridge(network: BridgeNetwork) -> None:
+    """Make the bridge with the gateway address now (the plugin would on the first pod): the node's IP.
+
+    The kubelet refuses a loopback node IP, and the API server must reach the kubelet at the node's IP
+    (logs, exec): the gateway is on this machine, inside the node's own subnet.
+    """
+    prefix = f"{network.gateway}/{network.subnet.prefixlen}"
+    for argv in (
+        ["ip", "link", "add", "name", network.name, "type", "bridge"],
+        ["ip", "addr", "add", prefix, "dev", network.name],
+        ["ip", "link", "set", network.name, "up"],
+    ):
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            remove_bridge(network)
+            raise CniError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
+
+
 def remove_bridge(network: BridgeNetwork) -> None:
     """Delete the bridge the plugin made (once every pod is gone); absent is fine."""
     subprocess.run(["ip", "link", "delete", network.name], capture_output=True, check=False)

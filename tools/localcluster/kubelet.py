@@ -3,7 +3,8 @@
 Pods run as containers of real images (loaded with `ctr images import`, no registry), with cgroups,
 memory limits, probes, evictions and a pod network (cni.py). Settings that matter on these machines
 (docs/local-cluster.md): `failCgroupV1: false` (cgroup v1 hosts), `cgroupDriver: cgroupfs`,
-`failSwapOn: false`, node IP 127.0.0.1 (so `kubectl logs` comes here), no cluster DNS.
+`failSwapOn: false`, the node IP is the pod bridge's gateway (the kubelet refuses a loopback node IP;
+the API server reaches the kubelet there for `kubectl logs`), no cluster DNS.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class RealNode:
         cni.check_plugins()
         self.network = cni.choose_network()
         conf_dir = cni.write_config(self.state_dir / "cni" / "net.d", self.state_dir / "cni" / "ipam", self.network)
+        cni.create_bridge(self.network)
+        node_ip = str(self.network.gateway)
         self.containerd.start(conf_dir.parent, cni.CNI_BIN_DIR)
         self.containerd.import_pause()
         for image in self.images:
@@ -58,12 +61,12 @@ class RealNode:
 
         identity = f"system:node:{self.name}"
         client = pki.issue(f"kubelet-{self.name}", identity, ("system:nodes",))
-        sans = ("IP:127.0.0.1", "DNS:localhost", f"DNS:{self.name}")
+        sans = (f"IP:{node_ip}", "IP:127.0.0.1", "DNS:localhost", f"DNS:{self.name}")
         serving = pki.issue(f"kubelet-{self.name}-serving", identity, ("system:nodes",), sans, server=True)
         kubeconfig = self.state_dir / "kubelet.kubeconfig"
         write_cert_kubeconfig(kubeconfig, server, pki.ca.cert, client.cert, client.key, identity)
         config = self.state_dir / "kubelet-config.json"
-        config.write_text(json.dumps(self.kubelet_config(pki.ca.cert, serving.cert, serving.key), indent=2))
+        config.write_text(json.dumps(self.kubelet_config(node_ip, pki.ca.cert, serving.cert, serving.key), indent=2))
         self.kubelet.start([
             str(binaries.binary("kubelet")),
             f"--config={config}",
@@ -71,11 +74,11 @@ class RealNode:
             f"--root-dir={self.state_dir / 'kubelet'}",
             f"--cert-dir={self.state_dir / 'kubelet-pki'}",
             f"--hostname-override={self.name}",
-            "--node-ip=127.0.0.1",
+            f"--node-ip={node_ip}",
             "--v=1",
         ])  # fmt: skip
 
-    def kubelet_config(self, ca: Path, cert: Path, key: Path) -> dict[str, object]:
+    def kubelet_config(self, node_ip: str, ca: Path, cert: Path, key: Path) -> dict[str, object]:
         return {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -83,7 +86,7 @@ class RealNode:
             "cgroupDriver": "cgroupfs",
             "failSwapOn": False,
             "containerRuntimeEndpoint": self.containerd.endpoint,
-            "address": "127.0.0.1",
+            "address": node_ip,
             "port": self.port,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
