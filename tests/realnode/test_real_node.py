@@ -15,7 +15,7 @@ from kubernetes import client
 from localcluster import Cluster
 from localcluster.kube import raw, wait_for
 from tests.images.conftest import Docker, operator_container
-from tests.integration.test_operator_lifecycle import apply, store, wait_phase
+from tests.integration.test_operator_lifecycle import apply, store, wait_phase, wait_status
 from tests.s3server import S3Server, free_port
 
 pytestmark = [pytest.mark.images, pytest.mark.cluster, pytest.mark.slow]
@@ -29,8 +29,9 @@ BEHAVIOUR = textwrap.dedent(
     if name.startswith("oom"):
         hog = b"x" * (512 << 20)  # 512 MiB, written, against a 64 MiB limit
     if name.startswith("evict"):
-        with open("/scratch/fill", "wb") as f:  # past the scratch volume's size limit
-            f.write(b"x" * (64 << 20))
+        with open("/scratch/fill", "wb") as f:  # past the scratch volume's size limit, 1 MiB at a time
+            for _ in range(64):
+                f.write(b"x" * (1 << 20))
         time.sleep(300)
     """
 )
@@ -97,3 +98,41 @@ def test_an_image_that_is_not_there_is_image_pull_failed(
     apply(custom, store, namespace, "no-image", {}, image="127.0.0.1:9/recon/absent:0")
     status = wait_phase(custom, namespace, "no-image", "Failed", timeout=180)
     assert status["reason"] == "ImagePullFailed", json.dumps(status)
+
+
+def test_a_worker_evicted_by_the_kubelet_is_evicted_on_the_resource(
+    operator: None, store: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """Over its scratch volume's size limit, the kubelet evicts the pod. The kubelet marks that eviction
+    with no DisruptionTarget condition (the pod's own doing), so the Job counts it: with backoffLimit 0
+    the resource fails, typed Evicted, with the kubelet's message."""
+    custom = client.CustomObjectsApi(api)
+    apply(custom, store, namespace, "evict", {}, backoffLimit=0)
+    status = wait_phase(custom, namespace, "evict", "Failed", timeout=180)
+    assert status["reason"] == "Evicted", json.dumps(status)
+    pods = raw(core.list_namespaced_pod, namespace, label_selector="batch.kubernetes.io/job-name=evict-1")["items"]
+    (pod,) = pods
+    assert pod["status"]["reason"] == "Evicted" and "scratch" in pod["status"]["message"], json.dumps(pod["status"])
+    assert "scratch" in status["message"], status["message"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the operator does not surface the Job's FailedCreate on the resource yet (issue 11, helper 11b)",
+)
+def test_a_missing_runtime_class_is_reported_on_the_resource(
+    operator: None, store: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """The API server refuses the pod ("RuntimeClass ... not found"): the Job controller reports FailedCreate."""
+    custom = client.CustomObjectsApi(api)
+    apply(custom, store, namespace, "no-runtime", {}, scheduling={"runtimeClassName": "absent"})
+
+    def refused() -> list[str]:
+        events = raw(core.list_namespaced_event, namespace)["items"]
+        return [e["message"] for e in events if e["reason"] == "FailedCreate" and "RuntimeClass" in e["message"]]
+
+    messages = wait_for("the Job's FailedCreate event", refused, timeout=120)
+    assert 'RuntimeClass "absent" not found' in messages[0]
+    status = wait_status(custom, namespace, "no-runtime", lambda s: "RuntimeClass" in (s.get("message") or ""),
+                         "the refusal in the resource's status", timeout=60)  # fmt: skip
+    assert status["phase"] in ("Pending", "Failed")

@@ -109,6 +109,7 @@ class RealNode:
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "housekeepingInterval": "2s",
+            "volumeStatsAggPeriod": "5s",  # emptyDir usage, which sizeLimit evictions compare
             "nodeStatusUpdateFrequency": "5s",
             "syncFrequency": "10s",
         }
