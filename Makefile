@@ -73,7 +73,7 @@ generate: venv ## Regenerate files derived from the CRD and the worker (docs/api
 test-unit: venv ## Unit tests only (no control plane)
 	$(PY) -m pytest -m "not cluster" tests
 
-test: venv system-deps k8s-bins lint ## Everything CI checks: lint, types, unit and integration tests (real control plane, S3)
+test: venv system-deps k8s-bins lint images ## Everything CI checks: lint, types, unit, integration (real control plane, S3), the images run, the real node
 	RECON_REQUIRE_CLUSTER=1 $(PY) -m pytest tests
 
 clean: ## Stop the local cluster; remove local state in the repo (the cached venv and binaries stay in $(RECON_CACHE))
