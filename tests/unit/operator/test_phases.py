@@ -161,7 +161,7 @@ def test_evicted_pod() -> None:
 
 def test_evicted_pod_whose_container_was_killed_keeps_the_kubelets_message() -> None:
     """A real kubelet's eviction (seen on the local real node): the container shows only a SIGKILL."""
-    message = "Usage of EmptyDir volume \"scratch\" exceeds the limit \"16Mi\". "
+    message = 'Usage of EmptyDir volume "scratch" exceeds the limit "16Mi". '
     evicted = pod(phase="Failed", reason="Evicted", message=message, state=terminated(137))
     seen = observe(job(("Failed", "BackoffLimitExceeded")), evicted)
     assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.EVICTED)
