@@ -70,8 +70,8 @@ fmt: venv ## Format and auto-fix with ruff
 generate: venv ## Regenerate files derived from the CRD and the worker (docs/api.md, operator data)
 	$(PY) tools/generate.py
 
-test-unit: venv ## Unit tests only (no control plane)
-	$(PY) -m pytest -m "not cluster" tests
+test-unit: venv ## Unit tests only (no control plane, no Docker)
+	$(PY) -m pytest -m "not cluster and not images" tests
 
 test: venv system-deps k8s-bins lint images ## Everything CI checks: lint, types, unit, integration (real control plane, S3), the images run, the real node
 	RECON_REQUIRE_CLUSTER=1 $(PY) -m pytest tests
