@@ -166,7 +166,8 @@ def _failure(job: Obj, condition: Obj, pods: Sequence[Obj]) -> tuple[Reason, str
         pod_name = last["metadata"]["name"]
         code = f" exited with code {exit_code}" if exit_code is not None else " failed"
         parts.append(f"pod {pod_name}{code}" + (f": {evidence}" if evidence else ""))
-        if terminated is None and (last.get("status") or {}).get("message"):
+        # The kubelet's own words when it evicted the pod (its container then shows only a SIGKILL).
+        if (terminated is None or reason == Reason.EVICTED) and (last.get("status") or {}).get("message"):
             parts.append(str(last["status"]["message"]))
     if condition.get("message"):
         parts.append(f"Job: {condition['message']}")

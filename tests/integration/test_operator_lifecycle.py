@@ -5,8 +5,9 @@ process. It reads the task document like the worker, then does what the capture'
 says (per attempt): sleep or wait for a marker object, patch its own CR's status with metrics through
 its ServiceAccount, publish `manifest.json` to the S3 server, write a termination message, exit with a code.
 
-Not producible here (the node agent has no images, cgroups or kubelet eviction): ImagePullFailed,
-OOMKilled and Evicted as a failure reason; those are unit-tested in tests/unit/operator/test_phases.py.
+Not producible on the node agent (no images, cgroups or kubelet eviction): ImagePullFailed, OOMKilled
+and Evicted as a failure reason; tests/realnode produces them on a real kubelet node, and
+tests/unit/operator/test_phases.py covers them without a cluster.
 Eviction through the Eviction API is tested here: it is retried without spending the backoff budget.
 """
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from the Go module proxy, only those that are missing:
-#   kube-apiserver, kube-controller-manager, kube-scheduler  (module tools/k8s, one `go build`)
+#   kube-apiserver, kube-controller-manager, kube-scheduler,
+#   kubelet, kube-proxy                                       (module tools/k8s, one `go build`)
 #   etcd                                                      (module tools/k8s/etcd)
 #   kwok, helm, kueue                                         (`go install pkg@version`, their own go.mod)
+#   containerd, ctr, containerd-shim-runc-v2                  (the same, containerd v2: the real node)
 # into ${RECON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/recon-operator}/k8s-<K8S_VERSION>/bin/.
 # Each binary has a <name>.version stamp; a binary whose stamp does not match versions.env is rebuilt.
 # Binaries are linked under a temporary name and renamed into place, so a binary that exists is whole.
@@ -39,7 +41,7 @@ built=0
 
 # --- Kubernetes: the three commands in one `go build`, so shared packages compile once.
 k8s_cmds=()
-for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
   if needs "$cmd" "$K8S_VERSION"; then k8s_cmds+=("$cmd"); fi
 done
 if [ "${#k8s_cmds[@]}" -gt 0 ]; then
@@ -111,6 +113,20 @@ fi
 # are read from the same module in the module cache (config/components/crd), so this download
 # also fetches them.
 go_install kueue "$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion=$KUEUE_VERSION"
+
+# --- pause: the real node's sandbox image binary (tools/k8s/pause), versioned with the node's containerd.
+if needs pause "$CONTAINERD_VERSION"; then
+  (cd "$here/pause" && go build -ldflags "-s -w" -o "$tmp/pause" .)
+  install_bin pause "$CONTAINERD_VERSION"
+  built=1
+fi
+
+# containerd 2.x for the real node's kubelet (Kubernetes >= 1.36 needs containerd >= 2). Static
+# (CGO_ENABLED=0): no btrfs snapshotter, which the node does not use; runc is Debian's (seccomp).
+for cmd in containerd ctr containerd-shim-runc-v2; do
+  go_install "$cmd" "$CONTAINERD_VERSION" "github.com/containerd/containerd/v2/cmd/$cmd" \
+    "-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+done
 
 if [ "$built" = 1 ]; then echo "build: all done in $(( $(now) - total_start ))s"; fi
 echo "$bin"

@@ -30,6 +30,7 @@ from typing import Any
 
 from localcluster import binaries
 from localcluster.kubeconfig import write_cert_kubeconfig
+from localcluster.kubelet import RealNode
 from localcluster.pki import APISERVER_SANS, PKI
 from localcluster.processes import ManagedProcess, tail
 
@@ -56,6 +57,10 @@ class NodeConfig:
     pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[str] = field(default_factory=list)  # "key=value:Effect"
+    # "agent": the process-based node agent (nodeagent.py); "kubelet": a real kubelet over containerd
+    # (kubelet.py), running `images` (Docker image references, loaded into its containerd).
+    runtime: str = "agent"
+    images: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Cluster:
         self.info_file = self.state_dir / "cluster.json"
         self.ports: dict[str, int] = {}
         self.processes: dict[str, ManagedProcess] = {}
+        self.real_nodes: dict[str, RealNode] = {}
         if self.info_file.exists():
             self._load_info()
 
@@ -141,6 +147,8 @@ class Cluster:
 
     def down(self) -> None:
         """Stop node agents and kwok first (they stop their pods' processes), then the control plane."""
+        for node in self.real_nodes.values():
+            node.stop()
         order = ["kwok", "kueue", "node-", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
         names = sorted(self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p)))
         for name in names:
@@ -205,9 +213,13 @@ class Cluster:
         if self.config.crd_dir is not None:
             kube.install_crds(api, sorted(self.config.crd_dir.glob("*.yaml")), self.config.timeout)
         for node in self.config.nodes:
-            self._start_node_agent(pki, node)
+            if node.runtime == "kubelet":
+                self._start_real_node(pki, node)
+            else:
+                self._start_node_agent(pki, node)
         for node in self.config.nodes:
-            alive = functools.partial(self._check_alive, f"node-{node.name}")
+            agent = f"node-{node.name}-kubelet" if node.runtime == "kubelet" else f"node-{node.name}"
+            alive = functools.partial(self._check_alive, agent)
             kube.wait_node_ready(api, node.name, self.config.timeout, alive)
         # Pods can only be created once the ServiceAccount controller made `default` accounts.
         kube.wait_service_account(api, "default", "default", self.config.timeout)
@@ -307,6 +319,21 @@ class Cluster:
             "--leader-elect=false",
             "--profiling=false",
         ])  # fmt: skip
+
+    def _start_real_node(self, pki: PKI, node: NodeConfig) -> None:
+        real = RealNode(
+            name=node.name,
+            state_dir=self.state_dir / "nodes" / node.name,
+            logs_dir=self.logs_dir,
+            run_dir=self.run_dir,
+            port=free_port(),
+            healthz_port=free_port(),
+            images=list(node.images),
+        )
+        self.real_nodes[node.name] = real
+        self.processes[real.containerd.process.name] = real.containerd.process
+        self.processes[real.kubelet.name] = real.kubelet
+        real.start(pki, self.server)
 
     def _start_node_agent(self, pki: PKI, node: NodeConfig) -> None:
         # The agent authenticates as the node (system:node:<name>), so the Node authorizer and the

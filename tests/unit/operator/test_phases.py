@@ -177,6 +177,15 @@ def test_evicted_pod() -> None:
     assert "low on resource" in seen.message
 
 
+def test_evicted_pod_whose_container_was_killed_keeps_the_kubelets_message() -> None:
+    """A real kubelet's eviction (seen on the local real node): the container shows only a SIGKILL."""
+    message = 'Usage of EmptyDir volume "scratch" exceeds the limit "16Mi". '
+    evicted = pod(phase="Failed", reason="Evicted", message=message, state=terminated(137))
+    seen = observe(job(("Failed", "BackoffLimitExceeded")), evicted)
+    assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.EVICTED)
+    assert "exited with code 137" in seen.message and 'EmptyDir volume "scratch"' in seen.message
+
+
 def test_image_pull_back_off_fails_fast_and_asks_to_stop_the_job() -> None:
     waiting = pod(state={"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "reg/w:1"'}})
     seen = observe(job(active=1), waiting)

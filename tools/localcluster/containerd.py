@@ -1,0 +1,220 @@
+"""The real node's container runtime: containerd 2.x (built by tools/k8s/build.sh), Debian's runc.
+
+Everything lives under the node's state folder (root, state, socket, CNI config), so several nodes and
+Docker's own containerd never meet. Settings that matter here (docs/local-cluster.md):
+`enable_unprivileged_ports/icmp = false` (otherwise runc writes sysctls in the pod's network namespace,
+which this kernel refuses, and every sandbox fails) and `restrict_oom_score_adj = true`.
+Images come from `docker save` through `ctr images import` (no registry); the sandbox image is a
+static `pause` built from tools/k8s/pause.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from localcluster import binaries
+from localcluster.processes import ManagedProcess
+
+RUNC = Path("/usr/sbin/runc")
+SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
+NAMESPACE = "k8s.io"
+
+
+class ContainerdError(RuntimeError):
+    """containerd could not be started or an image could not be loaded."""
+
+
+def config_toml(root: Path, state: Path, socket: Path, cni_conf_dir: Path, cni_bin_dir: Path) -> str:
+    return f"""\
+version = 3
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{root}/opt"
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{SANDBOX_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  enable_unprivileged_ports = false
+  enable_unprivileged_icmp = false
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{RUNC}"
+        SystemdCgroup = false
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{cni_bin_dir}"]
+    conf_dir = "{cni_conf_dir}"
+    max_conf_num = 1
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"""
+
+
+class Containerd:
+    """One containerd for one node, in `directory`."""
+
+    def __init__(self, directory: Path, logs_dir: Path, run_dir: Path, name: str) -> None:
+        self.directory = directory
+        self.socket = directory / "containerd.sock"
+        self.config = directory / "config.toml"
+        self.process = ManagedProcess(name, run_dir / f"{name}.pid", logs_dir / f"{name}.log")
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, cni_conf_dir: Path, cni_bin_dir: Path, timeout: float = 60.0) -> None:
+        if not RUNC.is_file():
+            raise ContainerdError(f"{RUNC} missing: apt-get install runc (Debian's runc has seccomp)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            config_toml(self.directory / "root", self.directory / "state", self.socket, cni_conf_dir, cni_bin_dir)
+        )
+        # The shim (containerd-shim-runc-v2) is found on PATH, beside containerd.
+        env = {**os.environ, "PATH": f"{binaries.bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        self.process.start([str(binaries.binary("containerd")), f"--config={self.config}"], env=env)
+        deadline = time.monotonic() + timeout
+        while self.ctr("version", check=False).returncode != 0:
+            if not self.process.running():
+                raise ContainerdError(self.process.describe_exit())
+            if time.monotonic() > deadline:
+                raise ContainerdError(f"containerd silent for {timeout:.0f}s\n{self.process.describe_exit()}")
+            time.sleep(0.3)
+
+    def ctr(self, *args: str, check: bool = True, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+        argv = [str(binaries.binary("ctr")), f"--address={self.socket}", f"--namespace={NAMESPACE}", *args]
+        result = subprocess.run(argv, capture_output=True, text=True, stdin=stdin, timeout=900)
+        if check and result.returncode != 0:
+            raise ContainerdError(f"ctr {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
+        return result
+
+    def import_archive(self, archive: Path) -> None:
+        """An image archive (`docker save` or OCI layout tar) into the CRI's namespace."""
+        with archive.open("rb") as stream:
+            self.ctr("images", "import", "--no-unpack=false", "-", stdin=stream.fileno())
+
+    def import_docker_image(self, reference: str) -> None:
+        """`docker save REFERENCE | ctr images import -`: an image the local Docker engine holds."""
+        docker = shutil.which("docker")
+        if docker is None:
+            raise ContainerdError(f"cannot load {reference}: no docker command (build the images with `make images`)")
+        with tempfile.TemporaryDirectory(dir=self.directory) as tmp:
+            archive = Path(tmp) / "image.tar"
+            saved = subprocess.run([docker, "save", "-o", str(archive), reference], capture_output=True, text=True)
+            if saved.returncode != 0:
+                raise ContainerdError(f"docker save {reference} failed: {saved.stderr.strip()[-1000:]}")
+            self.import_archive(archive)
+
+    def has_image(self, reference: str) -> bool:
+        return reference in self.ctr("images", "ls", "-q").stdout.split()
+
+    def import_pause(self) -> None:
+        """The sandbox image, made here: the static pause binary in an OCI image built from nothing."""
+        if not self.has_image(SANDBOX_IMAGE):
+            with tempfile.TemporaryDirectory(dir=self.directory) as tmp:
+                archive = Path(tmp) / "pause.tar"
+                write_single_binary_image(archive, binaries.binary("pause"), SANDBOX_IMAGE)
+                self.import_archive(archive)
+
+    def remove_everything(self) -> None:
+        """Kill and delete every task and container (their shims outlive containerd otherwise)."""
+        if not self.process.running():
+            return
+        for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
+            self.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            tasks = self.ctr("tasks", "ls", "-q", check=False).stdout.split()
+            for task in tasks:
+                self.ctr("tasks", "delete", "--force", task, check=False)
+            if not tasks:
+                break
+            time.sleep(0.3)
+        for container in self.ctr("containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("containers", "delete", container, check=False)
+
+    def stop(self) -> None:
+        self.remove_everything()
+        self.process.stop(grace=10.0)
+        unmount_under(self.directory)
+
+
+def unmount_under(directory: Path) -> None:
+    """Unmount whatever is still mounted below `directory` (deepest first): rootfs and sandbox mounts."""
+    prefix = str(directory.resolve()) + "/"
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def write_single_binary_image(archive: Path, binary: Path, reference: str) -> None:
+    """An OCI image archive with one layer holding `binary` as /pause, its entrypoint."""
+    import hashlib
+    import io
+    import json
+
+    def blob(data: bytes) -> tuple[str, bytes]:
+        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+    layer_buffer = io.BytesIO()
+    with tarfile.open(fileobj=layer_buffer, mode="w") as layer:
+        info = layer.gettarinfo(str(binary), arcname="pause")
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mode = 0o755
+        with binary.open("rb") as handle:
+            layer.addfile(info, handle)
+    layer_digest, layer_bytes = blob(layer_buffer.getvalue())
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }
+    config_digest, config_bytes = blob(json.dumps(config).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config_bytes)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest,
+                    "size": len(layer_bytes)}],
+    }  # fmt: skip
+    manifest_digest, manifest_bytes = blob(json.dumps(manifest).encode())
+    index = {
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+                       "size": len(manifest_bytes),
+                       "annotations": {"io.containerd.image.name": reference,
+                                       "org.opencontainers.image.ref.name": reference.rpartition(":")[2]}}],
+    }  # fmt: skip
+    with tarfile.open(archive, "w") as out:
+        files = {
+            "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+            "index.json": json.dumps(index).encode(),
+        }
+        for digest, data in (blob(layer_bytes), (config_digest, config_bytes), (manifest_digest, manifest_bytes)):
+            files[f"blobs/sha256/{digest.removeprefix('sha256:')}"] = data
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
