@@ -129,6 +129,12 @@ def test_submit_a_folder_wait_and_fetch_verified_outputs(
     assert got.stdout.split("\n")[1].split()[:3] == ["spot", "Succeeded", "100"]
     assert "stages:  fetch" in got.stdout and "gates:   passed" in got.stdout
 
+    as_json = kubectl_recon(cluster, buckets, namespace, "get", "spot", "-o", "json")
+    assert json.loads(as_json.stdout)["status"]["phase"] == "Succeeded", as_json.stderr
+    logs = kubectl_recon(cluster, buckets, namespace, "logs", "spot")
+    assert logs.returncode == 0, logs.stderr
+    assert "recon_worker" in logs.stdout  # the worker's own log lines, from its pod
+
     dest = tmp_path / "out"
     fetched = kubectl_recon(cluster, buckets, namespace, "fetch", "spot", str(dest), "--credentials-secret=s3")
     assert fetched.returncode == 0, fetched.stderr
