@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -57,21 +58,48 @@ class Capture:
             np.stack([self.frames[i].c2w for i in self.indices(split)]) if self.indices(split) else np.zeros((0, 4, 4))
         )
 
-    def load_images(self, split: Split) -> np.ndarray:
-        """[N, H, W, 4] float32 RGBA in [0, 1] of one split (alpha is the mask)."""
+    def load_view(self, index: int) -> np.ndarray:
+        """[H, W, 4] uint8 RGBA of frame `index` as stored (alpha is the mask), decoded now, not kept."""
         from PIL import Image
 
-        images = []
-        for i in self.indices(split):
-            with Image.open(self.root / self.frames[i].image) as im:
-                rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-            if (mask := self.frames[i].mask) is not None:
-                with Image.open(self.root / mask) as m:
-                    rgba[..., 3] = np.asarray(m.convert("L"), dtype=np.float32) / 255.0
-            images.append(rgba)
-        if not images:
-            return np.zeros((0, self.intrinsics.height, self.intrinsics.width, 4), np.float32)
-        return np.stack(images)
+        frame = self.frames[index]
+        with Image.open(self.root / frame.image) as im:
+            rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
+        if frame.mask is not None:
+            with Image.open(self.root / frame.mask) as m:
+                rgba[..., 3] = np.asarray(m.convert("L"), dtype=np.uint8)
+        return rgba
+
+    def iter_views(self, split: Split, batch: int) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Frame indices and [B, H, W, 4] uint8 RGBA of one split, `batch` views at a time (streamed)."""
+        indices = self.indices(split)
+        for start in range(0, len(indices), batch):
+            chunk = indices[start : start + batch]
+            yield chunk, np.stack([self.load_view(i) for i in chunk])
+
+    def load_images(self, split: Split, dtype: type[np.generic] = np.float32) -> np.ndarray:
+        """[N, H, W, 4] RGBA of one split (alpha is the mask): uint8 as stored, or floats in [0, 1].
+
+        The result is allocated once and filled view by view, so the peak is the result plus one view;
+        uint8 is a quarter of float32, so callers that stream batches should ask for it.
+        """
+        indices = self.indices(split)
+        k = self.intrinsics
+        out = np.empty((len(indices), k.height, k.width, 4), dtype=dtype)
+        for n, i in enumerate(indices):
+            out[n] = self.load_view(i)
+            if np.issubdtype(out.dtype, np.floating):
+                out[n] /= 255.0
+        return out
+
+    def load_masks(self, split: Split) -> np.ndarray:
+        """[N, H, W] uint8 object masks (alpha) of one split, 255 inside the object."""
+        indices = self.indices(split)
+        k = self.intrinsics
+        out = np.empty((len(indices), k.height, k.width), dtype=np.uint8)
+        for n, i in enumerate(indices):
+            out[n] = self.load_view(i)[..., 3]
+        return out
 
 
 def intrinsics_from_meta(meta: dict, width: int, height: int) -> Intrinsics:

@@ -106,13 +106,13 @@ def bake_texture(
     texel_normals = renderer.interpolate(torch.tensor(normals, dtype=torch.float32, device=device), raster, faces)
     texel_normals = F.normalize(texel_normals[0][covered], dim=-1)  # [P, 3]
 
-    images = capture.load_images("train")
+    images = capture.load_images("train", np.uint8)  # [N, H, W, 4]; each batch becomes floats on the device
     poses = capture.poses("train")
     k = capture.intrinsics
     colors, weights = [], []
     for start in range(0, len(images), views_per_batch):
         cams = make_cameras(k, poses[start : start + views_per_batch], device=device)
-        photo = torch.tensor(images[start : start + views_per_batch], device=device)  # [B, H, W, 4]
+        photo = torch.as_tensor(images[start : start + views_per_batch], device=device).float() / 255  # [B, H, W, 4]
         pos_clip = cams.to_clip(verts)
         view_raster = renderer.rasterize(pos_clip, faces, cams.resolution)
         depth_map = renderer.interpolate(pos_clip[..., 3:4].contiguous(), view_raster, faces)  # [B, H, W, 1]
