@@ -39,7 +39,6 @@ MASK_THRESHOLD = 128  # alpha at or above this is the object
 BASE_BYTES = 1_500 * 2**20
 BYTES_PER_VIEW = 12 * 2**20
 BYTES_PER_PIXEL = 64
-DEFAULT_MEMORY_BYTES = 16 * 2**30  # when neither the pod nor the machine says
 DEFAULT_MAX_VIEWS = 1000
 DEFAULT_MAX_TOTAL_PIXELS = 200_000_000
 
@@ -67,6 +66,14 @@ class CaptureLimits(BaseModel):
     memory_bytes: int | None = Field(
         default=None, description="The memory the two limits above were derived from (for messages)."
     )
+
+    @classmethod
+    def for_worker(cls, **overrides: Any) -> CaptureLimits:
+        """Limits for the memory this worker may use (`memory.worker_memory_bytes`); fixed defaults without one."""
+        from recon_worker.memory import worker_memory_bytes
+
+        memory = worker_memory_bytes()
+        return cls.for_memory(memory, **overrides) if memory is not None else cls(**overrides)
 
     @classmethod
     def for_memory(cls, memory_bytes: int, **overrides: Any) -> CaptureLimits:

@@ -49,14 +49,21 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-bytes", type=int, default=defaults.max_file_bytes, help="largest image file")
     parser.add_argument("--max-total-bytes", type=int, default=defaults.max_total_bytes, help="whole capture")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
+    parser.add_argument("--max-views", type=int, help="most frames (default: derived from the memory)")
+    parser.add_argument(
+        "--max-total-pixels", type=int, help="decoded pixels of all views together (default: derived from the memory)"
+    )
 
 
 def _limits(args: argparse.Namespace) -> CaptureLimits:
-    return CaptureLimits(
+    """The limits of the flags; views and decoded pixels, unless given, from the memory (`memory.py`)."""
+    given = {"max_views": args.max_views, "max_total_pixels": args.max_total_pixels}
+    return CaptureLimits.for_worker(
         min_views=args.min_views,
         max_file_bytes=args.max_file_bytes,
         max_total_bytes=args.max_total_bytes,
         max_pixels=args.max_pixels,
+        **{k: v for k, v in given.items() if v is not None},
     )
 
 
@@ -116,15 +123,14 @@ def cmd_local(args: argparse.Namespace) -> int:
             "compute": {"gpus": gpus, "minGpuMemoryGiB": 0},
         }
         task = load_task(json.dumps(document))
+        limits = _limits(args)
     except (TaskError, ValueError) as exc:
         print(f"recon-worker local: {exc}", file=sys.stderr)
         return int(ExitCode.INVALID)
     bar = TerminalProgress()
     cancel = CancelToken()
     with cancel_on_signals(cancel):
-        outcome = execute(
-            task, listeners=[bar], cancel=cancel, limits=_limits(args), use_checkpoints=not args.no_resume
-        )
+        outcome = execute(task, listeners=[bar], cancel=cancel, limits=limits, use_checkpoints=not args.no_resume)
     bar.close()
     print(f"{outcome.reason}: {outcome.message}", file=sys.stdout if outcome.exit_code == 0 else sys.stderr)
     return outcome.exit_code

@@ -96,7 +96,7 @@ def execute(
             tracker=tracker,
             reporter=reporter,
             cancel=cancel,
-            limits=limits or CaptureLimits(),
+            limits=limits or CaptureLimits.for_worker(),
             use_checkpoints=use_checkpoints,
         )
         result = pipeline.run()
