@@ -71,7 +71,7 @@ NON_CANONICAL_URIS = [
 def test_non_canonical_output_uris_are_refused(uri: str, words: str) -> None:
     base = "file:///data/spot/" if uri.startswith("file") else "s3://captures/spot/"
     with pytest.raises(TaskError, match="invalid task document") as info:
-        load_task(json.dumps(task(input={"uri": base}, output={"uri": uri.replace("\\x1b", "\x1b")})))
+        load_task(json.dumps(task(input={"uri": base}, output={"uri": uri})))
     assert "output.uri" in str(info.value) and words in str(info.value)
     assert "\x1b[" not in str(info.value)  # escaped when shown
 
