@@ -22,6 +22,7 @@ from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, o
 from recon_worker.gpu import detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
 from recon_worker.progress import Listener, ProgressTracker, stage_weights
+from recon_worker.stage import Cancelled
 from recon_worker.status import StatusReporter, WorkerInfo, worker_patch
 from recon_worker.storage import FileStore, open_store
 from recon_worker.task import StorageSpec, TaskDocument, TaskError, check_uri, load_task
@@ -50,11 +51,20 @@ def read_task(task_file: str | None, environ: Mapping[str, str] = os.environ) ->
 def cancel_on_signals(
     token: CancelToken, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
 ) -> Iterator[None]:
-    """While inside, SIGTERM/SIGINT ask the pipeline to stop at its next safe point."""
+    """While inside, SIGTERM/SIGINT ask the pipeline to stop at its next safe point; a second one stops it now.
+
+    A stage can run for minutes between safe points; a user who presses Ctrl-C again should not have to reach
+    for SIGKILL, which would leave the scratch folder behind. Raising here unwinds through `execute`'s
+    cleanup (staged outputs, scratch) wherever the main thread is.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.warning("received %s: stopping at the next safe point", signal.Signals(signum).name)
-        token.request(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if token.is_set():
+            log.warning("received %s again: stopping now", name)
+            raise Cancelled(f"stopped by {token.why} then {name}; nothing was published")
+        log.warning("received %s: stopping at the next safe point (send it again to stop now)", name)
+        token.request(name)
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:

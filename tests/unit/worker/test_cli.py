@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +99,35 @@ def test_run_with_an_unknown_task_version_exits_2(tmp_path: Path, monkeypatch: p
     assert main(["run", "--task", str(task)]) == 2
     message = json.loads((tmp_path / "log").read_text())["message"]
     assert message == "unsupported task apiVersion 'recon.dev/v2'; this worker reads 'recon.dev/v1alpha1'"
+
+
+def _start_local(tmp_path: Path, step_seconds: str, iterations: int) -> subprocess.Popen[bytes]:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    env = {
+        **os.environ,
+        "RECON_ENGINE": "tests.unit.worker.standin_engine",
+        "RECON_STANDIN_STEP_SECONDS": step_seconds,
+        "RECON_SCRATCH": str(tmp_path / "scratch"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+    command = [sys.executable, "-m", "recon_worker.cli", "local", "--input", str(capture), "--device", "cpu"]
+    command += ["--output", str(tmp_path / "out"), "--set", f"refinement.iterations={iterations}"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "scratch").glob("*/reconstruct")):
+        assert process.poll() is None and time.monotonic() < deadline, "local never reached refine"
+        time.sleep(0.1)
+    return process
+
+
+def test_a_second_signal_stops_local_now_and_removes_its_scratch(tmp_path: Path) -> None:
+    # One refinement step of 60 s: the first SIGINT waits for a safe point, the second must not.
+    process = _start_local(tmp_path, step_seconds="60", iterations=1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=20)[0].decode()
+    assert process.returncode == 143, output
+    assert "Cancelled: stopped by SIGINT then SIGINT; nothing was published" in output
+    assert list((tmp_path / "scratch").iterdir()) == []
