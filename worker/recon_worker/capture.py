@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
@@ -20,6 +20,7 @@ Split = Literal["train", "test"]
 
 # Files the synthetic renderer writes next to the capture for geometric metrics (optional).
 GROUND_TRUTH_NAMES = ("ground_truth.obj", "ground_truth.ply")
+TRAIN_FILE, TEST_FILE = "transforms_train.json", "transforms_test.json"
 
 
 @dataclass(frozen=True)
@@ -118,15 +119,30 @@ def intrinsics_from_meta(meta: dict, width: int, height: int) -> Intrinsics:
     return Intrinsics(fx, fy, width / 2, height / 2, width, height)
 
 
-def resolve_image_path(root: Path, file_path: str) -> str:
-    """NeRF-synthetic files often omit the extension ("./train/r_0"); find the file that exists."""
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG")
+
+
+def resolve_image_path(root: Path, file_path: str, exists: Callable[[str], bool] | None = None) -> str:
+    """NeRF-synthetic files often omit the extension ("./train/r_0"); find the file that exists.
+
+    `exists` tells whether a relative path exists (default: in the folder `root`); an object listing's keys
+    answer it before anything is downloaded.
+    """
+    present = exists or (lambda rel: (root / rel).exists())
     rel = file_path[2:] if file_path.startswith("./") else file_path
-    if (root / rel).suffix and (root / rel).exists():
+    if PurePosixPath(rel).suffix and present(rel):
         return rel
-    for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
-        if (root / (rel + ext)).exists():
+    for ext in IMAGE_EXTENSIONS:
+        if present(rel + ext):
             return rel + ext
     return rel
+
+
+def transforms_sources(root: Path, transforms_file: str, exists: Callable[[str], bool] | None = None) -> list[str]:
+    """The transforms files a capture is read from, in order: the train/test splits win over the main file."""
+    present = exists or (lambda rel: (root / rel).exists())
+    sources = [TRAIN_FILE] if present(TRAIN_FILE) else [transforms_file]
+    return [*sources, TEST_FILE] if present(TEST_FILE) else sources
 
 
 def load_capture(root: Path, transforms_file: str = "transforms.json") -> Capture:
@@ -138,16 +154,9 @@ def load_capture(root: Path, transforms_file: str = "transforms.json") -> Captur
     from PIL import Image
 
     root = Path(root)
-    sources: list[tuple[Path, Split]] = []
-    train, test = root / "transforms_train.json", root / "transforms_test.json"
-    if train.exists():
-        sources.append((train, "train"))
-        if test.exists():
-            sources.append((test, "test"))
-    else:
-        sources.append((root / transforms_file, "train"))
-        if test.exists():
-            sources.append((test, "test"))
+    sources: list[tuple[Path, Split]] = [
+        (root / name, "test" if name == TEST_FILE else "train") for name in transforms_sources(root, transforms_file)
+    ]
 
     frames: list[Frame] = []
     meta: dict = {}

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from recon_worker.capture import resolve_image_path
+from recon_worker.capture import GROUND_TRUTH_NAMES, resolve_image_path, transforms_sources
 from recon_worker.errors import InputsInvalid
 from recon_worker.names import printable
 from recon_worker.storage import StoredObject
+from recon_worker.task import key_problem
 
-SPLIT_FILES = ("transforms_train.json", "transforms_test.json")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 ORTHONORMAL_TOLERANCE = 1e-3  # max |R^T R - I| entry; exported poses are float32, so far below this
@@ -138,6 +138,38 @@ def check_listing(objects: Sequence[StoredObject], limits: CaptureLimits) -> lis
                 Problem(printable(obj.key, quote=False), f"is {obj.size:,} bytes, above the limit of {limit:,}")
             )
     return problems
+
+
+def transforms_objects(objects: Sequence[StoredObject], transforms_file: str) -> list[StoredObject]:
+    """The transforms files among `objects`, to be fetched (and read) before anything else."""
+    keys = {o.key for o in objects}
+    names = set(transforms_sources(Path(), transforms_file, keys.__contains__))
+    return [o for o in objects if o.key in names]
+
+
+def referenced_objects(root: Path, objects: Sequence[StoredObject], transforms_file: str) -> list[StoredObject]:
+    """The objects the capture uses: its transforms files (already in `root`), every image and mask they
+    reference, and the ground truth; the rest of the prefix is never downloaded. Unreadable transforms select
+    only themselves (the checks then say why)."""
+    keys = {o.key for o in objects}
+    wanted = set(transforms_sources(root, transforms_file, keys.__contains__)) | set(GROUND_TRUTH_NAMES)
+    for name in transforms_sources(root, transforms_file, keys.__contains__):
+        doc = _load_transforms(root / name, name, [])
+        for raw in doc["frames"] if doc is not None else []:
+            for field in ("file_path", "mask_path") if isinstance(raw, dict) else ():
+                value = raw.get(field)
+                if isinstance(value, str) and value and unsafe_path_reason(value) is None:
+                    wanted.add(resolve_image_path(root, value, keys.__contains__))
+    return [o for o in objects if o.key in wanted]
+
+
+def key_problems(objects: Sequence[StoredObject]) -> list[Problem]:
+    """Keys that do not name one file each (`task.key_problem`): refused before they are downloaded."""
+    return [
+        Problem(printable(o.key, quote=False), f"is not a usable object key: it {reason}")
+        for o in objects
+        if (reason := key_problem(o.key)) is not None
+    ]
 
 
 def unsafe_path_reason(file_path: str) -> str | None:
@@ -396,11 +428,7 @@ def check_capture(
     """Every problem of the capture folder `root`, in file and frame order, then the capture-wide ones."""
     limits = limits or CaptureLimits()
     problems: list[Problem] = []
-    train, test = root / SPLIT_FILES[0], root / SPLIT_FILES[1]
-    # Same file choice as `capture.load_capture`: train/test splits win over the main file.
-    sources = [train] if train.exists() else [root / transforms_file]
-    if test.exists():
-        sources.append(test)
+    sources = [root / name for name in transforms_sources(root, transforms_file)]  # as `capture.load_capture`
 
     docs: list[tuple[Path, dict[str, Any]]] = []
     for source in sources:

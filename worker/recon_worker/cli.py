@@ -24,6 +24,14 @@ from recon_worker.errors import (
     WorkerError,
     write_termination_message,
 )
+from recon_worker.names import printable_text
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped: a key holding ESC or CR must not rewrite the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_text(super().format(record))
 
 
 def _uri(value: str) -> str:
@@ -125,14 +133,15 @@ def cmd_local(args: argparse.Namespace) -> int:
         task = load_task(json.dumps(document))
         limits = _limits(args)
     except (TaskError, ValueError) as exc:
-        print(f"recon-worker local: {exc}", file=sys.stderr)
+        print(printable_text(f"recon-worker local: {exc}"), file=sys.stderr)
         return int(ExitCode.INVALID)
     bar = TerminalProgress()
     cancel = CancelToken()
     with cancel_on_signals(cancel):
         outcome = execute(task, listeners=[bar], cancel=cancel, limits=limits, use_checkpoints=not args.no_resume)
     bar.close()
-    print(f"{outcome.reason}: {outcome.message}", file=sys.stdout if outcome.exit_code == 0 else sys.stderr)
+    shown = printable_text(f"{outcome.reason}: {outcome.message}")
+    print(shown, file=sys.stdout if outcome.exit_code == 0 else sys.stderr)
     return outcome.exit_code
 
 
@@ -144,12 +153,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         storage = StorageSpec(endpoint=args.endpoint, region=args.region)
         report = check_capture_at(_uri(args.input), storage, args.transforms_file, _limits(args))
     except WorkerError as exc:
-        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
+        print(printable_text(f"{exc.reason}: {exc.message}"), file=sys.stderr)
         return int(exc.exit_code)
     except ValueError as exc:
-        print(f"recon-worker validate: {exc}", file=sys.stderr)
+        print(printable_text(f"recon-worker validate: {exc}"), file=sys.stderr)
         return int(ExitCode.INVALID)
-    print(report.summary())
+    print(printable_text(report.summary()))
     return int(ExitCode.OK) if report.ok else int(ExitCode.INVALID)
 
 
@@ -197,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return int(ExitCode.INVALID)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     return int(args.handler(args))
 
 

@@ -31,7 +31,10 @@ from recon_worker.capture_checks import (
     CaptureLimits,
     CaptureReport,
     check_listing,
+    key_problems,
+    referenced_objects,
     require_valid_capture,
+    transforms_objects,
 )
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
 from recon_worker.errors import ExitCode, InputsInvalid, outcome_of
@@ -160,20 +163,30 @@ class Pipeline:
             raise InputsInvalid(
                 f"{store.uri} holds no files: expected a capture with {self.task.input.transforms_file}"
             )
-        too_big = check_listing(objects, self.limits)
-        if too_big:
-            raise CaptureInvalid(CaptureReport(too_big, 0, None))
         dest = self.workdir / "fetch" / "capture"
+        transforms_file = self.task.input.transforms_file
+        # The transforms files first: only what they reference (and the ground truth) is downloaded.
+        first = transforms_objects(objects, transforms_file)
+        refused = key_problems(first) + check_listing(first, self.limits)
+        if refused:
+            raise CaptureInvalid(CaptureReport(refused, 0, None))
+        store.download(first, dest)
+        objects = referenced_objects(dest, objects, transforms_file)
+        refused = key_problems(objects) + check_listing(objects, self.limits)
+        if refused:
+            raise CaptureInvalid(CaptureReport(refused, 0, None))
+        fetched = {o.key for o in first}
+        rest = [o for o in objects if o.key not in fetched]
         # Batches big enough to keep the transfer manager's threads busy, small enough for ~20 progress
         # updates and prompt cancellation on large captures.
-        batch = max(32, math.ceil(len(objects) / 20))
-        for start in range(0, len(objects), batch):
+        batch = max(32, math.ceil(len(rest) / 20))
+        for start in range(0, len(rest), batch):
             self.cancel.check()
-            store.download(objects[start : start + batch], dest)
-            self.tracker.update(min(len(objects), start + batch) / len(objects) * 0.9)
-        report = require_valid_capture(dest, self.task.input.transforms_file, self.limits)
-        log.info("%s", report.summary())
-        return load_capture(dest, self.task.input.transforms_file), objects, round(time.monotonic() - started, 3)
+            store.download(rest[start : start + batch], dest)
+            self.tracker.update(min(len(rest), start + batch) / len(rest) * 0.9)
+        report = require_valid_capture(dest, transforms_file, self.limits)
+        log.info("%s (%d objects fetched)", report.summary(), len(objects))
+        return load_capture(dest, transforms_file), objects, round(time.monotonic() - started, 3)
 
     def _run_engine(self, ctx: StageContext, checkpoints: Checkpoints | None) -> None:
         resumed = checkpoints.completed(ENGINE_STAGES) if checkpoints else []

@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from recon_worker.capture_checks import CaptureLimits, CaptureReport, check_capture, check_listing
+from recon_worker.capture_checks import (
+    CaptureLimits,
+    CaptureReport,
+    check_capture,
+    check_listing,
+    key_problems,
+    referenced_objects,
+    transforms_objects,
+)
 from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
 from recon_worker.gpu import detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
@@ -135,9 +143,17 @@ def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limit
             raise InputsInvalid(f"{store.uri} is not a directory")
         return check_capture(store.root, transforms_file, limits)
     objects = store.list_objects()
-    too_big = check_listing(objects, limits)
-    if too_big:
-        return CaptureReport(too_big, 0, None)
     with tempfile.TemporaryDirectory(prefix="recon-validate-") as scratch:
-        store.download(objects, Path(scratch))
+        # The same two steps as the pipeline's fetch, so that validate and local agree.
+        first = transforms_objects(objects, transforms_file)
+        refused = key_problems(first) + check_listing(first, limits)
+        if refused:
+            return CaptureReport(refused, 0, None)
+        store.download(first, Path(scratch))
+        objects = referenced_objects(Path(scratch), objects, transforms_file)
+        refused = key_problems(objects) + check_listing(objects, limits)
+        if refused:
+            return CaptureReport(refused, 0, None)
+        fetched = {o.key for o in first}
+        store.download([o for o in objects if o.key not in fetched], Path(scratch))
         return check_capture(Path(scratch), transforms_file, limits)

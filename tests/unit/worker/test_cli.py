@@ -131,3 +131,28 @@ def test_a_second_signal_stops_local_now_and_removes_its_scratch(tmp_path: Path)
     assert process.returncode == 143, output
     assert "Cancelled: stopped by SIGINT then SIGINT; nothing was published" in output
     assert list((tmp_path / "scratch").iterdir()) == []
+
+
+@pytest.mark.usefixtures("standin")
+def test_local_fetches_only_what_the_transforms_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    (capture / "unused").mkdir()
+    (capture / "unused" / "video.mp4").write_bytes(b"\0" * 3_000_000)  # above the byte limit below
+    args = ["local", "--input", str(capture), "--output", str(tmp_path / "out"), "--max-total-bytes", "1000000"]
+    assert main([*args, "--set", "refinement.iterations=2"]) == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["objects"] == 9  # transforms.json and 8 images
+    assert main(["validate", "--input", str(capture), "--max-total-bytes", "1000000"]) == 0
+
+
+@pytest.mark.usefixtures("standin")
+def test_control_characters_in_keys_are_refused_and_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    (capture / "images" / "r_3.png").rename(capture / "images" / "r_\x1b[2J3.png")
+    doc = json.loads((capture / "transforms.json").read_text())
+    doc["frames"][3]["file_path"] = "images/r_\x1b[2J3.png"
+    (capture / "transforms.json").write_text(json.dumps(doc))
+    assert main(["local", "--input", str(capture), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "images/r_\\x1b[2J3.png: is not a usable object key: it holds a control character" in err
+    assert "\x1b" not in err
