@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -26,18 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from recon_worker.capture import Capture, load_capture
-from recon_worker.capture_checks import (
-    CaptureInvalid,
-    CaptureLimits,
-    CaptureReport,
-    check_listing,
-    key_problems,
-    referenced_objects,
-    require_valid_capture,
-    transforms_objects,
-)
+from recon_worker.capture_checks import CaptureLimits, require_valid_capture
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
-from recon_worker.errors import ExitCode, InputsInvalid, outcome_of
+from recon_worker.errors import ExitCode, outcome_of
+from recon_worker.fetch import fetch_capture
 from recon_worker.gpu import DeviceChoice
 from recon_worker.progress import ProgressTracker
 from recon_worker.publish import (
@@ -158,32 +149,10 @@ class Pipeline:
 
     def _fetch(self, store: Store) -> tuple[Capture, list[StoredObject], float]:
         started = time.monotonic()
-        objects = store.list_objects()
-        if not objects:
-            raise InputsInvalid(
-                f"{store.uri} holds no files: expected a capture with {self.task.input.transforms_file}"
-            )
         dest = self.workdir / "fetch" / "capture"
         transforms_file = self.task.input.transforms_file
-        # The transforms files first: only what they reference (and the ground truth) is downloaded.
-        first = transforms_objects(objects, transforms_file)
-        refused = key_problems(first) + check_listing(first, self.limits)
-        if refused:
-            raise CaptureInvalid(CaptureReport(refused, 0, None))
-        store.download(first, dest)
-        objects = referenced_objects(dest, objects, transforms_file)
-        refused = key_problems(objects) + check_listing(objects, self.limits)
-        if refused:
-            raise CaptureInvalid(CaptureReport(refused, 0, None))
-        fetched = {o.key for o in first}
-        rest = [o for o in objects if o.key not in fetched]
-        # Batches big enough to keep the transfer manager's threads busy, small enough for ~20 progress
-        # updates and prompt cancellation on large captures.
-        batch = max(32, math.ceil(len(rest) / 20))
-        for start in range(0, len(rest), batch):
-            self.cancel.check()
-            store.download(rest[start : start + batch], dest)
-            self.tracker.update(min(len(rest), start + batch) / len(rest) * 0.9)
+        progress = lambda fraction: self.tracker.update(fraction * 0.9)  # noqa: E731
+        objects = fetch_capture(store, dest, transforms_file, self.limits, self.cancel.check, progress)
         report = require_valid_capture(dest, transforms_file, self.limits)
         log.info("%s (%d objects fetched)", report.summary(), len(objects))
         return load_capture(dest, transforms_file), objects, round(time.monotonic() - started, 3)

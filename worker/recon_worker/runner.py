@@ -17,16 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from recon_worker.capture_checks import (
-    CaptureLimits,
-    CaptureReport,
-    check_capture,
-    check_listing,
-    key_problems,
-    referenced_objects,
-    transforms_objects,
-)
+from recon_worker.capture_checks import CaptureInvalid, CaptureLimits, CaptureReport, check_capture
 from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
+from recon_worker.fetch import fetch_capture
 from recon_worker.gpu import detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
 from recon_worker.progress import Listener, ProgressTracker, stage_weights
@@ -136,24 +129,17 @@ def execute(
 
 
 def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limits: CaptureLimits) -> CaptureReport:
-    """The capture checks alone (`recon-worker validate`): a local folder in place, an S3 prefix downloaded."""
+    """The capture checks alone (`recon-worker validate`), on a scratch copy fetched exactly as a run fetches
+    (local folders too), so that validate and local agree on every capture."""
     store = open_store(check_uri(uri), storage)
-    if isinstance(store, FileStore):
-        if not store.root.is_dir():
-            raise InputsInvalid(f"{store.uri} is not a directory")
-        return check_capture(store.root, transforms_file, limits)
-    objects = store.list_objects()
-    with tempfile.TemporaryDirectory(prefix="recon-validate-") as scratch:
-        # The same two steps as the pipeline's fetch, so that validate and local agree.
-        first = transforms_objects(objects, transforms_file)
-        refused = key_problems(first) + check_listing(first, limits)
-        if refused:
-            return CaptureReport(refused, 0, None)
-        store.download(first, Path(scratch))
-        objects = referenced_objects(Path(scratch), objects, transforms_file)
-        refused = key_problems(objects) + check_listing(objects, limits)
-        if refused:
-            return CaptureReport(refused, 0, None)
-        fetched = {o.key for o in first}
-        store.download([o for o in objects if o.key not in fetched], Path(scratch))
+    if isinstance(store, FileStore) and not store.root.is_dir():
+        raise InputsInvalid(f"{store.uri} is not a directory")
+    parent = os.environ.get("RECON_SCRATCH")
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="recon-validate-", dir=parent) as scratch:
+        try:
+            fetch_capture(store, Path(scratch), transforms_file, limits)
+        except CaptureInvalid as exc:
+            return exc.report
         return check_capture(Path(scratch), transforms_file, limits)

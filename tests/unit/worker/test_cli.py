@@ -9,8 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from recon_worker.cli import build_parser, main
 from tests.unit.worker.captures import write_capture
@@ -156,3 +159,90 @@ def test_control_characters_in_keys_are_refused_and_escaped(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert "images/r_\\x1b[2J3.png: is not a usable object key: it holds a control character" in err
     assert "\x1b" not in err
+
+
+def _turn_around(doc: dict[str, Any]) -> None:
+    for frame in doc["frames"]:
+        m = np.asarray(frame["transform_matrix"])
+        m[:3, 0] *= -1
+        m[:3, 2] *= -1
+        frame["transform_matrix"] = m.tolist()
+
+
+def _break(capture: Path, case: str) -> None:
+    """Captures that once passed validate and then failed (or published garbage) in local: issue 11 point 6."""
+    transforms, images = capture / "transforms.json", capture / "images"
+    doc = json.loads(transforms.read_text())
+    if case == "empty-mask":
+        Image.new("RGBA", (16, 16), (1, 2, 3, 0)).save(images / "r_2.png")
+    elif case == "alpha-254":
+        for i in range(8):
+            image = Image.open(images / f"r_{i}.png")
+            image.putalpha(254)
+            image.save(images / f"r_{i}.png")
+    elif case == "one-point":
+        for frame in doc["frames"]:
+            frame["transform_matrix"][0][3] = frame["transform_matrix"][1][3] = frame["transform_matrix"][2][3] = 0.5
+    elif case == "facing-away":
+        _turn_around(doc)
+    elif case == "principal-point":
+        doc.pop("camera_angle_x")
+        doc.update(fl_x=20, cx=-400, cy=8, w=16, h=16)
+    elif case == "angle-y-string":
+        doc["camera_angle_y"] = "0.8"
+    elif case == "angle-y-zero":
+        doc["camera_angle_y"] = 0
+    elif case == "identical-frames":
+        for i in range(1, 8):
+            (images / f"r_{i}.png").write_bytes((images / "r_0.png").read_bytes())
+    elif case == "symlinked-view":
+        (images / "r_5.png").unlink()
+        (images / "r_5.png").symlink_to("r_1.png")
+    if case == "deep-nesting":
+        transforms.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "huge-number":
+        transforms.write_text(json.dumps(doc).replace('"camera_angle_x": 0.8', '"camera_angle_x": ' + "9" * 5000))
+    elif case == "transforms-folder":
+        transforms.unlink()
+        transforms.mkdir()
+        (transforms / "x").write_text("{}")
+    elif case == "transforms-fifo":
+        transforms.unlink()
+        os.mkfifo(transforms)
+    else:
+        transforms.write_text(json.dumps(doc))
+
+
+BROKEN = [
+    "empty-mask",
+    "alpha-254",
+    "one-point",
+    "facing-away",
+    "principal-point",
+    "angle-y-string",
+    "angle-y-zero",
+    "identical-frames",
+    "symlinked-view",
+    "deep-nesting",
+    "huge-number",
+    "transforms-folder",
+    "transforms-fifo",
+]
+
+
+@pytest.mark.usefixtures("standin")
+@pytest.mark.parametrize("case", BROKEN)
+def test_validate_and_local_refuse_alike_with_exit_2(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    _break(capture, case)
+    assert main(["validate", "--input", str(capture)]) == 2
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  - ")]
+    assert problems, case
+    args = ["local", "--input", str(capture), "--output", str(tmp_path / "out"), "--set", "refinement.iterations=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "InputsInvalid: capture invalid" in err
+    assert all(p in err for p in problems), (problems, err)
+    assert not (tmp_path / "out" / "manifest.json").exists()
