@@ -279,7 +279,9 @@ def _inspect_image(
                 channel = im.convert("L") if is_mask else im.convert("RGBA").getchannel("A")
                 low, high = channel.getextrema()  # one band: (lowest, highest)
                 mask_range = (int(low), int(high))  # type: ignore[arg-type]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        return None, f"{rel} does not decode: its header is not a readable PNG or JPEG"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return None, f"{rel} does not decode: {exc}"
     digest = hashlib.sha256(data).hexdigest()
     return _ImageFacts((width, height), has_alpha, digest, mask_range), None
@@ -334,6 +336,27 @@ def _load_transforms(path: Path, name: str, problems: list[Problem]) -> dict[str
         problems.append(Problem(name, "has no 'frames' list (or it is empty)"))
         return None
     return doc
+
+
+def _header_pixels(root: Path, docs: list[tuple[Path, dict[str, Any]]]) -> int:
+    """Width x height summed over every frame's image, from the headers alone (unreadable ones count 0)."""
+    from PIL import Image
+
+    total = 0
+    for _, doc in docs:
+        for raw in doc["frames"]:
+            file_path = raw.get("file_path") if isinstance(raw, dict) else None
+            if not isinstance(file_path, str) or not file_path or unsafe_path_reason(file_path) is not None:
+                continue
+            path = root / resolve_image_path(root, file_path)
+            if not path.is_file():
+                continue
+            try:
+                with Image.open(path) as im:  # reads the header, decodes nothing
+                    total += im.size[0] * im.size[1]
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                continue
+    return total
 
 
 @dataclass(frozen=True)
@@ -438,9 +461,11 @@ def check_capture(
     if docs:
         problems += [Problem(docs[0][0].name, m) for m in intrinsics_problems(docs[0][1])]
     declared = sum(len(doc["frames"]) for _, doc in docs)
-    if declared > limits.max_views:  # refused before a single image is read
-        facts = CaptureFacts([], declared, 0)
-        return CaptureReport(problems + view_limits(facts, limits), declared, None)
+    # The memory limits are checked before a single image is decoded: the count from the transforms
+    # files, the pixels from the images' headers.
+    early = CaptureFacts([], declared, 0 if declared > limits.max_views else _header_pixels(root, docs))
+    if refused := view_limits(early, limits):
+        return CaptureReport(problems + refused, declared, None)
 
     facts = CaptureFacts([], declared, 0)
     total_bytes = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,20 @@ def test_limits_follow_the_memory() -> None:
     assert small.max_views < large.max_views and small.max_total_pixels < large.max_total_pixels
     assert large.max_total_pixels >= 18 * 2048**2  # 18 views of 2048² fit in 64 GiB, 18 of 7000² do not in 4
     assert small.max_total_pixels < 18 * 7000**2
+
+
+def test_18_views_of_7000_squared_are_refused_from_their_headers(tmp_path: Path) -> None:
+    # Each file is a 16x16 PNG whose header claims 7000x7000 (under the 50 MP per-image limit): decoding
+    # one would fail, so refusing them with the limit shows it is checked before any heavy work.
+    root = write_capture(tmp_path, views=18, size=16)
+    for i in range(18):
+        png = bytearray((root / "images" / f"r_{i}.png").read_bytes())
+        png[16:24] = (7000).to_bytes(4, "big") * 2  # IHDR width and height
+        png[29:33] = zlib.crc32(bytes(png[12:29])).to_bytes(4, "big")
+        (root / "images" / f"r_{i}.png").write_bytes(bytes(png))
+    limits = CaptureLimits.for_memory(4 * 2**30)
+    assert limits.max_total_pixels < 18 * 7000**2
+    assert problems_of(root, **limits.model_dump()) == [
+        f"capture: decodes to {18 * 7000**2:,} pixels, above the limit of {limits.max_total_pixels:,},"
+        " derived from 4.0 GiB of memory"
+    ]
