@@ -93,6 +93,32 @@ def measure(views: int, size: int, iterations: int) -> dict[str, Any]:
     }
 
 
+def loading_peaks(views: int = 64, size: int = 512) -> dict[str, float]:
+    """Peak Python/NumPy allocation (tracemalloc, MiB) of each way `Capture` hands out the views."""
+    import tracemalloc
+
+    sys.path.insert(0, str(REPO / "worker"))
+    from recon_worker.capture import load_capture
+
+    with tempfile.TemporaryDirectory(prefix="bench-loading-") as tmp:
+        write_sphere_capture(Path(tmp) / "capture", views, size)
+        capture = load_capture(Path(tmp) / "capture")
+        ways = {
+            "load_images float32": lambda: capture.load_images("train"),
+            "load_images uint8": lambda: capture.load_images("train", np.uint8),
+            "load_masks uint8": lambda: capture.load_masks("train"),
+            "iter_views, 8 at a time": lambda: [int(b[..., 3].max()) for _, b in capture.iter_views("train", 8)],
+        }
+        peaks = {}
+        for name, load in ways.items():
+            tracemalloc.start()
+            result = load()
+            peaks[name] = round(tracemalloc.get_traced_memory()[1] / 2**20, 1)
+            tracemalloc.stop()
+            del result
+    return {"views": views, "resolution": size, **peaks}
+
+
 def fit(rows: list[dict[str, Any]]) -> dict[str, float]:
     """peak bytes = base + per_view * views + per_pixel * pixels, least squares over the successful rows."""
     ok = [r for r in rows if r["exitCode"] == 0]
@@ -108,7 +134,13 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     cases = [tuple(int(v) for v in c.split("x")) for c in args.case] if args.case else CASES
-    rows = []
+    if args.rows:  # rows measured earlier (e.g. one case per call on a busy machine), merged as they are
+        previous = json.loads(Path(args.rows).read_text())["rows"]
+        measured = {(r["views"], r["resolution"]) for r in previous}
+        cases = [c for c in cases if c not in measured]
+    else:
+        previous = []
+    rows = list(previous)
     for views, size in cases:
         row = measure(views, size, args.iterations)
         print(json.dumps(row), flush=True)
@@ -120,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         "device": "cpu",
         "rows": rows,
         "fit": fit(rows),
+        "loading": loading_peaks(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -163,6 +196,15 @@ def docs(args: argparse.Namespace) -> int:
             " per decoded pixel.",
             "",
         ]
+        if loading := result.get("loading"):
+            lines += [
+                f"Loading {loading['views']} views of {loading['resolution']}² (peak allocation, tracemalloc):",
+                "",
+                "| how | peak (MiB) |",
+                "|---|---:|",
+            ]
+            lines += [f"| `{k}` | {v:,.0f} |" for k, v in loading.items() if k not in ("views", "resolution")]
+            lines += [""]
     text = DOCS_MD.read_text() if DOCS_MD.exists() else "# Benchmarks\n"
     head, sep, rest = text.partition(SECTION)
     tail = rest[rest.find("\n## ") :] if sep and "\n## " in rest else ""
@@ -176,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     r = commands.add_parser("run", help="measure and write a results JSON file")
     r.add_argument("--out", required=True)
     r.add_argument("--iterations", type=int, default=2, help="refinement steps (memory does not grow with them)")
+    r.add_argument("--rows", metavar="JSON", help="keep the rows of an earlier results file, measure the rest")
     r.add_argument("--case", action="append", metavar="VIEWSxRESOLUTION", help="e.g. 16x512 (default: the grid)")
     r.set_defaults(handler=run)
     d = commands.add_parser("docs", help="write docs/benchmarks.md's section and worker-memory.json")
