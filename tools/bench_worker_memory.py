@@ -7,8 +7,8 @@ Each case writes a capture of a sphere seen from a ring of cameras (PIL, outside
 then runs `recon-worker local --quality draft --device cpu --no-resume` (refinement cut to a few
 iterations: its memory does not grow with them) as a child process and reads its
 peak resident set size from the kernel (`wait4`'s ru_maxrss). A least-squares fit of peak = base +
-per_view x views + per_pixel x decoded pixels over the rows is what `capture_checks.memory_model` is
-calibrated against. `docs` rewrites the "## Worker memory" section of docs/benchmarks.md and
+per_view x views + per_pixel x decoded pixels over the rows is what `memory.memory_model` is
+calibrated against (`recon_worker/memory.py`). `docs` rewrites the "## Worker memory" section of docs/benchmarks.md and
 docs/benchmarks/worker-memory.json.
 """
 

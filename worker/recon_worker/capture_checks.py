@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recon_worker.capture import GROUND_TRUTH_NAMES, resolve_image_path, transforms_sources
 from recon_worker.errors import InputsInvalid
+from recon_worker.memory import memory_model, worker_memory_bytes
 from recon_worker.names import printable
 from recon_worker.storage import StoredObject
 from recon_worker.task import key_problem
@@ -34,20 +35,8 @@ MAX_TRANSFORMS_BYTES = 64 * 2**20  # a transforms file of 100k frames is ~50 MB
 MAX_NUMBER_DIGITS = 64  # longer integer literals in a transforms file are refused, never parsed
 MASK_THRESHOLD = 128  # alpha at or above this is the object
 
-# The worker's peak memory, measured (`make bench-worker-memory`, docs/benchmarks.md): a fixed base, a cost per
-# view and a cost per decoded pixel. The capture limits keep the worst case of each term inside the memory.
-BASE_BYTES = 1_500 * 2**20
-BYTES_PER_VIEW = 12 * 2**20
-BYTES_PER_PIXEL = 64
-DEFAULT_MAX_VIEWS = 1000
+DEFAULT_MAX_VIEWS = 1000  # without any memory figure (see `memory.py`)
 DEFAULT_MAX_TOTAL_PIXELS = 200_000_000
-
-
-def memory_model(memory_bytes: int) -> tuple[int, int]:
-    """(most views, most decoded pixels) a worker with `memory_bytes` can hold: each term alone in what the base
-    leaves, so a capture at both limits needs twice that; the margin covers allocator slack."""
-    spare = max(memory_bytes - BASE_BYTES, 0) // 2
-    return max(1, spare // BYTES_PER_VIEW), max(1, spare // BYTES_PER_PIXEL)
 
 
 class CaptureLimits(BaseModel):
@@ -70,8 +59,6 @@ class CaptureLimits(BaseModel):
     @classmethod
     def for_worker(cls, **overrides: Any) -> CaptureLimits:
         """Limits for the memory this worker may use (`memory.worker_memory_bytes`); fixed defaults without one."""
-        from recon_worker.memory import worker_memory_bytes
-
         memory = worker_memory_bytes()
         return cls.for_memory(memory, **overrides) if memory is not None else cls(**overrides)
 

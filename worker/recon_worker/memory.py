@@ -11,6 +11,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+# The worker's peak memory, measured (`make bench-worker-memory`, docs/benchmarks.md "Worker memory"): a
+# fixed base (Python, PyTorch, the engine's buffers), a cost per view and a cost per decoded pixel.
+BASE_BYTES = 1_500 * 2**20
+BYTES_PER_VIEW = 12 * 2**20
+BYTES_PER_PIXEL = 64
+
 CGROUP_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 UNLIMITED = 2**60  # cgroup v1 writes a number near 2^63 for "no limit"
 
@@ -45,3 +51,10 @@ def worker_memory_bytes(
     cgroup = next((b for p in cgroup_files if (b := _read_bytes(p)) is not None), None)
     figures += [b for b in (cgroup, physical_memory_bytes()) if b is not None]
     return min(figures) if figures else None
+
+
+def memory_model(memory_bytes: int) -> tuple[int, int]:
+    """(most views, most decoded pixels) for a worker with `memory_bytes`: half of what the base leaves goes to
+    the views' term and half to the pixels' term, so a capture at both limits still fits."""
+    spare = max(memory_bytes - BASE_BYTES, 0) // 2
+    return max(1, spare // BYTES_PER_VIEW), max(1, spare // BYTES_PER_PIXEL)
