@@ -57,15 +57,16 @@ class CaptureLimits(BaseModel):
     )
 
     @classmethod
-    def for_worker(cls, **overrides: Any) -> CaptureLimits:
-        """Limits for the memory this worker may use (`memory.worker_memory_bytes`); fixed defaults without one."""
+    def for_worker(cls, device: str = "cuda", **overrides: Any) -> CaptureLimits:
+        """Limits for the memory this worker may use (`memory.worker_memory_bytes`) on `device` ("cuda" or
+        "cpu"); the fixed defaults when nothing says how much memory there is."""
         memory = worker_memory_bytes()
-        return cls.for_memory(memory, **overrides) if memory is not None else cls(**overrides)
+        return cls.for_memory(memory, device, **overrides) if memory is not None else cls(**overrides)
 
     @classmethod
-    def for_memory(cls, memory_bytes: int, **overrides: Any) -> CaptureLimits:
-        """Limits whose worst case fits in `memory_bytes` (the pod's memory), see `memory_model`."""
-        views, pixels = memory_model(memory_bytes)
+    def for_memory(cls, memory_bytes: int, device: str = "cuda", **overrides: Any) -> CaptureLimits:
+        """Limits whose worst case fits in `memory_bytes` (the pod's memory) on `device`, see `memory_model`."""
+        views, pixels = memory_model(memory_bytes, device)
         values: dict[str, Any] = {"max_views": views, "max_total_pixels": pixels, "memory_bytes": memory_bytes}
         return cls(**{**values, **overrides})
 

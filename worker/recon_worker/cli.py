@@ -63,10 +63,20 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _limits(args: argparse.Namespace) -> CaptureLimits:
-    """The limits of the flags; views and decoded pixels, unless given, from the memory (`memory.py`)."""
+def _gpus(device: str) -> int:
+    """1 when `--device` (auto: a usable GPU is present) means CUDA, else 0."""
+    from recon_worker.gpu import cuda_usable, probe_gpus
+
+    if device == "cpu" or (device == "auto" and not (probe_gpus() and cuda_usable())):
+        return 0
+    return 1
+
+
+def _limits(args: argparse.Namespace, gpus: int) -> CaptureLimits:
+    """The limits of the flags; views and decoded pixels, unless given, from the memory on that device."""
     given = {"max_views": args.max_views, "max_total_pixels": args.max_total_pixels}
     return CaptureLimits.for_worker(
+        "cuda" if gpus else "cpu",
         min_views=args.min_views,
         max_file_bytes=args.max_file_bytes,
         max_total_bytes=args.max_total_bytes,
@@ -103,7 +113,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    from recon_worker.gpu import cuda_usable, probe_gpus
     from recon_worker.pipeline import CancelToken
     from recon_worker.presets import deep_merge, resolve_quality
     from recon_worker.progress import TerminalProgress
@@ -116,9 +125,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         for part in reversed(path):
             nested = {part: nested}
         overrides = deep_merge(overrides, nested)
-    gpus = 0 if args.device == "cpu" else 1
-    if args.device == "auto" and not (probe_gpus() and cuda_usable()):
-        gpus = 0
+    gpus = _gpus(args.device)
     try:
         quality = resolve_quality(args.quality, overrides).model_dump(mode="json", by_alias=True)
         storage = {k: v for k, v in {"endpoint": args.endpoint, "region": args.region}.items() if v}
@@ -131,7 +138,7 @@ def cmd_local(args: argparse.Namespace) -> int:
             "compute": {"gpus": gpus, "minGpuMemoryGiB": 0},
         }
         task = load_task(json.dumps(document))
-        limits = _limits(args)
+        limits = _limits(args, gpus)
     except (TaskError, ValueError) as exc:
         print(printable_text(f"recon-worker local: {exc}"), file=sys.stderr)
         return int(ExitCode.INVALID)
@@ -151,7 +158,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     try:
         storage = StorageSpec(endpoint=args.endpoint, region=args.region)
-        report = check_capture_at(_uri(args.input), storage, args.transforms_file, _limits(args))
+        limits = _limits(args, _gpus(args.device))
+        report = check_capture_at(_uri(args.input), storage, args.transforms_file, limits)
     except WorkerError as exc:
         print(printable_text(f"{exc.reason}: {exc.message}"), file=sys.stderr)
         return int(exc.exit_code)
@@ -192,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--transforms-file", default="transforms.json")
     validate.add_argument("--endpoint")
     validate.add_argument("--region")
+    validate.add_argument(
+        "--device", choices=["auto", "cuda", "cpu"], default="auto", help="the memory limits of this device"
+    )
     _add_limit_flags(validate)
     validate.set_defaults(handler=cmd_validate)
 

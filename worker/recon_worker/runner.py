@@ -107,7 +107,7 @@ def execute(
             tracker=tracker,
             reporter=reporter,
             cancel=cancel,
-            limits=limits or CaptureLimits.for_worker(),
+            limits=limits or CaptureLimits.for_worker(device.device),
             use_checkpoints=use_checkpoints,
         )
         result = pipeline.run()

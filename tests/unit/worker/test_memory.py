@@ -37,6 +37,7 @@ def test_a_bad_request_is_named(tmp_path: Path) -> None:
 
 def test_limits_for_the_worker_name_their_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECON_MEMORY_BYTES", str(2 * 2**30))
-    limits = CaptureLimits.for_worker(min_views=3)
+    limits = CaptureLimits.for_worker("cpu", min_views=3)
     assert limits.memory_bytes == 2 * 2**30 and limits.min_views == 3
-    assert limits == CaptureLimits.for_memory(2 * 2**30, min_views=3)
+    assert limits == CaptureLimits.for_memory(2 * 2**30, "cpu", min_views=3)
+    assert limits.max_total_pixels < CaptureLimits.for_worker("cuda").max_total_pixels
