@@ -13,13 +13,13 @@ from pathlib import Path
 
 # The worker's peak host memory: a fixed base (Python, PyTorch, the engine's buffers), a cost per view and a
 # cost per decoded pixel. On the CPU every buffer of the engine is host memory (`make bench-worker-memory`,
-# docs/benchmarks.md "Worker memory": 16 views 32² -> 512² add ~290 bytes per pixel, 16 -> 128 views at 32²
-# ~6 MiB per view); on a GPU the renders and rasters live on the device and the host keeps the decoded views
+# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 6.5 MiB per view + 344 bytes per pixel over views
+# 16-128 and 32²-1024²); on a GPU the renders and rasters live on the device and the host keeps the decoded views
 # and the validate stage's copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes
 # per pixel over the base; 2,002 views of 16² at 21.3 GB, ~10 MB per view).
 BASE_BYTES = 1_500 * 2**20
 BYTES_PER_VIEW = 12 * 2**20
-BYTES_PER_PIXEL = {"cpu": 320, "cuda": 40}
+BYTES_PER_PIXEL = {"cpu": 360, "cuda": 40}
 
 CGROUP_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 UNLIMITED = 2**60  # cgroup v1 writes a number near 2^63 for "no limit"
