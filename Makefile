@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help bench-operator bench-operator-kueue bench-recon demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-images test-unit lint fmt generate clean
+.PHONY: help bench-operator bench-operator-kueue bench-recon bench-worker-memory demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-images test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -59,6 +59,11 @@ bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where C
 	if $(PY) -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then \
 	  $(PY) tools/bench_recon.py run --suite gpu --out .scratch/bench-gpu.json; fi
 	$(PY) tools/bench_recon.py docs .scratch/bench-*.json
+
+bench-worker-memory: venv ## Worker memory benchmark: peak RSS of `recon-worker local` against views and resolution (docs/benchmarks.md, docs/benchmarks/worker-memory.json)
+	mkdir -p .scratch
+	$(PY) tools/bench_worker_memory.py run --out .scratch/bench-memory.json
+	$(PY) tools/bench_worker_memory.py docs .scratch/bench-memory.json
 
 lint: venv ## ruff (lint and format check), mypy, and generated files up to date
 	$(VENV)/bin/ruff check .

@@ -461,8 +461,26 @@ def test_input_and_output_are_immutable(
         ({"output": {"uri": "ftp://meshes/spot/"}}, "spec.output.uri must be s3://bucket/prefix/"),
         ({"output": {"uri": "s3://captures/spot/mesh/"}}, "neither may lie inside the other"),
         ({"resources": {"gpus": -1}}, "spec.resources.gpus: Invalid value: -1"),
+        # Issue 11 point 4: accepted before, and results were published into the input capture.
+        ({"output": {"uri": "s3://captures//spot/out/"}}, "without empty ('//') segments"),
+        ({"output": {"uri": "s3://captures/spot#/"}}, "'#', '?' or control characters"),
+        ({"output": {"uri": "s3://captures/spot?/"}}, "'#', '?' or control characters"),
+        ({"output": {"uri": "s3://captures/spot/\x07/"}}, "'#', '?' or control characters"),
+        ({"output": {"uri": "s3://captures/x/../spot/out/"}}, "must not hold '.' or '..' segments"),
+        ({"input": {"uri": "file:///data/spot/"}, "output": {"uri": "file:///data//spot/out/"}}, "empty ('//')"),
     ],
-    ids=["input-scheme", "output-scheme", "overlap", "negative-gpus"],
+    ids=[
+        "input-scheme",
+        "output-scheme",
+        "overlap",
+        "negative-gpus",
+        "empty-segment",
+        "hash",
+        "query",
+        "bel",
+        "dotdot",
+        "file-empty-segment",
+    ],
 )
 def test_invalid_reconstructionjob_is_rejected(
     spec: dict[str, Any], message: str, namespace: str, kubectl: Any

@@ -229,3 +229,22 @@ def test_validate_command_reads_an_s3_capture(s3: S3Server, capture: Path, tmp_p
     bad = subprocess.run(command, env=worker_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert bad.stdout.splitlines()[1] == "  - transforms.json: has no 'frames' list (or it is empty)"
+
+
+def test_validate_fetches_only_referenced_objects_and_refuses_ambiguous_keys(
+    s3: S3Server, capture: Path, tmp_path: Path
+) -> None:
+    client = s3.client()
+    client.put_object(Bucket="captures", Key="ball/raw/video.mp4", Body=b"\0" * 2_000_000)  # never referenced
+    command = [sys.executable, "-m", "recon_worker.cli", "validate", "--input", "s3://captures/ball/"]
+    command += ["--endpoint", s3.endpoint, "--max-total-bytes", "1000000"]
+    ok = subprocess.run(command, env=worker_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert (ok.returncode, ok.stdout.strip()) == (0, "capture OK: 10 frames of 32x32"), ok.stderr
+    # "images//r_4.png" is another S3 object than "images/r_4.png", but one file once downloaded.
+    document = json.loads((capture / "transforms.json").read_text())
+    document["frames"][4]["file_path"] = "images//r_4.png"
+    client.put_object(Bucket="captures", Key="ball/images//r_4.png", Body=(capture / "images" / "r_3.png").read_bytes())
+    client.put_object(Bucket="captures", Key="ball/transforms.json", Body=json.dumps(document).encode())
+    bad = subprocess.run(command, env=worker_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "  - images//r_4.png: is not a usable object key: it has an empty segment ('//')" in bad.stdout

@@ -53,6 +53,34 @@ def test_invalid_task_names_the_field(changes: dict[str, object], words: str) ->
     assert words in str(info.value)
 
 
+# Issue 11 point 4: URIs that a string test would call different, but that name the input's place.
+NON_CANONICAL_URIS = [
+    ("s3://captures//spot/out/", "an empty segment"),
+    ("s3://captures/spot#/", "'#' or '?'"),
+    ("s3://captures/spot?/", "'#' or '?'"),
+    ("s3://captures/spot/./out/", "'.' or '..'"),
+    ("s3://captures/other/../spot/out/", "'.' or '..'"),
+    ("s3://captures/spot/\x1b[2J/", "control character"),
+    ("file:///data//spot/out/", "an empty segment"),
+    ("file:///data/spot#/", "'#' or '?'"),
+    ("file:///data/spot/%2e%2e/spot/out/", "'.' or '..'"),
+]
+
+
+@pytest.mark.parametrize(("uri", "words"), NON_CANONICAL_URIS)
+def test_non_canonical_output_uris_are_refused(uri: str, words: str) -> None:
+    base = "file:///data/spot/" if uri.startswith("file") else "s3://captures/spot/"
+    with pytest.raises(TaskError, match="invalid task document") as info:
+        load_task(json.dumps(task(input={"uri": base}, output={"uri": uri})))
+    assert "output.uri" in str(info.value) and words in str(info.value)
+    assert "\x1b[" not in str(info.value)  # escaped when shown
+
+
+def test_percent_encoded_file_uris_name_the_decoded_path() -> None:
+    with pytest.raises(TaskError, match="must not be, or lie inside"):
+        load_task(json.dumps(task(input={"uri": "file:///data/my%20spot/"}, output={"uri": "file:///data/my spot/o/"})))
+
+
 def test_task_that_is_not_json() -> None:
     with pytest.raises(TaskError, match="not valid JSON"):
         load_task("{")

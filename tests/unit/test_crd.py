@@ -224,3 +224,34 @@ def test_kueue_example_reconstruction_job_is_valid() -> None:
     doc = yaml.safe_load((REPO / "examples" / "kueue" / "reconstruction-job.yaml").read_text())
     assert validate(doc) == []
     assert doc["spec"]["scheduling"]["queueName"] and doc["metadata"]["labels"]["kueue.x-k8s.io/priority-class"]
+
+
+# Issue 11 point 4: URIs that a string prefix test calls different but that name the input's place.
+@pytest.mark.parametrize(
+    ("output", "words"),
+    [
+        ("s3://captures//spot/out/", "without empty ('//') segments"),
+        ("s3://captures/spot#/", "'#', '?'"),
+        ("s3://captures/spot?/", "'#', '?'"),
+        ("s3://captures/spot/\x1b/", "control characters"),
+        ("s3://captures/spot/./out/", "'.' or '..' segments"),
+        ("s3://captures/x/../spot/out/", "'.' or '..' segments"),
+        ("s3://captures/spot/..", "'.' or '..' segments"),
+        ("file:///data//spot/out/", "without empty ('//') segments"),
+        ("file:///data/spot#/", "'#', '?'"),
+        ("file:///data/spot/%2e%2e/x/", "control characters"),
+    ],
+)
+def test_non_canonical_uris_are_rejected(output: str, words: str) -> None:
+    base = "file:///data/spot/" if output.startswith("file") else "s3://captures/spot/"
+    errors = validate(with_spec(input={"uri": base}, output={"uri": output}))
+    assert any(e.startswith("spec.output.uri") and words in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://captures", "s3://captures/", "s3://captures/a/b", "s3://captures/a/.b/c d/", "file:///", "file:///a/b"],
+)
+def test_canonical_uris_are_accepted(uri: str) -> None:
+    output = "s3://meshes/out/" if uri.startswith("file") else "file:///out/"
+    assert validate(with_spec(input={"uri": uri}, output={"uri": output})) == []

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
@@ -19,6 +20,7 @@ Split = Literal["train", "test"]
 
 # Files the synthetic renderer writes next to the capture for geometric metrics (optional).
 GROUND_TRUTH_NAMES = ("ground_truth.obj", "ground_truth.ply")
+TRAIN_FILE, TEST_FILE = "transforms_train.json", "transforms_test.json"
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,36 @@ class Capture:
                 rgba[..., 3] = np.asarray(m.convert("L"), dtype=np.uint8)
         return rgba
 
-    def load_images(self, split: Split) -> np.ndarray:
-        """[N, H, W, 4] float32 RGBA in [0, 1] of one split (alpha is the mask)."""
-        from PIL import Image
+    def iter_views(self, split: Split, batch: int) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Frame indices and [B, H, W, 4] uint8 RGBA of one split, `batch` views at a time (streamed)."""
+        indices = self.indices(split)
+        for start in range(0, len(indices), batch):
+            chunk = indices[start : start + batch]
+            yield chunk, np.stack([self.load_view(i) for i in chunk])
 
-        images = []
-        for i in self.indices(split):
-            with Image.open(self.root / self.frames[i].image) as im:
-                rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-            if (mask := self.frames[i].mask) is not None:
-                with Image.open(self.root / mask) as m:
-                    rgba[..., 3] = np.asarray(m.convert("L"), dtype=np.float32) / 255.0
-            images.append(rgba)
-        if not images:
-            return np.zeros((0, self.intrinsics.height, self.intrinsics.width, 4), np.float32)
-        return np.stack(images)
+    def load_images(self, split: Split, dtype: type[np.generic] = np.float32) -> np.ndarray:
+        """[N, H, W, 4] RGBA of one split (alpha is the mask): uint8 as stored, or floats in [0, 1].
+
+        The result is allocated once and filled view by view, so the peak is the result plus one view;
+        uint8 is a quarter of float32, so callers that stream batches should ask for it.
+        """
+        indices = self.indices(split)
+        k = self.intrinsics
+        out = np.empty((len(indices), k.height, k.width, 4), dtype=dtype)
+        for n, i in enumerate(indices):
+            out[n] = self.load_view(i)
+            if np.issubdtype(out.dtype, np.floating):
+                out[n] /= 255.0
+        return out
+
+    def load_masks(self, split: Split) -> np.ndarray:
+        """[N, H, W] uint8 object masks (alpha) of one split, 255 inside the object."""
+        indices = self.indices(split)
+        k = self.intrinsics
+        out = np.empty((len(indices), k.height, k.width), dtype=np.uint8)
+        for n, i in enumerate(indices):
+            out[n] = self.load_view(i)[..., 3]
+        return out
 
 
 def intrinsics_from_meta(meta: dict, width: int, height: int) -> Intrinsics:
@@ -102,15 +119,30 @@ def intrinsics_from_meta(meta: dict, width: int, height: int) -> Intrinsics:
     return Intrinsics(fx, fy, width / 2, height / 2, width, height)
 
 
-def resolve_image_path(root: Path, file_path: str) -> str:
-    """NeRF-synthetic files often omit the extension ("./train/r_0"); find the file that exists."""
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG")
+
+
+def resolve_image_path(root: Path, file_path: str, exists: Callable[[str], bool] | None = None) -> str:
+    """NeRF-synthetic files often omit the extension ("./train/r_0"); find the file that exists.
+
+    `exists` tells whether a relative path exists (default: in the folder `root`); an object listing's keys
+    answer it before anything is downloaded.
+    """
+    present = exists or (lambda rel: (root / rel).exists())
     rel = file_path[2:] if file_path.startswith("./") else file_path
-    if (root / rel).suffix and (root / rel).exists():
+    if PurePosixPath(rel).suffix and present(rel):
         return rel
-    for ext in (".png", ".jpg", ".jpeg", ".PNG", ".JPG"):
-        if (root / (rel + ext)).exists():
+    for ext in IMAGE_EXTENSIONS:
+        if present(rel + ext):
             return rel + ext
     return rel
+
+
+def transforms_sources(root: Path, transforms_file: str, exists: Callable[[str], bool] | None = None) -> list[str]:
+    """The transforms files a capture is read from, in order: the train/test splits win over the main file."""
+    present = exists or (lambda rel: (root / rel).exists())
+    sources = [TRAIN_FILE] if present(TRAIN_FILE) else [transforms_file]
+    return [*sources, TEST_FILE] if present(TEST_FILE) else sources
 
 
 def load_capture(root: Path, transforms_file: str = "transforms.json") -> Capture:
@@ -122,16 +154,9 @@ def load_capture(root: Path, transforms_file: str = "transforms.json") -> Captur
     from PIL import Image
 
     root = Path(root)
-    sources: list[tuple[Path, Split]] = []
-    train, test = root / "transforms_train.json", root / "transforms_test.json"
-    if train.exists():
-        sources.append((train, "train"))
-        if test.exists():
-            sources.append((test, "test"))
-    else:
-        sources.append((root / transforms_file, "train"))
-        if test.exists():
-            sources.append((test, "test"))
+    sources: list[tuple[Path, Split]] = [
+        (root / name, "test" if name == TEST_FILE else "train") for name in transforms_sources(root, transforms_file)
+    ]
 
     frames: list[Frame] = []
     meta: dict = {}

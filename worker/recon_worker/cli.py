@@ -24,6 +24,14 @@ from recon_worker.errors import (
     WorkerError,
     write_termination_message,
 )
+from recon_worker.names import printable_text
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped: a key holding ESC or CR must not rewrite the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_text(super().format(record))
 
 
 def _uri(value: str) -> str:
@@ -83,6 +91,10 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-file-bytes", type=int, default=defaults.max_file_bytes, help="largest image file")
     parser.add_argument("--max-total-bytes", type=int, default=defaults.max_total_bytes, help="whole capture")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
+    parser.add_argument("--max-views", type=int, help="most frames (default: derived from the memory)")
+    parser.add_argument(
+        "--max-total-pixels", type=int, help="decoded pixels of all views together (default: derived from the memory)"
+    )
 
 
 def _setting_problems(exc: Exception, sets: list[str]) -> str:
@@ -107,12 +119,25 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _limits(args: argparse.Namespace) -> CaptureLimits:
-    return CaptureLimits(
+def _gpus(device: str) -> int:
+    """1 when `--device` (auto: a usable GPU is present) means CUDA, else 0."""
+    from recon_worker.gpu import cuda_usable, probe_gpus
+
+    if device == "cpu" or (device == "auto" and not (probe_gpus() and cuda_usable())):
+        return 0
+    return 1
+
+
+def _limits(args: argparse.Namespace, gpus: int) -> CaptureLimits:
+    """The limits of the flags; views and decoded pixels, unless given, from the memory on that device."""
+    given = {"max_views": args.max_views, "max_total_pixels": args.max_total_pixels}
+    return CaptureLimits.for_worker(
+        "cuda" if gpus else "cpu",
         min_views=args.min_views,
         max_file_bytes=args.max_file_bytes,
         max_total_bytes=args.max_total_bytes,
         max_pixels=args.max_pixels,
+        **{k: v for k, v in given.items() if v is not None},
     )
 
 
@@ -144,7 +169,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    from recon_worker.gpu import cuda_usable, probe_gpus
     from recon_worker.pipeline import CancelToken
     from recon_worker.presets import deep_merge, resolve_quality
     from recon_worker.progress import TerminalProgress
@@ -157,9 +181,7 @@ def cmd_local(args: argparse.Namespace) -> int:
         for part in reversed(path):
             nested = {part: nested}
         overrides = deep_merge(overrides, nested)
-    gpus = 0 if args.device == "cpu" else 1
-    if args.device == "auto" and not (probe_gpus() and cuda_usable()):
-        gpus = 0
+    gpus = _gpus(args.device)
     try:
         quality = resolve_quality(args.quality, overrides).model_dump(mode="json", by_alias=True)
         storage = {k: v for k, v in {"endpoint": args.endpoint, "region": args.region}.items() if v}
@@ -172,20 +194,19 @@ def cmd_local(args: argparse.Namespace) -> int:
             "compute": {"gpus": gpus, "minGpuMemoryGiB": 0},
         }
         task = load_task(json.dumps(document))
+        limits = _limits(args, gpus)
     except (TaskError, ValueError) as exc:
         problems = _setting_problems(exc, [text for _, _, text in args.set or []])
-        print(f"recon-worker local: {problems}", file=sys.stderr)
+        print(printable_text(f"recon-worker local: {problems}"), file=sys.stderr)
         return int(ExitCode.INVALID)
     bar = TerminalProgress()
     cancel = CancelToken()
     with cancel_on_signals(cancel), bar.logs_above():
-        outcome = execute(
-            task, listeners=[bar], cancel=cancel, limits=_limits(args), use_checkpoints=not args.no_resume
-        )
+        outcome = execute(task, listeners=[bar], cancel=cancel, limits=limits, use_checkpoints=not args.no_resume)
     bar.close()
     # A failure was logged once by `execute` (reason and message, on stderr); only success is printed here.
     if outcome.exit_code == 0:
-        print(f"{outcome.reason}: {outcome.message}")
+        print(printable_text(f"{outcome.reason}: {outcome.message}"))
     return outcome.exit_code
 
 
@@ -195,14 +216,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     try:
         storage = StorageSpec(endpoint=args.endpoint, region=args.region)
-        report = check_capture_at(_uri(args.input), storage, args.transforms_file, _limits(args))
+        limits = _limits(args, _gpus(args.device))
+        report = check_capture_at(_uri(args.input), storage, args.transforms_file, limits)
     except WorkerError as exc:
-        print(f"{exc.reason}: {exc.message}", file=sys.stderr)
+        print(printable_text(f"{exc.reason}: {exc.message}"), file=sys.stderr)
         return int(exc.exit_code)
     except ValueError as exc:
-        print(f"recon-worker validate: {exc}", file=sys.stderr)
+        print(printable_text(f"recon-worker validate: {exc}"), file=sys.stderr)
         return int(ExitCode.INVALID)
-    print(report.summary())
+    print(printable_text(report.summary()))
     return int(ExitCode.OK) if report.ok else int(ExitCode.INVALID)
 
 
@@ -275,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--transforms-file", default="transforms.json", help="camera file inside the input")
     validate.add_argument("--endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)")
     validate.add_argument("--region", help="S3 region (default: AWS_REGION / the AWS configuration)")
+    validate.add_argument(
+        "--device", choices=["auto", "cuda", "cpu"], default="auto", help="the memory limits of this device"
+    )
     _add_limit_flags(validate)
     validate.set_defaults(handler=cmd_validate)
 
@@ -315,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     level = args.log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         parser.error(f"--log-level {args.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     return int(args.handler(args))
 
 

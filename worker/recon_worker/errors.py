@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from recon_worker.names import printable_text
+
 log = logging.getLogger("recon_worker")
 
 # Kubernetes truncates a termination message at 4096 bytes; stay below it, JSON overhead included.
@@ -82,7 +84,11 @@ class TransientError(WorkerError):
 
 
 def termination_message(reason: str, message: str) -> str:
-    """`{"reason", "message"}` as JSON of at most TERMINATION_MESSAGE_LIMIT bytes (the message is cut)."""
+    """`{"reason", "message"}` as JSON of at most TERMINATION_MESSAGE_LIMIT bytes (the message is cut).
+
+    Control characters are escaped first: the operator copies the message into status and Events, which
+    kubectl prints raw."""
+    message = printable_text(message)
     text = json.dumps({"reason": reason, "message": message})
     kept = message
     while len(text.encode()) > TERMINATION_MESSAGE_LIMIT:

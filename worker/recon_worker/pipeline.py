@@ -26,15 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from recon_worker.capture import Capture, load_capture
-from recon_worker.capture_checks import (
-    CaptureInvalid,
-    CaptureLimits,
-    CaptureReport,
-    check_listing,
-    require_valid_capture,
-)
+from recon_worker.capture_checks import CaptureLimits, require_valid_capture
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
-from recon_worker.errors import ExitCode, InputsInvalid, outcome_of
+from recon_worker.errors import ExitCode, outcome_of
+from recon_worker.fetch import fetch_capture
 from recon_worker.gpu import DeviceChoice
 from recon_worker.gpu_usage import GpuSampler, per_stage
 from recon_worker.progress import ProgressTracker
@@ -162,25 +157,13 @@ class Pipeline:
 
     def _fetch(self, store: Store) -> tuple[Capture, list[StoredObject], float]:
         started = time.monotonic()
-        objects = store.list_objects()
-        if not objects:
-            raise InputsInvalid(
-                f"{store.uri} holds no files: expected a capture with {self.task.input.transforms_file}"
-            )
-        too_big = check_listing(objects, self.limits)
-        if too_big:
-            raise CaptureInvalid(CaptureReport(too_big, 0, None))
         dest = self.workdir / "fetch" / "capture"
-        # Batches big enough to keep the transfer manager's threads busy, small enough for ~20 progress
-        # updates and prompt cancellation on large captures.
-        batch = max(32, math.ceil(len(objects) / 20))
-        for start in range(0, len(objects), batch):
-            self.cancel.check()
-            store.download(objects[start : start + batch], dest)
-            self.tracker.update(min(len(objects), start + batch) / len(objects) * 0.9)
-        report = require_valid_capture(dest, self.task.input.transforms_file, self.limits)
-        log.info("%s", report.summary())
-        return load_capture(dest, self.task.input.transforms_file), objects, round(time.monotonic() - started, 3)
+        transforms_file = self.task.input.transforms_file
+        progress = lambda fraction: self.tracker.update(fraction * 0.9)  # noqa: E731
+        objects = fetch_capture(store, dest, transforms_file, self.limits, self.cancel.check, progress)
+        report = require_valid_capture(dest, transforms_file, self.limits)
+        log.info("%s (%d objects fetched)", report.summary(), len(objects))
+        return load_capture(dest, transforms_file), objects, round(time.monotonic() - started, 3)
 
     def _run_engine(self, ctx: StageContext, checkpoints: Checkpoints | None) -> None:
         resumed = checkpoints.completed(ENGINE_STAGES) if checkpoints else []

@@ -6,9 +6,14 @@ Order, under the output URI:
    the export stage's checkpoint already holds exactly these files: then they are copied from there;
 3. server-side copy each staged file to its final key;
 4. write `manifest.json` (files with size and sha256, metrics, versions, input fingerprint);
-5. delete the staged copies.
+5. delete the staged copies;
+6. delete the files an older manifest listed that the new one does not (a re-run with fewer export
+   formats or previews must not leave the old ones beside the new result). Only files a manifest
+   listed are ever deleted: anything else under the output prefix is not the worker's to remove.
 A reader that finds `manifest.json` therefore finds a complete result; a run that fails or is
 cancelled before step 4 leaves no manifest. An enforced quality gate that failed stops before step 1.
+Stale files stay readable until step 6, so a reader holding the old manifest never loses a file it
+was told about while the new result is written (it may lose them after).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from recon_worker import __version__
 from recon_worker.errors import QualityGateFailed
 from recon_worker.presets import QualitySettings
 from recon_worker.storage import Store, StoredObject, UploadedFile
-from recon_worker.task import Gates, ResourceRef
+from recon_worker.task import Gates, ResourceRef, key_problem
 
 MANIFEST = "manifest.json"
 MANIFEST_API_VERSION = "recon.dev/v1alpha1"
@@ -117,6 +122,7 @@ def publish_outputs(
     if MANIFEST in files:
         raise RuntimeError(f"the export stage must not write {MANIFEST}: the publisher writes it last")
     staged_prefix = f"{staging}outputs/"
+    previous = _listed_files(store)
     store.delete(MANIFEST)
     reuse = staged is not None and {n: p.stat().st_size for n, p in files.items()} == {
         n: u.size for n, u in staged.items()
@@ -138,8 +144,25 @@ def publish_outputs(
     store.put_bytes(MANIFEST, json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2).encode())
     if not reuse:
         store.delete_prefix(staged_prefix)
+    store.delete_keys(sorted(previous - {entry.name for entry in entries}))
     progress(1.0)
     return manifest
+
+
+def _listed_files(store: Store) -> set[str]:
+    """Names of the files the output's current manifest lists (none when it is missing or unreadable).
+
+    A name that could reach outside the output prefix, or name the manifest or the staging area, is never
+    returned: the manifest is read back from storage that others may write.
+    """
+    try:
+        document = json.loads(store.get_bytes(MANIFEST) or b"{}")
+        names = {f["name"] for f in document.get("files", []) if isinstance(f, dict) and isinstance(f.get("name"), str)}
+    except (ValueError, AttributeError, TypeError, RecursionError):
+        return set()
+    return {
+        n for n in names if n and n != MANIFEST and not n.startswith((".recon-staging", "/")) and key_problem(n) is None
+    }
 
 
 def now() -> datetime:

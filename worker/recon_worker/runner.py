@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from recon_worker.capture_checks import CaptureLimits, CaptureReport, check_capture, check_listing
+from recon_worker.capture_checks import CaptureInvalid, CaptureLimits, CaptureReport, check_capture
 from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
+from recon_worker.fetch import fetch_capture
 from recon_worker.gpu import detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
 from recon_worker.progress import Listener, ProgressTracker, stage_weights
+from recon_worker.stage import Cancelled
 from recon_worker.status import StatusReporter, WorkerInfo, worker_patch
 from recon_worker.storage import FileStore, open_store
 from recon_worker.task import StorageSpec, TaskDocument, TaskError, check_uri, load_task
@@ -50,11 +52,20 @@ def read_task(task_file: str | None, environ: Mapping[str, str] = os.environ) ->
 def cancel_on_signals(
     token: CancelToken, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
 ) -> Iterator[None]:
-    """While inside, SIGTERM/SIGINT ask the pipeline to stop at its next safe point."""
+    """While inside, SIGTERM/SIGINT ask the pipeline to stop at its next safe point; a second one stops it now.
+
+    A stage can run for minutes between safe points; a user who presses Ctrl-C again should not have to reach
+    for SIGKILL, which would leave the scratch folder behind. Raising here unwinds through `execute`'s
+    cleanup (staged outputs, scratch) wherever the main thread is.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        log.warning("received %s: stopping at the next safe point", signal.Signals(signum).name)
-        token.request(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if token.is_set():
+            log.warning("received %s again: stopping now", name)
+            raise Cancelled(f"stopped by {token.why} then {name}; nothing was published")
+        log.warning("received %s: stopping at the next safe point (send it again to stop now)", name)
+        token.request(name)
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
@@ -97,7 +108,7 @@ def execute(
             tracker=tracker,
             reporter=reporter,
             cancel=cancel,
-            limits=limits or CaptureLimits(),
+            limits=limits or CaptureLimits.for_worker(device.device),
             use_checkpoints=use_checkpoints,
         )
         result = pipeline.run()
@@ -119,16 +130,17 @@ def execute(
 
 
 def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limits: CaptureLimits) -> CaptureReport:
-    """The capture checks alone (`recon-worker validate`): a local folder in place, an S3 prefix downloaded."""
+    """The capture checks alone (`recon-worker validate`), on a scratch copy fetched exactly as a run fetches
+    (local folders too), so that validate and local agree on every capture."""
     store = open_store(check_uri(uri), storage)
-    if isinstance(store, FileStore):
-        if not store.root.is_dir():
-            raise InputsInvalid(f"{store.uri} is not a directory")
-        return check_capture(store.root, transforms_file, limits)
-    objects = store.list_objects()
-    too_big = check_listing(objects, limits)
-    if too_big:
-        return CaptureReport(too_big, 0, None)
-    with tempfile.TemporaryDirectory(prefix="recon-validate-") as scratch:
-        store.download(objects, Path(scratch))
+    if isinstance(store, FileStore) and not store.root.is_dir():
+        raise InputsInvalid(f"{store.uri} is not a directory")
+    parent = os.environ.get("RECON_SCRATCH")
+    if parent:
+        Path(parent).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="recon-validate-", dir=parent) as scratch:
+        try:
+            fetch_capture(store, Path(scratch), transforms_file, limits)
+        except CaptureInvalid as exc:
+            return exc.report
         return check_capture(Path(scratch), transforms_file, limits)

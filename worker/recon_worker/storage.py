@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from recon_worker.errors import AccessDenied, InputsInvalid, TransientError, WorkerError
 from recon_worker.task import StorageSpec
@@ -449,5 +449,5 @@ def open_store(
         client = s3_client(storage or StorageSpec.model_validate({}), options, credentials)
         return S3Store(parsed.netloc, parsed.path, client, options)
     if parsed.scheme == "file":
-        return FileStore(Path(parsed.path))
+        return FileStore(Path(unquote(parsed.path)))  # file:// paths are percent-encoded (Path.as_uri)
     raise ValueError(f"{uri!r}: expected s3://bucket/prefix/ or file:///abs/path/")

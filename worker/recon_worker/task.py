@@ -14,29 +14,73 @@ from __future__ import annotations
 import json
 import re
 from typing import Final, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from recon_worker.names import printable
 from recon_worker.presets import QualitySettings
 
 TASK_API_VERSION: Final = "recon.dev/v1alpha1"
 TASK_KIND: Final = "ReconstructionTask"
 
 # s3://bucket/optional/prefix/ (bucket names per the S3 naming rules) or file:///absolute/path/
-_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
-_FILE_URI = re.compile(r"^file:///.*$")
+_S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?P<path>/.*)?$")
+_FILE_URI = re.compile(r"^file://(?P<path>/.*)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def key_problem(key: str) -> str | None:
+    """Why an object key or path (segments joined by '/', no leading '/') is not canonical, or None.
+
+    Canonical keys name one place each, so a prefix test on them decides containment: no empty segment
+    ('//'), no '.' or '..' segment, no '#' or '?' (URL syntax that tools strip), no control character.
+    """
+    if _CONTROL.search(key):
+        return "holds a control character"
+    if "#" in key or "?" in key:
+        return "holds '#' or '?'"
+    segments = key.split("/")
+    if segments and segments[-1] == "":
+        segments.pop()  # one trailing '/' marks a folder
+    if "" in segments:
+        return "has an empty segment ('//')"
+    if "." in segments or ".." in segments:
+        return "has a '.' or '..' segment"
+    return None
+
+
+def location_of(uri: str) -> str:
+    """The place a URI names, canonical and ending in '/': `s3://bucket/a/b/` or `file:///a/b/` (decoded).
+
+    Raises ValueError naming what is wrong: two URIs name the same place exactly when these agree.
+    """
+    shown = printable(uri)
+    if _CONTROL.search(uri):
+        raise ValueError(f"{shown} holds a control character")
+    if (match := _S3_URI.match(uri)) is not None:
+        scheme_and_root, path = f"s3://{match['bucket']}/", (match["path"] or "/")[1:]
+    elif (match := _FILE_URI.match(uri)) is not None:
+        # file:// paths are percent-encoded (Path.as_uri); the decoded path is the place.
+        scheme_and_root, path = "file:///", unquote(match["path"][1:])
+        if "#" in match["path"] or "?" in match["path"]:
+            raise ValueError(f"{shown} is not a canonical URI: its path holds '#' or '?'")
+    elif uri.startswith("s3://"):
+        raise ValueError(
+            f"{shown} is not a valid S3 URI: the bucket name must be 3-63 lowercase letters, digits, '.' or '-'"
+        )
+    else:
+        raise ValueError(f"{shown} must start with s3:// or file:/// (an absolute local path)")
+    if path and (reason := key_problem(path)) is not None:
+        raise ValueError(f"{shown} is not a canonical URI: its path {reason}")
+    return scheme_and_root + (path.rstrip("/") + "/" if path else "")
 
 
 def check_uri(uri: str) -> str:
-    """Accept `s3://bucket/prefix/` or `file:///abs/path/`; raise ValueError naming what is wrong."""
-    if _S3_URI.match(uri) or _FILE_URI.match(uri):
-        return uri
-    if uri.startswith("s3://"):
-        raise ValueError(
-            f"{uri!r} is not a valid S3 URI: the bucket name must be 3-63 lowercase letters, digits, '.' or '-'"
-        )
-    raise ValueError(f"{uri!r} must start with s3:// or file:/// (an absolute local path)")
+    """Accept canonical `s3://bucket/prefix/` or `file:///abs/path/` (see `location_of`); raise ValueError."""
+    location_of(uri)
+    return uri
 
 
 class _Model(BaseModel):
@@ -101,7 +145,7 @@ class TaskDocument(_Model):
 
     @model_validator(mode="after")
     def _output_differs_from_input(self) -> TaskDocument:
-        inp, out = self.input.uri.rstrip("/") + "/", self.output.uri.rstrip("/") + "/"
+        inp, out = location_of(self.input.uri), location_of(self.output.uri)
         if out.startswith(inp) or inp.startswith(out):
             raise ValueError(f"output.uri {self.output.uri!r} must not be, or lie inside, input.uri {self.input.uri!r}")
         return self

@@ -10,6 +10,7 @@ import pytest
 from recon_worker.capture import load_capture
 from recon_worker.engine.reconstruct import available, get_reconstructor
 from recon_worker.engine.reconstruct.views import SilhouetteViews
+from recon_worker.errors import InputsInvalid
 from tests.unit.engine.synthetic_sphere import write_sphere_capture
 
 RADIUS = 0.5
@@ -49,5 +50,5 @@ def test_registry_lists_builtins_and_names_unknown_backends() -> None:
 def test_empty_masks_fail_with_an_actionable_error(tmp_path: Path, backend: str) -> None:
     views = SilhouetteViews.from_capture(load_capture(write_sphere_capture(tmp_path, views=4, size=32)))
     views.alpha.zero_()
-    with pytest.raises(ValueError, match="carve away everything"):
+    with pytest.raises(InputsInvalid, match="carve away everything"):
         get_reconstructor(backend)(views, 32)

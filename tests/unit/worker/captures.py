@@ -51,7 +51,7 @@ def write_capture(root: Path, views: int = 10, size: int = 32, **meta: Any) -> P
         position = CAMERA_DISTANCE * np.array(
             [math.cos(elevation) * math.sin(azimuth), math.sin(elevation), math.cos(elevation) * math.cos(azimuth)]
         )
-        sphere_image(size, (200, 90 + 10 * (i % 8), 40)).save(root / "images" / f"r_{i}.png")
+        sphere_image(size, (200, (90 + 10 * i) % 256, 40)).save(root / "images" / f"r_{i}.png")
         frames.append({"file_path": f"images/r_{i}.png", "transform_matrix": look_at_c2w(position).tolist()})
     document = {"camera_angle_x": CAMERA_ANGLE_X, **meta, "frames": frames}
     (root / "transforms.json").write_text(json.dumps(document, indent=1))

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from recon_worker.cli import build_parser, main
 from tests.conftest import MESHES, REPO
@@ -179,3 +184,147 @@ def test_synth_shows_a_progress_bar_of_the_images(tmp_path: Path, capsys: pytest
     captured = capsys.readouterr()
     assert "3/3 images" in captured.err
     assert json.loads(captured.out)["views"] == 2  # stdout stays the summary alone
+
+
+def _start_local(tmp_path: Path, step_seconds: str, iterations: int) -> subprocess.Popen[bytes]:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    env = {
+        **os.environ,
+        "RECON_ENGINE": "tests.unit.worker.standin_engine",
+        "RECON_STANDIN_STEP_SECONDS": step_seconds,
+        "RECON_SCRATCH": str(tmp_path / "scratch"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+    command = [sys.executable, "-m", "recon_worker.cli", "local", "--input", str(capture), "--device", "cpu"]
+    command += ["--output", str(tmp_path / "out"), "--set", f"refinement.iterations={iterations}"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "scratch").glob("*/reconstruct")):
+        assert process.poll() is None and time.monotonic() < deadline, "local never reached refine"
+        time.sleep(0.1)
+    return process
+
+
+def test_a_second_signal_stops_local_now_and_removes_its_scratch(tmp_path: Path) -> None:
+    # One refinement step of 60 s: the first SIGINT waits for a safe point, the second must not.
+    process = _start_local(tmp_path, step_seconds="60", iterations=1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=20)[0].decode()
+    assert process.returncode == 143, output
+    assert "Cancelled: stopped by SIGINT then SIGINT; nothing was published" in output
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+@pytest.mark.usefixtures("standin")
+def test_local_fetches_only_what_the_transforms_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    (capture / "unused").mkdir()
+    (capture / "unused" / "video.mp4").write_bytes(b"\0" * 3_000_000)  # above the byte limit below
+    args = ["local", "--input", str(capture), "--output", str(tmp_path / "out"), "--max-total-bytes", "1000000"]
+    assert main([*args, "--set", "refinement.iterations=2"]) == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["input"]["objects"] == 9  # transforms.json and 8 images
+    assert main(["validate", "--input", str(capture), "--max-total-bytes", "1000000"]) == 0
+
+
+@pytest.mark.usefixtures("standin")
+def test_control_characters_in_keys_are_refused_and_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    (capture / "images" / "r_3.png").rename(capture / "images" / "r_\x1b[2J3.png")
+    doc = json.loads((capture / "transforms.json").read_text())
+    doc["frames"][3]["file_path"] = "images/r_\x1b[2J3.png"
+    (capture / "transforms.json").write_text(json.dumps(doc))
+    assert main(["local", "--input", str(capture), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "images/r_\\x1b[2J3.png: is not a usable object key: it holds a control character" in err
+    assert "\x1b" not in err
+
+
+def _turn_around(doc: dict[str, Any]) -> None:
+    for frame in doc["frames"]:
+        m = np.asarray(frame["transform_matrix"])
+        m[:3, 0] *= -1
+        m[:3, 2] *= -1
+        frame["transform_matrix"] = m.tolist()
+
+
+def _break(capture: Path, case: str) -> None:
+    """Captures that once passed validate and then failed (or published garbage) in local: issue 11 point 6."""
+    transforms, images = capture / "transforms.json", capture / "images"
+    doc = json.loads(transforms.read_text())
+    if case == "empty-mask":
+        Image.new("RGBA", (16, 16), (1, 2, 3, 0)).save(images / "r_2.png")
+    elif case == "alpha-254":
+        for i in range(8):
+            image = Image.open(images / f"r_{i}.png")
+            image.putalpha(254)
+            image.save(images / f"r_{i}.png")
+    elif case == "one-point":
+        for frame in doc["frames"]:
+            frame["transform_matrix"][0][3] = frame["transform_matrix"][1][3] = frame["transform_matrix"][2][3] = 0.5
+    elif case == "facing-away":
+        _turn_around(doc)
+    elif case == "principal-point":
+        doc.pop("camera_angle_x")
+        doc.update(fl_x=20, cx=-400, cy=8, w=16, h=16)
+    elif case == "angle-y-string":
+        doc["camera_angle_y"] = "0.8"
+    elif case == "angle-y-zero":
+        doc["camera_angle_y"] = 0
+    elif case == "identical-frames":
+        for i in range(1, 8):
+            (images / f"r_{i}.png").write_bytes((images / "r_0.png").read_bytes())
+    elif case == "symlinked-view":
+        (images / "r_5.png").unlink()
+        (images / "r_5.png").symlink_to("r_1.png")
+    if case == "deep-nesting":
+        transforms.write_text("[" * 100_000 + "]" * 100_000)
+    elif case == "huge-number":
+        transforms.write_text(json.dumps(doc).replace('"camera_angle_x": 0.8', '"camera_angle_x": ' + "9" * 5000))
+    elif case == "transforms-folder":
+        transforms.unlink()
+        transforms.mkdir()
+        (transforms / "x").write_text("{}")
+    elif case == "transforms-fifo":
+        transforms.unlink()
+        os.mkfifo(transforms)
+    else:
+        transforms.write_text(json.dumps(doc))
+
+
+BROKEN = [
+    "empty-mask",
+    "alpha-254",
+    "one-point",
+    "facing-away",
+    "principal-point",
+    "angle-y-string",
+    "angle-y-zero",
+    "identical-frames",
+    "symlinked-view",
+    "deep-nesting",
+    "huge-number",
+    "transforms-folder",
+    "transforms-fifo",
+]
+
+
+@pytest.mark.usefixtures("standin")
+@pytest.mark.parametrize("case", BROKEN)
+def test_validate_and_local_refuse_alike_with_exit_2(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = write_capture(tmp_path / "capture", views=8, size=16)
+    _break(capture, case)
+    assert main(["validate", "--input", str(capture)]) == 2
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  - ")]
+    assert problems, case
+    args = ["local", "--input", str(capture), "--output", str(tmp_path / "out"), "--set", "refinement.iterations=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "InputsInvalid: capture invalid" in err
+    assert all(p in err for p in problems), (problems, err)
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -62,3 +62,10 @@ def test_termination_message_written_to_file_and_unwritable_path_is_not_fatal(tm
     write_termination_message(path, "Cancelled", "stopped")
     assert json.loads(path.read_text())["reason"] == "Cancelled"
     write_termination_message(tmp_path / "missing" / "dir" / "log", "Cancelled", "stopped")
+
+
+def test_termination_message_escapes_control_characters() -> None:
+    from recon_worker.errors import termination_message
+
+    text = termination_message("InputsInvalid", "frame 3: images/\x1b[2J\rr_3.png does not exist\nsecond line")
+    assert json.loads(text)["message"] == "frame 3: images/\\x1b[2J\\x0dr_3.png does not exist\nsecond line"

@@ -124,3 +124,27 @@ def test_a_staged_copy_that_differs_from_the_export_folder_is_not_used(tmp_path:
     manifest = publish_outputs(store, folder, ".recon-staging/u/", manifest_for, staged={"mesh.glb": only})
     assert [f.name for f in manifest.files] == ["mesh.glb", "previews/view_0.png", "report.json"]
     assert (tmp_path / "out" / "report.json").read_text() == '{"psnr": 30}'
+
+
+def test_republishing_removes_the_files_only_the_old_manifest_listed(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "out")
+    publish_outputs(store, export_folder(tmp_path / "first"), ".recon-staging/a/", manifest_for)
+    store.put_bytes("notes.txt", b"the user's own file")  # never listed by a manifest: kept
+    second = export_folder(tmp_path / "second")
+    (second / "previews" / "view_0.png").unlink()
+    (second / "mesh.obj").write_text("v 0 0 0\n")
+    publish_outputs(store, second, ".recon-staging/b/", manifest_for)
+    names = sorted(o.key for o in store.list_objects())
+    assert names == ["manifest.json", "mesh.glb", "mesh.obj", "notes.txt", "report.json"]
+
+
+def test_a_tampered_old_manifest_cannot_delete_outside_the_result(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "out")
+    store.put_bytes("keep/a.txt", b"x")
+    files = [
+        {"name": n} for n in ("../outside.txt", "keep//a.txt", "/etc/passwd", ".recon-staging/x/y", "keep/./a.txt")
+    ]
+    store.put_bytes(MANIFEST, json.dumps({"files": files}).encode())
+    (tmp_path / "outside.txt").write_text("not ours")
+    publish_outputs(store, export_folder(tmp_path / "export"), ".recon-staging/u/", manifest_for)
+    assert (tmp_path / "outside.txt").exists() and (tmp_path / "out" / "keep" / "a.txt").exists()

@@ -39,6 +39,7 @@ from recon_worker.presets import RefinementSettings
 from recon_worker.stage import StageContext
 
 REFINED_MESH, APPEARANCE = "refined.ply", "appearance.pt"
+VIEWS_PER_LOAD = 8  # views decoded and resized at a time when building the training set
 
 
 @dataclass
@@ -48,15 +49,21 @@ class TrainingViews:
 
     @classmethod
     def from_capture(cls, capture: Capture, longest_side: int, device: torch.device) -> TrainingViews:
-        images = torch.as_tensor(capture.load_images("train"), device=device)
-        intrinsics = scaled_intrinsics(capture.intrinsics, min(longest_side, max(images.shape[1:3])))
+        k = capture.intrinsics
+        intrinsics = scaled_intrinsics(k, min(longest_side, max(k.height, k.width)))
         size = (intrinsics.height, intrinsics.width)
-        if tuple(images.shape[1:3]) != size:
-            # Premultiplied area resampling, then back to straight alpha.
-            premult = torch.cat([images[..., :3] * images[..., 3:], images[..., 3:]], dim=-1).permute(0, 3, 1, 2)
-            small = F.interpolate(premult, size=size, mode="area").permute(0, 2, 3, 1)
-            alpha = small[..., 3:]
-            images = torch.cat([small[..., :3] / alpha.clamp(min=1e-4), alpha], dim=-1).clamp(0, 1)
+        batches = []
+        # Views stream in as uint8 and only the (possibly smaller) refinement copy is kept as floats.
+        for _, stored in capture.iter_views("train", VIEWS_PER_LOAD):
+            images = torch.as_tensor(stored, device=device).float() / 255  # [B, H, W, 4]
+            if tuple(images.shape[1:3]) != size:
+                # Premultiplied area resampling, then back to straight alpha.
+                premult = torch.cat([images[..., :3] * images[..., 3:], images[..., 3:]], dim=-1).permute(0, 3, 1, 2)
+                small = F.interpolate(premult, size=size, mode="area").permute(0, 2, 3, 1)
+                alpha = small[..., 3:]
+                images = torch.cat([small[..., :3] / alpha.clamp(min=1e-4), alpha], dim=-1).clamp(0, 1)
+            batches.append(images)
+        images = torch.cat(batches) if batches else torch.zeros((0, *size, 4), device=device)
         return cls(images.contiguous(), make_cameras(intrinsics, capture.poses("train"), device=device))
 
 

@@ -11,6 +11,7 @@ import torch
 import trimesh
 
 from recon_worker.engine.reconstruct.views import SilhouetteViews
+from recon_worker.errors import InputsInvalid
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def fit_grid(occupied: torch.Tensor, grid: Grid, resolution: int, margin: float 
     """A grid of `resolution` voxels along its longest side over the occupied part of `grid` (+ margin)."""
     nz = torch.nonzero(occupied.reshape(grid.shape[2], grid.shape[1], grid.shape[0]))
     if len(nz) == 0:
-        raise ValueError("the masks carve away everything: no point is inside every silhouette (check poses)")
+        raise InputsInvalid("the masks carve away everything: no point is inside every silhouette (check poses)")
     lo_idx = nz.min(dim=0).values.flip(0).float() - 1
     hi_idx = nz.max(dim=0).values.flip(0).float() + 1
     lo = grid.lo + lo_idx * grid.step
@@ -76,7 +77,7 @@ def surface(volume: torch.Tensor, grid: Grid, level: float) -> trimesh.Trimesh:
     padded = torch.nn.functional.pad(volume.float(), (1, 1, 1, 1, 1, 1), value=big).cpu().numpy()
     verts, faces, _, _ = marching_cubes(padded, level)
     if len(faces) == 0:
-        raise ValueError("no surface: the reconstructed volume is empty")
+        raise InputsInvalid("no surface: the reconstructed volume is empty (check masks and poses)")
     # Voxel indices (z, y, x) of the padded grid -> world (x, y, z).
     xyz = (verts[:, ::-1].astype(np.float64) - 1.0) * grid.step + grid.lo.double().cpu().numpy()
     mesh = trimesh.Trimesh(xyz, faces, process=True)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from recon_worker.capture import Capture, Intrinsics
+from recon_worker.errors import InputsInvalid
 
 
 @dataclass
@@ -19,10 +20,12 @@ class SilhouetteViews:
 
     @classmethod
     def from_capture(cls, capture: Capture, device: torch.device | str = "cpu") -> SilhouetteViews:
-        images = capture.load_images("train")
-        if len(images) == 0:
-            raise ValueError(f"{capture.root}: the capture has no training views")
-        return cls.from_arrays(images[..., 3], capture.poses("train"), capture.intrinsics, device)
+        masks = capture.load_masks("train")  # [N, H, W] uint8: a quarter of float32 on the host
+        if len(masks) == 0:
+            raise InputsInvalid(f"{capture.root}: the capture has no training views")
+        alpha = torch.as_tensor(masks, device=device).to(torch.float32).div_(255.0)
+        c2w = torch.as_tensor(capture.poses("train"), dtype=torch.float32, device=device)
+        return cls(alpha=alpha, c2w=c2w, intrinsics=capture.intrinsics)
 
     @classmethod
     def from_arrays(

@@ -1,0 +1,66 @@
+"""How much memory this worker may use: the figure the capture limits are derived from.
+
+In order: RECON_MEMORY_BYTES (the operator sets it from the pod's memory request through the downward
+API, `resourceFieldRef: {resource: requests.memory}`), else the cgroup's memory limit (v2, then v1), else
+the machine's RAM. The smallest figure that is present wins: a request above the cgroup limit cannot be used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+# The worker's peak host memory: a fixed base (Python, PyTorch, the engine's buffers), a cost per view and a
+# cost per decoded pixel. On the CPU every buffer of the engine is host memory (`make bench-worker-memory`,
+# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 6.5 MiB per view + 344 bytes per pixel over views
+# 16-128 and 32²-1024²); on a GPU the renders and rasters live on the device and the host keeps the decoded views
+# and the validate stage's copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes
+# per pixel over the base; 2,002 views of 16² at 21.3 GB, ~10 MB per view).
+BASE_BYTES = 1_500 * 2**20
+BYTES_PER_VIEW = 12 * 2**20
+BYTES_PER_PIXEL = {"cpu": 360, "cuda": 40}
+
+CGROUP_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+UNLIMITED = 2**60  # cgroup v1 writes a number near 2^63 for "no limit"
+
+
+def _read_bytes(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit() or int(text) >= UNLIMITED:  # "max" in cgroup v2
+        return None
+    return int(text)
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def worker_memory_bytes(
+    environ: Mapping[str, str] = os.environ, cgroup_files: tuple[Path, ...] = CGROUP_FILES
+) -> int | None:
+    """The memory this worker may use, in bytes, or None when nothing says (see the module's docstring)."""
+    figures = []
+    requested = environ.get("RECON_MEMORY_BYTES", "").strip()
+    if requested:
+        if not requested.isdigit() or int(requested) <= 0:
+            raise ValueError(f"RECON_MEMORY_BYTES must be a positive number of bytes, not {requested!r}")
+        figures.append(int(requested))
+    cgroup = next((b for p in cgroup_files if (b := _read_bytes(p)) is not None), None)
+    figures += [b for b in (cgroup, physical_memory_bytes()) if b is not None]
+    return min(figures) if figures else None
+
+
+def memory_model(memory_bytes: int, device: str = "cuda") -> tuple[int, int]:
+    """(most views, most decoded pixels) for a worker with `memory_bytes` computing on `device` ("cuda" or
+    "cpu"): half of what the base leaves goes to the views' term and half to the pixels' term, so a capture
+    at both limits still fits."""
+    spare = max(memory_bytes - BASE_BYTES, 0) // 2
+    per_pixel = BYTES_PER_PIXEL["cpu" if device == "cpu" else "cuda"]
+    return max(1, spare // BYTES_PER_VIEW), max(1, spare // per_pixel)
