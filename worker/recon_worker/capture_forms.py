@@ -1,0 +1,229 @@
+"""Capture forms: bring a fetched capture as people have it into the canonical form the engine reads.
+
+The engine reads one form: a `transforms.json` (or train/test split files) with shared pinhole
+intrinsics, a camera-to-world pose per frame, and an object mask per image (alpha or `mask_path`).
+Captures arrive in others:
+
+- **nerfstudio / COLMAP**: per-frame `fl_x`/`fl_y`/`cx`/`cy`/`w`/`h`, lens distortion (`camera_model`
+  `OPENCV` or `OPENCV_FISHEYE` with its coefficients, globally or per frame), `applied_transform`.
+  Every frame whose camera differs from the shared pinhole one is resampled once onto it
+  (`recon_worker.distortion`), its mask with it, and the transforms are rewritten without the
+  per-frame keys.
+- **RGB without masks**: a mask provider (`recon_worker.masks`) writes a mask per image.
+- **photos without poses**: structure from motion (`recon_worker.poses`) writes the transforms file.
+
+`prepare_capture` edits the fetched copy in place (the input itself is never touched) and returns a
+`CaptureForm` that says what it found and did, which `recon-worker validate` prints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon_worker.capture import Intrinsics, intrinsics_from_meta, resolve_image_path
+from recon_worker.distortion import COEFFICIENTS, Lens, UnknownCameraModel, lens_from_meta, undistort_image
+from recon_worker.errors import InputsInvalid
+
+SPLIT_FILES = ("transforms_train.json", "transforms_test.json")
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
+LENS_KEYS = ("camera_model", *sorted({k for keys in COEFFICIENTS.values() for k in keys}))
+PREPARED_FOLDER = "_prepared"  # resampled images and written masks, inside the fetched capture
+INTRINSICS_TOLERANCE = 1e-6  # pixels: cameras closer than this are the same camera
+
+
+@dataclass
+class CaptureForm:
+    """What a capture looked like on arrival, and what was done to bring it into the canonical form."""
+
+    poses: str = "given"  # given | estimated
+    masks: str = "alpha"  # alpha | files | backdrop | model
+    camera_models: list[str] = field(default_factory=list)
+    per_frame_intrinsics: bool = False
+    resampled: list[str] = field(default_factory=list)  # images undistorted or re-projected
+    applied_transform: list[list[float]] | None = None  # nerfstudio's, [3, 4] or [4, 4]
+    notes: list[str] = field(default_factory=list)
+
+    def explain(self) -> str:
+        lines = [f"poses: {self.poses}", f"masks: {self.masks}"]
+        models = ", ".join(self.camera_models) or "PINHOLE"
+        lines.append(f"camera model(s): {models}" + ("; per-frame intrinsics" if self.per_frame_intrinsics else ""))
+        if self.resampled:
+            lines.append(f"resampled onto one pinhole camera: {len(self.resampled)} image(s)")
+        if self.applied_transform is not None:
+            lines.append("applied_transform: kept (the mesh is in the frame of the transform matrices)")
+        lines += self.notes
+        return "capture form:\n" + "\n".join(f"  - {line}" for line in lines)
+
+
+def transforms_sources(root: Path, transforms_file: str) -> list[Path]:
+    """The transforms files a capture is read from, in the order `capture.load_capture` reads them."""
+    train, test = root / SPLIT_FILES[0], root / SPLIT_FILES[1]
+    sources = [train] if train.exists() else [root / transforms_file]
+    if test.exists():
+        sources.append(test)
+    return [s for s in sources if s.is_file()]
+
+
+def _read_documents(sources: list[Path]) -> list[dict[str, Any]] | None:
+    """The parsed transforms files, or None when any is unreadable (the capture checks then say why)."""
+    docs = []
+    for source in sources:
+        try:
+            doc = json.loads(source.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list):
+            return None
+        if not all(isinstance(f, dict) and isinstance(f.get("file_path"), str) for f in doc["frames"]):
+            return None
+        docs.append(doc)
+    return docs
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError):
+        return None
+
+
+def _frame_camera(top: dict[str, Any], frame: dict[str, Any], size: tuple[int, int]) -> Intrinsics:
+    """A frame's pinhole intrinsics: its own keys over the file's top-level ones."""
+    merged = {k: v for k, v in top.items() if k in INTRINSIC_KEYS}
+    if any(k in frame for k in ("fl_x", "fl_y")):
+        merged = {k: v for k, v in merged.items() if not k.startswith("camera_angle")}
+    merged.update({k: v for k, v in frame.items() if k in INTRINSIC_KEYS})
+    return intrinsics_from_meta(merged, *size)
+
+
+def _same_camera(a: Intrinsics, b: Intrinsics) -> bool:
+    if (a.width, a.height) != (b.width, b.height):
+        return False
+    pairs = zip((a.fx, a.fy, a.cx, a.cy), (b.fx, b.fy, b.cx, b.cy), strict=True)
+    return all(abs(x - y) <= INTRINSICS_TOLERANCE for x, y in pairs)
+
+
+def _check_applied_transform(value: Any, where: str) -> list[list[float]]:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputsInvalid(f"{where}: applied_transform is not a matrix of numbers") from None
+    if m.shape not in ((3, 4), (4, 4)) or not np.isfinite(m).all():
+        raise InputsInvalid(f"{where}: applied_transform must be a finite 3x4 or 4x4 matrix, not {list(m.shape)}")
+    return m.tolist()
+
+
+def _read_pixels(path: Path) -> tuple[np.ndarray, str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        mode = "RGBA" if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else "RGB"
+        return np.asarray(im.convert(mode)), mode
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def _prepared_name(rel: str) -> str:
+    return f"{PREPARED_FOLDER}/{Path(rel).with_suffix('.png').as_posix()}"
+
+
+def undistort_capture(root: Path, transforms_file: str, form: CaptureForm) -> None:
+    """Resample every frame whose camera is not the shared pinhole one onto it; rewrite the transforms.
+
+    The shared camera has the most common image size, and the file's top-level intrinsics (without
+    distortion) at that size, else those of the first frame of that size. Masks are resampled with their
+    images; pixels that fall outside the source image become black and, in alpha or masks, background.
+    """
+    sources = transforms_sources(root, transforms_file)
+    docs = _read_documents(sources)
+    if not docs or not docs[0]["frames"]:
+        return  # nothing readable: the capture checks report it
+    per_frame = any(k in f for d in docs for f in d["frames"] for k in INTRINSIC_KEYS)
+    lens_keys = any(k in f for d in docs for f in (d, *d["frames"]) for k in LENS_KEYS)
+    # Pass 1: each frame's lens and camera (frames whose image is unreadable are the checks' to report).
+    cameras: list[tuple[dict[str, Any], str, Lens, Intrinsics]] = []
+    models: set[str] = set()
+    for source, doc in zip(sources, docs, strict=True):
+        if "applied_transform" in doc:
+            form.applied_transform = _check_applied_transform(doc["applied_transform"], source.name)
+        for index, frame in enumerate(doc["frames"]):
+            where = f"{source.name} frame {index}"
+            try:
+                lens = lens_from_meta(frame, doc)
+            except (UnknownCameraModel, ValueError) as exc:
+                raise InputsInvalid(f"{where}: {exc}") from None
+            models.add(lens.model)
+            rel = resolve_image_path(root, frame["file_path"])
+            size = _image_size(root / rel)
+            if size is None:
+                continue
+            try:
+                camera = _frame_camera(doc, frame, size)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                if per_frame:
+                    raise InputsInvalid(f"{where}: its intrinsics are incomplete or not numbers") from None
+                return  # no usable top-level intrinsics: the capture checks say why
+            cameras.append((frame, rel, lens, camera))
+    form.camera_models = sorted(models)
+    form.per_frame_intrinsics = per_frame
+    if not cameras or not (per_frame or lens_keys):
+        return
+    sizes = Counter((c.width, c.height) for *_, c in cameras)
+    size = sizes.most_common(1)[0][0]
+    top = docs[0]
+    if any(k in top for k in ("fl_x", "camera_angle_x")):
+        target = _frame_camera(top, {}, size)
+    else:
+        target = next(c for *_, c in cameras if (c.width, c.height) == size)
+    # Pass 2: resample what differs, drop the per-frame keys, write the shared camera at the top.
+    for frame, rel, lens, camera in cameras:
+        if lens.distorted or not _same_camera(camera, target):
+            _resample_frame(root, frame, rel, camera, lens, target)
+            form.resampled.append(rel)
+    shared = {"fl_x": target.fx, "fl_y": target.fy, "cx": target.cx, "cy": target.cy}
+    shared |= {"w": target.width, "h": target.height}
+    for source, doc in zip(sources, docs, strict=True):
+        for key in (*INTRINSIC_KEYS, *LENS_KEYS):
+            doc.pop(key, None)
+            for frame in doc["frames"]:
+                frame.pop(key, None)
+        source.write_text(json.dumps({**shared, **doc}, indent=1))
+
+
+def _resample_frame(
+    root: Path, frame: dict[str, Any], rel: str, camera: Intrinsics, lens: Lens, target: Intrinsics
+) -> None:
+    pixels, _mode = _read_pixels(root / rel)
+    out = _prepared_name(rel)
+    _write_png(root / out, undistort_image(pixels, camera, lens, target))
+    frame["file_path"] = out
+    if isinstance(frame.get("mask_path"), str):
+        mask_rel = resolve_image_path(root, frame["mask_path"])
+        from PIL import Image
+
+        with Image.open(root / mask_rel) as m:
+            mask = np.asarray(m.convert("L"))
+        mask_out = f"{PREPARED_FOLDER}/masks/{Path(mask_rel).with_suffix('.png').as_posix()}"
+        _write_png(root / mask_out, undistort_image(mask, camera, lens, target))
+        frame["mask_path"] = mask_out
+
+
+def prepare_capture(root: Path, transforms_file: str = "transforms.json") -> CaptureForm:
+    """Bring the fetched capture at `root` into the canonical form, in place; say what was done."""
+    form = CaptureForm()
+    undistort_capture(root, transforms_file, form)
+    return form
