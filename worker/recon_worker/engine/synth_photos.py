@@ -1,0 +1,72 @@
+"""Photos as people take them, made from a synthetic capture: for tests and benchmarks of real forms.
+
+`photo_capture(synth_dir, out)` turns a capture written by `engine.synth` (RGBA renders, poses) into a
+turntable shoot: every render composited over the same textured backdrop (the backdrop is fixed to the
+camera, as on a turntable), saved as JPEG without alpha, with no transforms file. Test views go under
+`test/`, training views under `train/`; the true masks are returned for scoring mask providers.
+Optional lens distortion is applied to the photos (`lens`), as a real lens would; `clean_plate` also
+writes `backdrop.jpg`, a photo of the empty backdrop.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from recon_worker.capture import intrinsics_from_meta
+from recon_worker.distortion import Lens, distort_image
+
+
+def textured_backdrop(width: int, height: int, seed: int = 7) -> np.ndarray:
+    """[H, W, 3] uint8: smooth coloured noise over a soft gradient, like a printed studio backdrop."""
+    from scipy.ndimage import gaussian_filter, zoom
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((max(2, height // 16), max(2, width // 16), 3))
+    noise = zoom(coarse, (height / coarse.shape[0], width / coarse.shape[1], 1), order=1)[:height, :width]
+    noise = gaussian_filter(noise, (2, 2, 0))
+    ramp = np.linspace(0.0, 1.0, height)[:, None, None]
+    rgb = 60 + 120 * noise * np.array([0.8, 0.9, 1.0]) + 40 * ramp
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def photo_capture(
+    synth_dir: Path,
+    out: Path,
+    *,
+    quality: int = 95,
+    lens: Lens | None = None,
+    seed: int = 7,
+    clean_plate: bool = False,
+) -> dict[str, np.ndarray]:
+    """Write the photos; return {relative photo path: true mask [H, W] bool} (after the lens, if any)."""
+    from PIL import Image
+
+    truth: dict[str, np.ndarray] = {}
+    backdrop: np.ndarray | None = None
+    for split in ("train", "test"):
+        source = synth_dir / f"transforms_{split}.json"
+        if not source.is_file():
+            continue
+        doc = json.loads(source.read_text())
+        for frame in doc["frames"]:
+            name = frame["file_path"].removeprefix("./")
+            with Image.open(synth_dir / f"{name}.png") as im:
+                rgba = np.asarray(im.convert("RGBA"))
+            height, width = rgba.shape[:2]
+            if lens is not None and lens.distorted:
+                k = intrinsics_from_meta(doc, width, height)
+                rgba = distort_image(rgba, k, lens, k)
+            if backdrop is None:
+                backdrop = textured_backdrop(width, height, seed)
+            alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+            rgb = alpha * rgba[..., :3].astype(np.float32) + (1 - alpha) * backdrop.astype(np.float32)
+            rel = f"{split}/{Path(name).name}.jpg"
+            (out / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8)).save(out / rel, quality=quality)
+            truth[rel] = rgba[..., 3] > 127
+    if clean_plate and backdrop is not None:
+        Image.fromarray(backdrop).save(out / "backdrop.jpg", quality=quality)
+    return truth
