@@ -20,15 +20,25 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from recon_worker.capture import Intrinsics, intrinsics_from_meta, resolve_image_path
 from recon_worker.distortion import COEFFICIENTS, Lens, UnknownCameraModel, lens_from_meta, undistort_image
 from recon_worker.errors import InputsInvalid
+from recon_worker.masks import (
+    CLEAN_PLATE_NAMES,
+    AlphaMasks,
+    BackdropMasks,
+    MaskProvider,
+    ModelMasks,
+    clean_plate,
+)
+from recon_worker.poses import SfmOptions, estimate_poses, list_photos, write_transforms
 
 SPLIT_FILES = ("transforms_train.json", "transforms_test.json")
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
@@ -222,8 +232,138 @@ def _resample_frame(
         frame["mask_path"] = mask_out
 
 
-def prepare_capture(root: Path, transforms_file: str = "transforms.json") -> CaptureForm:
-    """Bring the fetched capture at `root` into the canonical form, in place; say what was done."""
+@dataclass(frozen=True)
+class FormChoice:
+    """What the task says about the capture's form (`spec.input`); `auto` decides from the files."""
+
+    poses: Literal["auto", "given", "estimate"] = "auto"
+    masks: Literal["auto", "alpha", "files", "backdrop", "model"] = "auto"
+    mask_model: Path | None = None  # ONNX file for masks: model
+    sfm: SfmOptions = field(default_factory=SfmOptions)
+
+
+def form_choice(spec: Any) -> FormChoice:
+    """The choice from a task's `input` (recon_worker.task.InputSpec)."""
+    return FormChoice(
+        poses=spec.poses,
+        masks=spec.masks,
+        mask_model=Path(spec.mask_model) if spec.mask_model else None,
+        sfm=SfmOptions(matching=spec.matching, min_registered=spec.min_registered),
+    )
+
+
+def _has_alpha(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+    except (OSError, ValueError):
+        return False
+
+
+def mask_provider(choice: FormChoice, root: Path) -> MaskProvider:
+    if choice.masks == "model":
+        if choice.mask_model is None:
+            raise InputsInvalid("masks: model needs the path of an ONNX matting model (input.maskModel)")
+        return ModelMasks(choice.mask_model)
+    if choice.masks == "alpha":
+        return AlphaMasks()
+    return BackdropMasks(plate=clean_plate(root))
+
+
+def _write_masks(root: Path, names: Sequence[str], masks: Sequence[np.ndarray]) -> dict[str, str]:
+    written = {}
+    for name, mask in zip(names, masks, strict=True):
+        rel = f"{PREPARED_FOLDER}/masks/{Path(name).with_suffix('.png').as_posix()}"
+        _write_png(root / rel, mask)
+        written[name] = rel
+    return written
+
+
+def _estimate(root: Path, transforms_file: str, choice: FormChoice, workdir: Path, form: CaptureForm) -> None:
+    names = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
+    alpha = bool(names) and all(_has_alpha(root / n) for n in names)
+    if choice.masks == "files":
+        raise InputsInvalid("masks: files needs a transforms file with mask_path; photos without poses have none")
+    provider = mask_provider(
+        choice if choice.masks != "auto" else FormChoice(masks="alpha" if alpha else "backdrop"), root
+    )
+    masks = list(provider.masks([root / n for n in names]))
+    form.masks = provider.name
+    result = estimate_poses(root, names, workdir, dict(zip(names, masks, strict=True)), choice.sfm)
+    mask_paths = None if provider.name == "alpha" else _write_masks(root, names, masks)
+    write_transforms(root, result, mask_paths, transforms_file)
+    form.poses = "estimated"
+    form.notes.append(
+        f"structure from motion: {len(result.c2w)} of {len(result.names)} photos registered "
+        f"({result.share:.0%}), {len(result.points)} points, {result.reprojection_error:.2f} px mean reprojection "
+        f"error, {result.seconds:.1f} s"
+    )
+    if result.unregistered:
+        form.notes.append("not registered: " + ", ".join(result.unregistered))
+
+
+def _mask_given_frames(root: Path, transforms_file: str, choice: FormChoice, form: CaptureForm) -> None:
+    """Masks for a posed capture: given ones are kept; a backdrop or model provider writes mask_path."""
+    sources = transforms_sources(root, transforms_file)
+    docs = _read_documents(sources)
+    if not docs:
+        return
+    frames = [f for d in docs for f in d["frames"]]
+    rels = [resolve_image_path(root, f["file_path"]) for f in frames]
+    if choice.masks == "auto":
+        if any("mask_path" in f for f in frames):
+            form.masks = "files"
+        elif any(_has_alpha(root / r) for r in rels):
+            form.masks = "alpha"
+        else:
+            form.masks = "backdrop"
+    else:
+        form.masks = choice.masks
+    if form.masks in ("alpha", "files"):
+        return  # read by the capture loader; the capture checks say what is missing
+    if any(_image_size(root / r) is None for r in rels):
+        return  # missing or undecodable images: the capture checks name them
+    provider = mask_provider(FormChoice(masks=form.masks, mask_model=choice.mask_model), root)  # type: ignore[arg-type]
+    written = _write_masks(root, rels, list(provider.masks([root / r for r in rels])))
+    for frame, rel in zip(frames, rels, strict=True):
+        frame["mask_path"] = written[rel]
+    for source, doc in zip(sources, docs, strict=True):
+        source.write_text(json.dumps(doc, indent=1))
+
+
+def detect_poses(root: Path, transforms_file: str, choice: FormChoice) -> str:
+    """`given` or `estimate`: what `auto` means for this folder (a transforms file, else photos)."""
+    if choice.poses != "auto":
+        return choice.poses
+    return "given" if transforms_sources(root, transforms_file) else "estimate"
+
+
+def prepare_capture(
+    root: Path,
+    transforms_file: str = "transforms.json",
+    choice: FormChoice | None = None,
+    workdir: Path | None = None,
+) -> CaptureForm:
+    """Bring the fetched capture at `root` into the canonical form, in place; say what was done.
+
+    Order: poses (structure from motion, masks first so that it sees only the object), lens
+    undistortion, then masks for posed captures that have none.
+    """
+    choice = choice or FormChoice()
     form = CaptureForm()
+    poses = detect_poses(root, transforms_file, choice)
+    if poses == "estimate":
+        if not list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES)):
+            return form  # nothing to pose: the capture checks report the missing transforms file
+        _estimate(root, transforms_file, choice, workdir or root.parent / "sfm", form)
+    elif not transforms_sources(root, transforms_file):
+        raise InputsInvalid(
+            f"input.poses is given but the capture has no {transforms_file} (or transforms_train.json); "
+            "set input.poses to estimate to pose plain photos by structure from motion"
+        )
     undistort_capture(root, transforms_file, form)
+    if poses == "given":
+        _mask_given_frames(root, transforms_file, choice, form)
     return form

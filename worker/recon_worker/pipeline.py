@@ -33,6 +33,7 @@ from recon_worker.capture_checks import (
     check_listing,
     require_valid_capture,
 )
+from recon_worker.capture_forms import form_choice, prepare_capture
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
 from recon_worker.errors import ExitCode, InputsInvalid, outcome_of
 from recon_worker.gpu import DeviceChoice
@@ -171,6 +172,10 @@ class Pipeline:
             self.cancel.check()
             store.download(objects[start : start + batch], dest)
             self.tracker.update(min(len(objects), start + batch) / len(objects) * 0.9)
+        form = prepare_capture(
+            dest, self.task.input.transforms_file, form_choice(self.task.input), self.workdir / "sfm"
+        )
+        log.info("%s", form.explain())
         report = require_valid_capture(dest, self.task.input.transforms_file, self.limits)
         log.info("%s", report.summary())
         return load_capture(dest, self.task.input.transforms_file), objects, round(time.monotonic() - started, 3)

@@ -11,12 +11,23 @@ writes `backdrop.jpg`, a photo of the empty backdrop.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from recon_worker.capture import intrinsics_from_meta
+from recon_worker.capture import Intrinsics, intrinsics_from_meta
 from recon_worker.distortion import Lens, distort_image
+from recon_worker.engine.synth import (
+    CAMERA_ANGLE_X,
+    CAMERA_DISTANCE,
+    SynthOptions,
+    load_scene_mesh,
+    look_at,
+    render_views,
+)
 
 
 def textured_backdrop(width: int, height: int, seed: int = 7) -> np.ndarray:
@@ -70,3 +81,53 @@ def photo_capture(
     if clean_plate and backdrop is not None:
         Image.fromarray(backdrop).save(out / "backdrop.jpg", quality=quality)
     return truth
+
+
+def turntable_poses(views: int, elevations: Sequence[float] = (15.0, 40.0), offset: float = 0.0) -> np.ndarray:
+    """[views, 4, 4] camera-to-world on rings around the object (degrees of elevation, alternating), as
+    a camera on a stand sees an object turning on a turntable, in small steps."""
+    poses = []
+    for i in range(views):
+        azimuth = math.radians(360.0 * (i + offset) / views)
+        elevation = math.radians(elevations[i % len(elevations)])
+        eye = CAMERA_DISTANCE * np.array(
+            [math.cos(elevation) * math.sin(azimuth), math.sin(elevation), math.cos(elevation) * math.cos(azimuth)]
+        )
+        poses.append(look_at(eye))
+    return np.stack(poses)
+
+
+def render_turntable(
+    mesh: Path,
+    out: Path,
+    *,
+    views: int = 24,
+    test_views: int = 4,
+    resolution: int = 256,
+    lens: Lens | None = None,
+    options: SynthOptions | None = None,
+) -> dict[str, Any]:
+    """Render a turntable shoot of `mesh` twice into `out`: `posed/` (RGBA renders with their true poses:
+    the posed, masked reference capture) and `photos/` (the same views as JPEG photos over a static
+    backdrop, with a clean plate, no poses; `photo_capture`). Returns {"truth": masks, "posed": dir,
+    "photos": dir}."""
+    from PIL import Image
+
+    options = options or SynthOptions(resolution=resolution)
+    scene = load_scene_mesh(mesh)
+    focal = 0.5 * resolution / math.tan(0.5 * CAMERA_ANGLE_X)
+    intrinsics = Intrinsics(focal, focal, resolution / 2, resolution / 2, resolution, resolution)
+    posed = out / "posed"
+    splits = {"train": turntable_poses(views), "test": turntable_poses(test_views, (28.0,), 0.5)}
+    for split, poses in splits.items():
+        if not len(poses):
+            continue
+        (posed / split).mkdir(parents=True, exist_ok=True)
+        frames = []
+        for i, (pose, rgba) in enumerate(zip(poses, render_views(scene, poses, intrinsics, options), strict=True)):
+            Image.fromarray(np.round(rgba * 255).astype(np.uint8), "RGBA").save(posed / split / f"r_{i}.png")
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": pose.tolist()})
+        doc = {"camera_angle_x": CAMERA_ANGLE_X, "frames": frames}
+        (posed / f"transforms_{split}.json").write_text(json.dumps(doc, indent=1))
+    truth = photo_capture(posed, out / "photos", lens=lens, clean_plate=True)
+    return {"truth": truth, "posed": posed, "photos": out / "photos"}
