@@ -51,7 +51,7 @@ INTRINSICS_TOLERANCE = 1e-6  # pixels: cameras closer than this are the same cam
 class CaptureForm:
     """What a capture looked like on arrival, and what was done to bring it into the canonical form."""
 
-    poses: str = "given"  # given | estimated
+    poses: str = "given"  # given | estimate (before structure from motion) | estimated (after)
     masks: str = "alpha"  # alpha | files | backdrop | model
     camera_models: list[str] = field(default_factory=list)
     per_frame_intrinsics: bool = False
@@ -338,6 +338,39 @@ def detect_poses(root: Path, transforms_file: str, choice: FormChoice) -> str:
     if choice.poses != "auto":
         return choice.poses
     return "given" if transforms_sources(root, transforms_file) else "estimate"
+
+
+def describe_capture(root: Path, transforms_file: str, choice: FormChoice | None = None) -> CaptureForm:
+    """What `prepare_capture` would find, without changing anything (no resampling, masks or SfM)."""
+    choice = choice or FormChoice()
+    form = CaptureForm(poses=detect_poses(root, transforms_file, choice))
+    if form.poses == "estimate":
+        photos = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
+        alpha = bool(photos) and all(_has_alpha(root / n) for n in photos)
+        form.masks = choice.masks if choice.masks != "auto" else ("alpha" if alpha else "backdrop")
+        plate = " and a clean plate" if clean_plate(root) else ""
+        form.notes.append(f"{len(photos)} photo(s){plate} to pose by structure from motion when the job runs")
+        return form
+    docs = _read_documents(transforms_sources(root, transforms_file)) or []
+    frames = [f for d in docs for f in d["frames"]]
+    models: set[str] = set()
+    for doc in docs:
+        for frame in doc["frames"]:
+            try:
+                models.add(lens_from_meta(frame, doc).model)
+            except ValueError as exc:
+                form.notes.append(f"lens: {exc}")
+    form.camera_models = sorted(models)
+    form.per_frame_intrinsics = any(k in f for f in frames for k in INTRINSIC_KEYS)
+    if choice.masks != "auto":
+        form.masks = choice.masks
+    elif any("mask_path" in f for f in frames):
+        form.masks = "files"
+    elif any(_has_alpha(root / resolve_image_path(root, f["file_path"])) for f in frames):
+        form.masks = "alpha"
+    else:
+        form.masks = "backdrop"
+    return form
 
 
 def prepare_capture(

@@ -51,6 +51,14 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest image, width x height")
 
 
+def _add_form_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--poses", choices=["auto", "given", "estimate"], default="auto", help="camera poses")
+    parser.add_argument(
+        "--masks", choices=["auto", "alpha", "files", "backdrop", "model"], default="auto", help="mask provider"
+    )
+    parser.add_argument("--mask-model", type=Path, metavar="FILE", help="ONNX matting model (--masks model)")
+
+
 def _limits(args: argparse.Namespace) -> CaptureLimits:
     return CaptureLimits(
         min_views=args.min_views,
@@ -109,7 +117,13 @@ def cmd_local(args: argparse.Namespace) -> int:
         storage = {k: v for k, v in {"endpoint": args.endpoint, "region": args.region}.items() if v}
         document = {
             "apiVersion": "recon.dev/v1alpha1",
-            "input": {"uri": _uri(args.input), "transformsFile": args.transforms_file},
+            "input": {
+                "uri": _uri(args.input),
+                "transformsFile": args.transforms_file,
+                "poses": args.poses,
+                "masks": args.masks,
+                **({"maskModel": str(args.mask_model)} if args.mask_model else {}),
+            },
             "output": {"uri": _uri(args.output)},
             "storage": storage,
             "quality": quality,
@@ -131,18 +145,23 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from recon_worker.capture_forms import FormChoice
     from recon_worker.runner import check_capture_at
     from recon_worker.task import StorageSpec
 
     try:
         storage = StorageSpec(endpoint=args.endpoint, region=args.region)
-        report = check_capture_at(_uri(args.input), storage, args.transforms_file, _limits(args))
+        choice = FormChoice(poses=args.poses, masks=args.masks, mask_model=args.mask_model)
+        form, report = check_capture_at(_uri(args.input), storage, args.transforms_file, _limits(args), choice)
     except WorkerError as exc:
         print(f"{exc.reason}: {exc.message}", file=sys.stderr)
         return int(exc.exit_code)
     except ValueError as exc:
         print(f"recon-worker validate: {exc}", file=sys.stderr)
         return int(ExitCode.INVALID)
+    print(form.explain())
+    if report is None:
+        return int(ExitCode.OK)
     print(report.summary())
     return int(ExitCode.OK) if report.ok else int(ExitCode.INVALID)
 
@@ -166,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--set", action="append", type=_setting, metavar="KEY=VALUE", help="override a setting")
     local.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     local.add_argument("--transforms-file", default="transforms.json")
+    _add_form_flags(local)
     local.add_argument("--endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)")
     local.add_argument("--region")
     local.add_argument("--no-resume", action="store_true", help="ignore and do not write stage checkpoints")
@@ -175,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a capture and list every problem (exit 0 or 2)")
     validate.add_argument("--input", required=True, metavar="DIR_OR_URI")
     validate.add_argument("--transforms-file", default="transforms.json")
+    _add_form_flags(validate)
     validate.add_argument("--endpoint")
     validate.add_argument("--region")
     _add_limit_flags(validate)

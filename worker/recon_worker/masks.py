@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -40,7 +40,8 @@ CLEAN_PLATE_NAMES = ("backdrop.png", "backdrop.jpg", "backdrop.jpeg")
 class MaskProvider(Protocol):
     """Masks for a list of images, in order ([H, W] uint8 each, 255 the object)."""
 
-    name: MaskSource
+    @property
+    def name(self) -> MaskSource: ...
 
     def masks(self, images: Sequence[Path]) -> Iterator[np.ndarray]: ...
 
@@ -161,7 +162,7 @@ class ModelMasks:
     path: Path
     name: MaskSource = "model"
 
-    def _session(self):  # type: ignore[no-untyped-def]
+    def _session(self) -> Any:
         import onnxruntime
 
         if not self.path.is_file():

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from recon_worker.capture_checks import CaptureLimits, CaptureReport, check_capture, check_listing
+from recon_worker.capture_forms import CaptureForm, FormChoice, describe_capture, prepare_capture
 from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
 from recon_worker.gpu import detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
@@ -117,17 +118,32 @@ def execute(
             reporter.close()
 
 
-def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limits: CaptureLimits) -> CaptureReport:
-    """The capture checks alone (`recon-worker validate`): a local folder in place, an S3 prefix downloaded."""
+def check_capture_at(
+    uri: str,
+    storage: StorageSpec,
+    transforms_file: str,
+    limits: CaptureLimits,
+    choice: FormChoice | None = None,
+) -> tuple[CaptureForm, CaptureReport | None]:
+    """The capture checks alone (`recon-worker validate`): the form detected, then the checks on a scratch
+    copy brought into the canonical form (undistorted, masked). A photo folder whose poses are to be
+    estimated is only described (structure from motion is the run's work): the report is then None."""
+    choice = choice or FormChoice()
     store = open_store(check_uri(uri), storage)
-    if isinstance(store, FileStore):
-        if not store.root.is_dir():
-            raise InputsInvalid(f"{store.uri} is not a directory")
-        return check_capture(store.root, transforms_file, limits)
-    objects = store.list_objects()
-    too_big = check_listing(objects, limits)
-    if too_big:
-        return CaptureReport(too_big, 0, None)
     with tempfile.TemporaryDirectory(prefix="recon-validate-") as scratch:
-        store.download(objects, Path(scratch))
-        return check_capture(Path(scratch), transforms_file, limits)
+        root = Path(scratch) / "capture"
+        if isinstance(store, FileStore):
+            if not store.root.is_dir():
+                raise InputsInvalid(f"{store.uri} is not a directory")
+            shutil.copytree(store.root, root)
+        else:
+            objects = store.list_objects()
+            too_big = check_listing(objects, limits)
+            if too_big:
+                return CaptureForm(), CaptureReport(too_big, 0, None)
+            store.download(objects, root)
+        form = describe_capture(root, transforms_file, choice)
+        if form.poses == "estimate":
+            return form, None
+        form = prepare_capture(root, transforms_file, choice, Path(scratch) / "sfm")
+        return form, check_capture(root, transforms_file, limits)
