@@ -61,4 +61,6 @@ def test_a_folder_without_transforms_or_photos_is_named(photo_buckets: S3Server)
 def test_local_photo_folder(tmp_path: Path) -> None:
     (tmp_path / "cap" / "train").mkdir(parents=True)
     (tmp_path / "cap" / "train" / "a.png").write_bytes(b"\x89PNG")
-    preflight(spec((tmp_path / "cap").as_uri() + "/", (tmp_path / "out").as_uri() + "/", poses="estimate"), StoreAccess())
+    preflight(
+        spec((tmp_path / "cap").as_uri() + "/", (tmp_path / "out").as_uri() + "/", poses="estimate"), StoreAccess()
+    )
