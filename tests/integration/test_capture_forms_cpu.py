@@ -21,8 +21,9 @@ from recon_worker.distortion import distort_image, lens_from_meta
 from recon_worker.engine import stages
 from recon_worker.engine.metrics import QualityMetrics
 from recon_worker.engine.synth import SynthOptions, synthesize
+from recon_worker.pipeline import ENGINE_STAGES
 from recon_worker.presets import resolve_quality
-from recon_worker.stage import STAGES, StageContext
+from recon_worker.stage import StageContext
 from recon_worker.task import Gates
 from tests.conftest import MESHES
 
@@ -42,7 +43,7 @@ def run_engine(capture_dir: Path, workdir: Path) -> QualityMetrics:
         renderer="pytorch3d",
         export_formats=("glb",),
     )
-    for stage in STAGES[1:-1]:
+    for stage in ENGINE_STAGES:
         getattr(stages, stage)(ctx)
         print(f"{capture_dir.parent.name}: {stage} done", flush=True)
     return QualityMetrics.model_validate_json((workdir / "validate" / "metrics.json").read_text())

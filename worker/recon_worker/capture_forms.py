@@ -19,8 +19,9 @@ Captures arrive in others:
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ SPLIT_FILES = ("transforms_train.json", "transforms_test.json")
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y")
 LENS_KEYS = ("camera_model", *sorted({k for keys in COEFFICIENTS.values() for k in keys}))
 PREPARED_FOLDER = "_prepared"  # resampled images and written masks, inside the fetched capture
+POSES_WEIGHT = 25.0  # progress weight of stage `poses` (SfM on the CPU) against the other stages
 INTRINSICS_TOLERANCE = 1e-6  # pixels: cameras closer than this are the same camera
 
 
@@ -281,7 +283,14 @@ def _write_masks(root: Path, names: Sequence[str], masks: Sequence[np.ndarray]) 
     return written
 
 
-def _estimate(root: Path, transforms_file: str, choice: FormChoice, workdir: Path, form: CaptureForm) -> None:
+def _estimate(
+    root: Path,
+    transforms_file: str,
+    choice: FormChoice,
+    workdir: Path,
+    form: CaptureForm,
+    progress: Callable[[float], None] | None = None,
+) -> None:
     names = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
     alpha = bool(names) and all(_has_alpha(root / n) for n in names)
     if choice.masks == "files":
@@ -291,7 +300,9 @@ def _estimate(root: Path, transforms_file: str, choice: FormChoice, workdir: Pat
     )
     masks = list(provider.masks([root / n for n in names]))
     form.masks = provider.name
-    result = estimate_poses(root, names, workdir, dict(zip(names, masks, strict=True)), choice.sfm)
+    if progress:
+        progress(0.1)
+    result = estimate_poses(root, names, workdir, dict(zip(names, masks, strict=True)), choice.sfm, progress)
     mask_paths = None if provider.name == "alpha" else _write_masks(root, names, masks)
     write_transforms(root, result, mask_paths, transforms_file)
     form.poses = "estimated"
@@ -373,20 +384,57 @@ def describe_capture(root: Path, transforms_file: str, choice: FormChoice | None
     return form
 
 
+def needs_poses(root: Path, transforms_file: str, choice: FormChoice) -> bool:
+    """Whether the capture's poses are to be estimated (and there are photos to estimate them from)."""
+    photos = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
+    return detect_poses(root, transforms_file, choice) == "estimate" and bool(photos)
+
+
+def estimate_capture_poses(
+    root: Path,
+    transforms_file: str,
+    choice: FormChoice,
+    workdir: Path,
+    progress: Callable[[float], None] | None = None,
+) -> CaptureForm:
+    """Stage `poses`: masks for the photos, then structure from motion; writes the transforms file(s)
+    and the masks into `root`. Raises PosesUnrecoverable when too few photos register."""
+    form = CaptureForm()
+    _estimate(root, transforms_file, choice, workdir, form, progress)
+    return form
+
+
+def copy_poses(root: Path, dest: Path) -> list[Path]:
+    """The files structure from motion wrote into `root` (transforms, masks), copied under `dest`."""
+    written = []
+    for path in [*sorted(root.glob("transforms*.json")), *sorted((root / PREPARED_FOLDER / "masks").rglob("*"))]:
+        if path.is_file():
+            target = dest / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            written.append(target)
+    return written
+
+
 def prepare_capture(
     root: Path,
     transforms_file: str = "transforms.json",
     choice: FormChoice | None = None,
     workdir: Path | None = None,
+    *,
+    poses_ready: bool = False,
 ) -> CaptureForm:
     """Bring the fetched capture at `root` into the canonical form, in place; say what was done.
 
-    Order: poses (structure from motion, masks first so that it sees only the object), lens
-    undistortion, then masks for posed captures that have none.
+    Order: poses (structure from motion, masks first so that it sees only the object; skipped when
+    `poses_ready`, i.e. `estimate_capture_poses` already ran), lens undistortion, then masks for posed
+    captures that have none.
     """
     choice = choice or FormChoice()
     form = CaptureForm()
-    poses = detect_poses(root, transforms_file, choice)
+    poses = "given" if poses_ready else detect_poses(root, transforms_file, choice)
+    if poses_ready:
+        form.poses = "estimated"
     if poses == "estimate":
         if not list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES)):
             return form  # nothing to pose: the capture checks report the missing transforms file

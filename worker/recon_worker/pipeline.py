@@ -33,7 +33,14 @@ from recon_worker.capture_checks import (
     check_listing,
     require_valid_capture,
 )
-from recon_worker.capture_forms import form_choice, prepare_capture
+from recon_worker.capture_forms import (
+    POSES_WEIGHT,
+    copy_poses,
+    estimate_capture_poses,
+    form_choice,
+    needs_poses,
+    prepare_capture,
+)
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
 from recon_worker.errors import ExitCode, InputsInvalid, outcome_of
 from recon_worker.gpu import DeviceChoice
@@ -108,6 +115,8 @@ class Pipeline:
     limits: CaptureLimits = field(default_factory=lambda: CaptureLimits())
     use_checkpoints: bool = True
     _started: float = 0.0
+    _fetch_seconds: float = 0.0
+    _poses_seconds: float | None = None
 
     def run(self) -> RunResult:
         self._started = time.monotonic()
@@ -116,11 +125,12 @@ class Pipeline:
         staging: str | None = None
         try:
             self.tracker.start("fetch")
-            capture, objects, fetch_seconds = self._fetch(input_store)
+            objects = self._download(input_store)
             self.tracker.finish("fetch")
             key = run_key(self.task, input_fingerprint(objects))
             staging = staging_prefix(self.task, key)
             checkpoints = Checkpoints(output_store, staging + "checkpoints/", key) if self.use_checkpoints else None
+            capture, fetch_seconds = self._prepare(checkpoints)
             ctx = StageContext(
                 capture=capture,
                 settings=self.task.quality,
@@ -133,6 +143,10 @@ class Pipeline:
                 check_cancelled=self.cancel.check,
             )
             ctx.stage_seconds["fetch"] = fetch_seconds
+            if self._poses_seconds is not None:
+                ctx.stage_seconds["poses"] = self._poses_seconds
+                # Published with the mesh: the recovered cameras (and masks) the mesh was made from.
+                copy_poses(self.workdir / "fetch" / "capture", ctx.workdir / "export" / "poses")
             self._run_engine(ctx, checkpoints)
             metrics = self._metrics(ctx)
             self.cancel.check()
@@ -154,7 +168,7 @@ class Pipeline:
             self.reporter.update(outputs_patch(output_store.uri_of(MANIFEST), files), force=True)
         return RunResult(manifest, output_store.uri_of(MANIFEST))
 
-    def _fetch(self, store: Store) -> tuple[Capture, list[StoredObject], float]:
+    def _download(self, store: Store) -> list[StoredObject]:
         started = time.monotonic()
         objects = store.list_objects()
         if not objects:
@@ -172,13 +186,38 @@ class Pipeline:
             self.cancel.check()
             store.download(objects[start : start + batch], dest)
             self.tracker.update(min(len(objects), start + batch) / len(objects) * 0.9)
-        form = prepare_capture(
-            dest, self.task.input.transforms_file, form_choice(self.task.input), self.workdir / "sfm"
-        )
+        self._fetch_seconds = time.monotonic() - started
+        return objects
+
+    def _prepare(self, checkpoints: Checkpoints | None) -> tuple[Capture, float]:
+        """Poses (structure from motion, stage `poses`, cached in the checkpoints for a retry), then the
+        canonical form (undistorted, masked) and the capture checks."""
+        started = time.monotonic()
+        dest = self.workdir / "fetch" / "capture"
+        name, choice = self.task.input.transforms_file, form_choice(self.task.input)
+        estimating = needs_poses(dest, name, choice)
+        if estimating:
+            poses_started = time.monotonic()
+            self.tracker.weights = {**self.tracker.weights, "poses": POSES_WEIGHT}
+            self.tracker.start("poses")
+            if checkpoints is not None and checkpoints.completed(["poses"]):
+                checkpoints.restore("poses", dest)
+                self.tracker.skip("poses")
+                log.info("poses: reused the structure from motion of an earlier attempt")
+            else:
+                form = estimate_capture_poses(dest, name, choice, self.workdir / "sfm", self.tracker.update)
+                log.info("%s", form.explain())
+                if checkpoints is not None:
+                    copy_poses(dest, self.workdir / "poses")
+                    checkpoints.save("poses", self.workdir / "poses")
+            self.tracker.finish("poses")
+            self._poses_seconds = round(time.monotonic() - poses_started, 3)
+        form = prepare_capture(dest, name, choice, self.workdir / "sfm", poses_ready=estimating)
         log.info("%s", form.explain())
-        report = require_valid_capture(dest, self.task.input.transforms_file, self.limits)
+        report = require_valid_capture(dest, name, self.limits)
         log.info("%s", report.summary())
-        return load_capture(dest, self.task.input.transforms_file), objects, round(time.monotonic() - started, 3)
+        seconds = self._fetch_seconds + time.monotonic() - started - (self._poses_seconds or 0.0)
+        return load_capture(dest, name), round(seconds, 3)
 
     def _run_engine(self, ctx: StageContext, checkpoints: Checkpoints | None) -> None:
         resumed = checkpoints.completed(ENGINE_STAGES) if checkpoints else []
