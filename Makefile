@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help bench-operator bench-recon demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
+.PHONY: help bench-operator bench-recon bench-sfm demo demo-down images kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ cluster-status: venv ## Show the local control plane's components
 
 bench-operator: venv k8s-bins ## Operator benchmark: 500 ReconstructionJobs on kwok nodes (docs/benchmarks.md, docs/benchmarks/operator.json)
 	PYTHONPATH=tools $(PY) tools/bench_operator.py
+
+bench-sfm: venv ## Real-capture benchmark: SfM time, registered share, mask IoU (docs/benchmarks.md, docs/benchmarks/sfm.json)
+	mkdir -p .scratch
+	$(PY) tools/bench_sfm.py run --out .scratch/bench-sfm.json
+	$(PY) tools/bench_sfm.py docs .scratch/bench-sfm.json
 
 bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where CUDA is (docs/benchmarks.md, docs/benchmarks/recon.json)
 	mkdir -p .scratch
