@@ -4,7 +4,8 @@
     python tools/bench_sfm.py docs .scratch/bench-sfm.json
 
 Each case renders a turntable of spot (`recon_worker.engine.synth_photos`: JPEG photos over a static
-textured backdrop, with a clean plate; rendering is outside the timed region), then times the backdrop
+textured backdrop, with a clean plate; fine speckle printed over spot's flat texture unless --plain;
+rendering is outside the timed region), then times the backdrop
 masks and pycolmap (SIFT on the CPU, exhaustive matching, incremental mapping) as stage `poses` runs
 them. Mask IoU is scored against the renders' alpha for: backdrop with the clean plate, backdrop
 recovered from the photos, and alpha (the renders themselves: 1.0 by construction, the reference).
@@ -31,10 +32,13 @@ sys.path.insert(0, str(REPO / "worker"))
 MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
 
 
-def run_case(views: int, resolution: int, scratch: Path, reuse: Path | None = None) -> dict[str, Any]:
+def run_case(
+    views: int, resolution: int, scratch: Path, reuse: Path | None = None, patterned: bool = True
+) -> dict[str, Any]:
     import numpy as np
 
     from recon_worker.engine.pose_error import pose_error
+    from recon_worker.engine.synth import SynthOptions
     from recon_worker.engine.synth_photos import render_turntable
     from recon_worker.masks import BackdropMasks, clean_plate, mask_iou
     from recon_worker.poses import SfmOptions, estimate_poses, list_photos
@@ -89,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for resolution in args.resolution:
         for views in args.views:
             with tempfile.TemporaryDirectory(prefix="bench-sfm-") as scratch:
-                row = run_case(views, resolution, Path(scratch), args.reuse)
+                row = run_case(views, resolution, Path(scratch), args.reuse, not args.plain)
             row |= {
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                 "note": args.note,
@@ -150,6 +154,7 @@ def main() -> int:
     run.add_argument("--views", type=int, nargs="+", default=[24, 50, 100])
     run.add_argument("--resolution", type=int, nargs="+", default=[512, 800])
     run.add_argument("--reuse", type=Path, help="measure a folder render_turntable wrote instead of rendering")
+    run.add_argument("--plain", action="store_true", help="spot's own texture, without printed speckle")
     run.add_argument("--note", default="", help="what else the machine was doing")
     run.add_argument("--out", required=True)
     run.set_defaults(handler=cmd_run)

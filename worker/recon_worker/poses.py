@@ -43,6 +43,9 @@ class SfmOptions:
     min_registered: float = 0.8  # share of the photos that must register
     max_image_size: int = 1600  # photos are downscaled to this longest side for feature extraction
     max_features: int = 8192
+    # SIFT's contrast threshold; below COLMAP's 0.0067 so that low-contrast objects (a white cow with a
+    # few patches) still give enough features at small sizes. Wrong matches are filtered geometrically.
+    peak_threshold: float = 0.002
     threads: int = -1  # -1: all cores
     seed: int = 0
 
@@ -147,6 +150,7 @@ def estimate_poses(
     extraction.max_image_size = options.max_image_size
     extraction.num_threads = options.threads
     extraction.sift.max_num_features = options.max_features
+    extraction.sift.peak_threshold = options.peak_threshold
     cpu = pycolmap.Device.cpu
     pycolmap.extract_features(
         database,
