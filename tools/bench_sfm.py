@@ -44,8 +44,10 @@ def run_case(
     from recon_worker.poses import SfmOptions, estimate_poses, list_photos
 
     if reuse is None:
+        options = SynthOptions(resolution=resolution, supersample=1)
+        mesh = MESHES / "spot" / "spot.obj"
         shoot = render_turntable(
-            MESHES / "spot" / "spot.obj", scratch, views=views, test_views=0, resolution=resolution
+            mesh, scratch, views=views, test_views=0, resolution=resolution, options=options, patterned=patterned
         )
         photos, posed = shoot["photos"], shoot["posed"]
         truth = shoot["truth"]
