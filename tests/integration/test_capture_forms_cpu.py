@@ -1,5 +1,6 @@
 """Real-capture forms through the CPU engine: a lens-distorted capture of spot reconstructs as well as
-the undistorted one once the worker undistorts it, and ignoring the distortion is measurably worse.
+the undistorted one once the worker undistorts it, and ignoring the distortion is measurably worse in
+geometry (the held-out images, distorted alike, do not show it).
 
 One synthetic capture (12 + 2 views, 80^2) and three short draft runs of the engine stages (10 refinement
 iterations); nothing is timed.
@@ -91,10 +92,14 @@ def test_distorted_capture_reconstructs_like_the_undistorted_one(captures: dict[
     undistorted = run_engine(captures["distorted"], tmp_path / "undistorted")
     ignored = run_engine(captures["ignored"], tmp_path / "ignored")
     assert clean.psnr is not None and undistorted.psnr is not None and ignored.psnr is not None
-    assert clean.mask_iou is not None and undistorted.mask_iou is not None and ignored.mask_iou is not None
-    print(f"psnr clean {clean.psnr:.2f} undistorted {undistorted.psnr:.2f} ignored {ignored.psnr:.2f}")
-    print(f"mask IoU clean {clean.mask_iou:.4f} undistorted {undistorted.mask_iou:.4f} ignored {ignored.mask_iou:.4f}")
+    assert undistorted.fscore is not None and ignored.fscore is not None
+    assert undistorted.chamfer_l1 is not None and ignored.chamfer_l1 is not None
+    for name, m in (("clean", clean), ("undistorted", undistorted), ("ignored", ignored)):
+        print(f"{name}: psnr {m.psnr:.2f} mask IoU {m.mask_iou} F-score {m.fscore} chamfer {m.chamfer_l1}")
     assert undistorted.psnr >= clean.psnr - 1.5
-    # Ignoring the lens leaves the cameras' rays wrong: the held-out views no longer line up.
-    assert ignored.mask_iou < undistorted.mask_iou - 0.02
-    assert ignored.psnr < undistorted.psnr - 1.0
+    # Ignoring the lens leaves the cameras' rays wrong. The held-out views do not show it (they are
+    # distorted alike, and a centred object's hull just bends to fit: 27.7 dB against 27.2 dB when
+    # measured), the geometry against the ground truth does (F-score 0.57 against 0.81, chamfer 0.62
+    # against 0.35).
+    assert ignored.fscore < undistorted.fscore - 0.1
+    assert ignored.chamfer_l1 > 1.3 * undistorted.chamfer_l1
