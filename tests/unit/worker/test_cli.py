@@ -30,7 +30,9 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_validate_a_good_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_capture(tmp_path, views=8, size=16)
     assert main(["validate", "--input", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == "capture OK: 8 frames of 16x16"
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "capture OK: 8 frames of 16x16"
+    assert "poses: given" in out and "masks: alpha" in out
 
 
 def test_validate_lists_every_problem_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
