@@ -1,6 +1,7 @@
 """Command line of the worker: `recon-worker <command>`.
 
-`run` (inside a ReconstructionJob's pod), `local` (a folder or prefix in, a result out, no cluster) and
+`run` (inside a ReconstructionJob's pod), `poses` (structure from motion alone, a CPU step before `run`),
+`local` (a folder or prefix in, a result out, no cluster) and
 `validate` (capture checks only). Exit codes: 0 ok, 2 invalid input or task, 3 this node cannot run it,
 143 cancelled, other codes transient (docs/worker.md).
 """
@@ -90,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter = StatusReporter(sender) if sender else None
     cancel = CancelToken()
     with cancel_on_signals(cancel):
-        outcome = execute(task, reporter=reporter, cancel=cancel)
+        outcome = execute(task, reporter=reporter, cancel=cancel, poses_only=args.command == "poses")
     write_termination_message(termination_log, outcome.reason, outcome.message)
     return outcome.exit_code
 
@@ -177,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the task of a ReconstructionJob (inside its pod)")
     run.add_argument("--task", metavar="FILE", help="task document (default: RECON_TASK, else RECON_TASK_FILE)")
     run.set_defaults(handler=cmd_run)
+
+    poses = commands.add_parser(
+        "poses", help="only fetch and pose the photos of a task (CPU), checkpointed for a later `run`"
+    )
+    poses.add_argument("--task", metavar="FILE", help="task document (default: RECON_TASK, else RECON_TASK_FILE)")
+    poses.set_defaults(handler=cmd_run)
 
     local = commands.add_parser("local", help="reconstruct a capture folder or prefix without a cluster")
     local.add_argument("--input", required=True, metavar="DIR_OR_URI", help="capture folder, file:// or s3:// URI")

@@ -195,29 +195,55 @@ class Pipeline:
         started = time.monotonic()
         dest = self.workdir / "fetch" / "capture"
         name, choice = self.task.input.transforms_file, form_choice(self.task.input)
-        estimating = needs_poses(dest, name, choice)
-        if estimating:
-            poses_started = time.monotonic()
-            self.tracker.weights = {**self.tracker.weights, "poses": POSES_WEIGHT}
-            self.tracker.start("poses")
-            if checkpoints is not None and checkpoints.completed(["poses"]):
-                checkpoints.restore("poses", dest)
-                self.tracker.skip("poses")
-                log.info("poses: reused the structure from motion of an earlier attempt")
-            else:
-                form = estimate_capture_poses(dest, name, choice, self.workdir / "sfm", self.tracker.update)
-                log.info("%s", form.explain())
-                if checkpoints is not None:
-                    copy_poses(dest, self.workdir / "poses")
-                    checkpoints.save("poses", self.workdir / "poses")
-            self.tracker.finish("poses")
-            self._poses_seconds = round(time.monotonic() - poses_started, 3)
+        estimating = self._poses(checkpoints)
         form = prepare_capture(dest, name, choice, self.workdir / "sfm", poses_ready=estimating)
         log.info("%s", form.explain())
         report = require_valid_capture(dest, name, self.limits)
         log.info("%s", report.summary())
         seconds = self._fetch_seconds + time.monotonic() - started - (self._poses_seconds or 0.0)
         return load_capture(dest, name), round(seconds, 3)
+
+    def _poses(self, checkpoints: Checkpoints | None) -> bool:
+        """Stage `poses` when the capture needs it: SfM, or its checkpoint from an earlier attempt (or
+        from the operator's CPU Job, `run_poses`). Returns whether poses were estimated."""
+        dest = self.workdir / "fetch" / "capture"
+        name, choice = self.task.input.transforms_file, form_choice(self.task.input)
+        if not needs_poses(dest, name, choice):
+            return False
+        started = time.monotonic()
+        self.tracker.weights = {**self.tracker.weights, "poses": POSES_WEIGHT}
+        self.tracker.start("poses")
+        if checkpoints is not None and checkpoints.completed(["poses"]):
+            checkpoints.restore("poses", dest)
+            self.tracker.skip("poses")
+            log.info("poses: reused the structure from motion of an earlier attempt")
+        else:
+            form = estimate_capture_poses(dest, name, choice, self.workdir / "sfm", self.tracker.update)
+            log.info("%s", form.explain())
+            if checkpoints is not None:
+                copy_poses(dest, self.workdir / "poses")
+                checkpoints.save("poses", self.workdir / "poses")
+        self.tracker.finish("poses")
+        self._poses_seconds = round(time.monotonic() - started, 3)
+        return True
+
+    def run_poses(self) -> bool:
+        """Fetch and stage `poses` alone, saved as the run's checkpoint (a CPU step before the GPU one:
+        the full run then reuses it). Returns whether poses were estimated; a failure cleans up as `run`."""
+        input_store = open_store(self.task.input.uri, self.task.storage)
+        output_store = open_store(self.task.output.uri, self.task.storage)
+        staging: str | None = None
+        try:
+            self.tracker.start("fetch")
+            objects = self._download(input_store)
+            self.tracker.finish("fetch")
+            key = run_key(self.task, input_fingerprint(objects))
+            staging = staging_prefix(self.task, key)
+            return self._poses(Checkpoints(output_store, staging + "checkpoints/", key))
+        except BaseException as exc:
+            if staging is not None:
+                self._clean_after_failure(output_store, staging, outcome_of(exc).exit_code)
+            raise
 
     def _run_engine(self, ctx: StageContext, checkpoints: Checkpoints | None) -> None:
         resumed = checkpoints.completed(ENGINE_STAGES) if checkpoints else []

@@ -20,7 +20,7 @@ from types import FrameType
 from recon_worker.capture_checks import CaptureLimits, CaptureReport, check_capture, check_listing
 from recon_worker.capture_forms import CaptureForm, FormChoice, describe_capture, prepare_capture
 from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
-from recon_worker.gpu import detect_device
+from recon_worker.gpu import DeviceChoice, detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
 from recon_worker.progress import Listener, ProgressTracker, stage_weights
 from recon_worker.status import StatusReporter, WorkerInfo, worker_patch
@@ -73,15 +73,18 @@ def execute(
     cancel: CancelToken | None = None,
     limits: CaptureLimits | None = None,
     use_checkpoints: bool = True,
+    poses_only: bool = False,
 ) -> Outcome:
-    """Run the whole pipeline for `task`; never raises (Ctrl-C and SIGTERM become a Cancelled outcome)."""
+    """Run the whole pipeline for `task`; never raises (Ctrl-C and SIGTERM become a Cancelled outcome).
+
+    `poses_only`: fetch and stage `poses` alone, on the CPU, checkpointed for the full run."""
     cancel = cancel or CancelToken()
     parent = os.environ.get("RECON_SCRATCH")
     if parent:
         Path(parent).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="recon-", dir=parent))
     try:
-        device = detect_device(task.compute)
+        device = DeviceChoice("cpu", None) if poses_only else detect_device(task.compute)
         log.info("computing on %s (%s, renderer %s)", device.device, device.gpu_name, device.renderer)
         if reporter is not None:
             total = device.gpu.total_gib if device.gpu else None
@@ -100,6 +103,11 @@ def execute(
             limits=limits or CaptureLimits(),
             use_checkpoints=use_checkpoints,
         )
+        if poses_only:
+            estimated = pipeline.run_poses()
+            return Outcome(
+                int(ExitCode.OK), "Succeeded", "poses estimated" if estimated else "poses given: nothing to do"
+            )
         result = pipeline.run()
         metrics = result.manifest.metrics
         psnr = f", PSNR {metrics['psnr']:.2f} dB" if isinstance(metrics.get("psnr"), int | float) else ""
