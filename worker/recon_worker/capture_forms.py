@@ -445,6 +445,8 @@ def prepare_capture(
             "set input.poses to estimate to pose plain photos by structure from motion"
         )
     undistort_capture(root, transforms_file, form)
-    if poses == "given":
+    if poses == "given" and not poses_ready:
         _mask_given_frames(root, transforms_file, choice, form)
+    elif poses_ready:
+        form.masks = choice.masks if choice.masks != "auto" else "(as for structure from motion)"
     return form
