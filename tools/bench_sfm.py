@@ -124,6 +124,11 @@ def cmd_docs(args: argparse.Namespace) -> int:
         "the best similarity, centre error relative to the camera distance. Measured as written: the machine",
         "column says what else was running.",
         "",
+        "Not measured yet: the 24/50/100-view rows at 512² and 800² that `make bench-sfm` runs (rendering them",
+        "did not fit the shared machine's time), pycolmap-cuda12 on a GPU, and the `model` provider on these",
+        "photos (it is tested with a small ONNX graph the test builds; no matting model ships). The flat",
+        "cartoon textures of spot and bob give SIFT too few features at these sizes: the rows marked so show it.",
+        "",
         "| views | px | SfM s | registered | reproj. px | centre err | rot. err ° | IoU plate | IoU recovered "
         "| machine |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
