@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help bench-operator bench-operator-kueue bench-recon bench-worker-memory demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-images test-unit lint fmt generate clean
+.PHONY: help bench-operator bench-operator-kueue bench-recon bench-sfm bench-worker-memory demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-images test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ bench-operator: venv k8s-bins ## Operator benchmark: 500 ReconstructionJobs on k
 
 bench-operator-kueue: venv k8s-bins ## The same 500 through Kueue, GPU quota 50 (docs/benchmarks.md, docs/benchmarks/operator-kueue.json)
 	PYTHONPATH=tools $(PY) tools/bench_operator.py --kueue-gpu-quota 50
+
+bench-sfm: venv ## Real-capture benchmark: SfM time, registered share, mask IoU (docs/benchmarks.md, docs/benchmarks/sfm.json)
+	mkdir -p .scratch
+	$(PY) tools/bench_sfm.py run --out .scratch/bench-sfm.json
+	$(PY) tools/bench_sfm.py docs .scratch/bench-sfm.json
 
 bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where CUDA is (docs/benchmarks.md, docs/benchmarks/recon.json)
 	mkdir -p .scratch

@@ -53,7 +53,43 @@ def _client_failure(exc: Exception, what: str, access: StoreAccess) -> Preflight
     return PreflightError(Reason.STORAGE_UNREACHABLE, f"{what}: {where} did not answer ({exc})")
 
 
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _has_photos(access: StoreAccess, inp: Location) -> bool:
+    """Whether the input holds at least one image (a photo folder to pose by structure from motion)."""
+    if inp.scheme == "file":
+        return inp.path.is_dir() and any(p.suffix.lower() in PHOTO_SUFFIXES for p in inp.path.rglob("*"))
+    pages = access.client().get_paginator("list_objects_v2").paginate(Bucket=inp.bucket, Prefix=inp.prefix)
+    return any(o["Key"].lower().endswith(PHOTO_SUFFIXES) for page in pages for o in page.get("Contents", []))
+
+
+def _check_photos(access: StoreAccess, inp: Location) -> None:
+    """Poses to estimate: no transforms file is needed, photos are."""
+    try:
+        found = _has_photos(access, inp)
+    except (ClientError, BotoCoreError) as exc:
+        raise _client_failure(exc, f"input {inp.uri}", access) from None
+    if not found:
+        raise PreflightError(Reason.INPUTS_INVALID, f"input {inp.uri} holds no PNG or JPEG photos to pose")
+
+
 def _check_input(spec: ReconstructionJobSpec, access: StoreAccess, inp: Location) -> None:
+    if spec.input.poses == "estimate":
+        return _check_photos(access, inp)
+    try:
+        return _check_transforms(spec, access, inp)
+    except PreflightError as missing:
+        if spec.input.poses != "auto" or missing.reason != Reason.INPUTS_INVALID:
+            raise
+        # auto: a folder of photos without a transforms file is posed by structure from motion.
+        try:
+            _check_photos(access, inp)
+        except PreflightError as no_photos:
+            raise PreflightError(no_photos.reason, f"{missing.message}, and {no_photos.message}") from None
+
+
+def _check_transforms(spec: ReconstructionJobSpec, access: StoreAccess, inp: Location) -> None:
     name = spec.input.transforms_file
     if inp.scheme == "file":
         transforms = inp.path / name

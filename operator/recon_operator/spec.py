@@ -28,6 +28,11 @@ class _Model(BaseModel):
 class InputRef(_Model):
     uri: str
     transforms_file: str = "transforms.json"
+    poses: Literal["auto", "given", "estimate"] = "auto"
+    masks: Literal["auto", "alpha", "files", "backdrop", "model"] = "auto"
+    mask_model: str | None = None
+    min_registered: float = 0.8
+    matching: Literal["exhaustive", "sequential"] = "exhaustive"
 
 
 class OutputRef(_Model):

@@ -37,13 +37,23 @@ def build_task(
         "apiVersion": TASK_API_VERSION,
         "kind": TASK_KIND,
         "job": {"namespace": owner.namespace, "name": owner.name, "uid": owner.uid, "attempt": attempt},
-        "input": {"uri": spec.input.uri, "transformsFile": spec.input.transforms_file},
+        "input": input_document(spec),
         "output": {"uri": spec.output.uri},
         "storage": storage,
         "quality": resolve_quality(spec.quality),
         "gates": gates,
         "compute": {"gpus": spec.resources.gpus, "minGpuMemoryGiB": spec.resources.min_gpu_memory_gib},
     }
+
+
+def input_document(spec: ReconstructionJobSpec) -> dict[str, Any]:
+    """The task's `input`: the capture and how to read it (poses, masks: recon_worker.capture_forms)."""
+    doc: dict[str, Any] = {"uri": spec.input.uri, "transformsFile": spec.input.transforms_file}
+    i = spec.input
+    doc |= {"poses": i.poses, "masks": i.masks, "minRegistered": i.min_registered, "matching": i.matching}
+    if i.mask_model:
+        doc["maskModel"] = i.mask_model
+    return doc
 
 
 def task_json(task: dict[str, Any]) -> str:

@@ -17,8 +17,9 @@ from recon_worker.engine import stages
 from recon_worker.engine.metrics import QualityMetrics
 from recon_worker.engine.report import Report
 from recon_worker.engine.synth import SynthOptions, synthesize
+from recon_worker.pipeline import ENGINE_STAGES
 from recon_worker.presets import resolve_quality
-from recon_worker.stage import STAGES, StageContext
+from recon_worker.stage import StageContext
 from recon_worker.task import Gates
 from tests.conftest import MESHES
 
@@ -40,7 +41,7 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         renderer="pytorch3d",
         export_formats=("glb", "obj", "ply"),
     )
-    for stage in STAGES[1:-1]:  # fetch and publish belong to the runtime
+    for stage in ENGINE_STAGES:  # fetch and publish belong to the runtime
         getattr(stages, stage)(ctx)
         ctx.stage_seconds[stage] = 1.0  # placeholder timings: this test measures quality, not speed
     return workdir

@@ -255,3 +255,27 @@ def test_non_canonical_uris_are_rejected(output: str, words: str) -> None:
 def test_canonical_uris_are_accepted(uri: str) -> None:
     output = "s3://meshes/out/" if uri.startswith("file") else "file:///out/"
     assert validate(with_spec(input={"uri": uri}, output={"uri": output})) == []
+
+
+@pytest.mark.parametrize(
+    ("input_fields", "words"),
+    [
+        ({"masks": "model"}, "masks model needs spec.input.maskModel"),
+        ({"poses": "estimate", "masks": "files"}, "masks files needs a transforms file"),
+        ({"poses": "guess"}, "spec.input.poses"),
+        ({"maskModel": "models/m.onnx", "masks": "model"}, "spec.input.maskModel"),
+        ({"minRegistered": 0}, "spec.input.minRegistered"),
+    ],
+    ids=["model-without-file", "estimate-with-files", "bad-poses", "relative-model", "zero-share"],
+)
+def test_capture_form_fields_are_checked(input_fields: dict[str, Any], words: str) -> None:
+    doc = minimal()
+    doc["spec"]["input"].update(input_fields)
+    errors = validate(doc)
+    assert any(words in e for e in errors), errors
+
+
+def test_capture_form_fields_accept_a_photo_folder_with_a_model() -> None:
+    doc = minimal()
+    doc["spec"]["input"].update(poses="estimate", masks="model", maskModel="/models/matting.onnx")
+    assert validate(doc) == []

@@ -54,6 +54,8 @@ def run_key(task: TaskDocument, input_fingerprint: str) -> str:
         {
             "input": input_fingerprint,
             "transformsFile": task.input.transforms_file,
+            # How the capture is read (poses, masks, SfM settings) changes every stage's result.
+            "form": task.input.model_dump(mode="json", by_alias=True, exclude={"uri", "transforms_file"}),
             "quality": task.quality.model_dump(mode="json", by_alias=True),
             "gates": task.gates.model_dump(mode="json", by_alias=True),
             "worker": __version__,

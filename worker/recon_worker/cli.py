@@ -1,6 +1,7 @@
 """Command line of the worker: `recon-worker <command>`.
 
-`run` (inside a ReconstructionJob's pod), `local` (a folder or prefix in, a result out, no cluster) and
+`run` (inside a ReconstructionJob's pod), `poses` (structure from motion alone, a CPU step before `run`),
+`local` (a folder or prefix in, a result out, no cluster) and
 `validate` (capture checks only). Exit codes: 0 ok, 2 invalid input or task, 3 this node cannot run it,
 143 cancelled, other codes transient (docs/worker.md).
 """
@@ -128,6 +129,14 @@ def _gpus(device: str) -> int:
     return 1
 
 
+def _add_form_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--poses", choices=["auto", "given", "estimate"], default="auto", help="camera poses")
+    parser.add_argument(
+        "--masks", choices=["auto", "alpha", "files", "backdrop", "model"], default="auto", help="mask provider"
+    )
+    parser.add_argument("--mask-model", type=Path, metavar="FILE", help="ONNX matting model (--masks model)")
+
+
 def _limits(args: argparse.Namespace, gpus: int) -> CaptureLimits:
     """The limits of the flags; views and decoded pixels, unless given, from the memory on that device."""
     given = {"max_views": args.max_views, "max_total_pixels": args.max_total_pixels}
@@ -163,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter = StatusReporter(sender) if sender else None
     cancel = CancelToken()
     with cancel_on_signals(cancel):
-        outcome = execute(task, reporter=reporter, cancel=cancel)
+        outcome = execute(task, reporter=reporter, cancel=cancel, poses_only=args.command == "poses")
     write_termination_message(termination_log, outcome.reason, outcome.message)
     return outcome.exit_code
 
@@ -187,7 +196,13 @@ def cmd_local(args: argparse.Namespace) -> int:
         storage = {k: v for k, v in {"endpoint": args.endpoint, "region": args.region}.items() if v}
         document = {
             "apiVersion": "recon.dev/v1alpha1",
-            "input": {"uri": _uri(args.input), "transformsFile": args.transforms_file},
+            "input": {
+                "uri": _uri(args.input),
+                "transformsFile": args.transforms_file,
+                "poses": args.poses,
+                "masks": args.masks,
+                **({"maskModel": str(args.mask_model)} if args.mask_model else {}),
+            },
             "output": {"uri": _uri(args.output)},
             "storage": storage,
             "quality": quality,
@@ -211,19 +226,24 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from recon_worker.capture_forms import FormChoice
     from recon_worker.runner import check_capture_at
     from recon_worker.task import StorageSpec
 
     try:
         storage = StorageSpec(endpoint=args.endpoint, region=args.region)
         limits = _limits(args, _gpus(args.device))
-        report = check_capture_at(_uri(args.input), storage, args.transforms_file, limits)
+        choice = FormChoice(poses=args.poses, masks=args.masks, mask_model=args.mask_model)
+        form, report = check_capture_at(_uri(args.input), storage, args.transforms_file, limits, choice)
     except WorkerError as exc:
         print(printable_text(f"{exc.reason}: {exc.message}"), file=sys.stderr)
         return int(exc.exit_code)
     except ValueError as exc:
         print(printable_text(f"recon-worker validate: {exc}"), file=sys.stderr)
         return int(ExitCode.INVALID)
+    print(printable_text(form.explain()))
+    if report is None:
+        return int(ExitCode.OK)
     print(printable_text(report.summary()))
     return int(ExitCode.OK) if report.ok else int(ExitCode.INVALID)
 
@@ -251,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--task", metavar="FILE", help="task document (default: RECON_TASK, else RECON_TASK_FILE)")
     run.set_defaults(handler=cmd_run)
+
+    poses = commands.add_parser(
+        "poses", help="only fetch and pose the photos of a task (CPU), checkpointed for a later `run`"
+    )
+    poses.add_argument("--task", metavar="FILE", help="task document (default: RECON_TASK, else RECON_TASK_FILE)")
+    poses.set_defaults(handler=cmd_run)
 
     local = commands.add_parser(
         "local",
@@ -280,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", choices=["auto", "cuda", "cpu"], default="auto", help="auto: CUDA when usable, else the CPU"
     )
     local.add_argument("--transforms-file", default="transforms.json", help="camera file inside the input")
+    _add_form_flags(local)
     local.add_argument("--endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL, else AWS)")
     local.add_argument("--region", help="S3 region (default: AWS_REGION / the AWS configuration)")
     local.add_argument("--no-resume", action="store_true", help="ignore and do not write stage checkpoints")
@@ -300,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--device", choices=["auto", "cuda", "cpu"], default="auto", help="the memory limits of this device"
     )
+    _add_form_flags(validate)
     _add_limit_flags(validate)
     validate.set_defaults(handler=cmd_validate)
 
@@ -312,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that run the reconstruction engine (PyTorch): the `engine` extra of the distribution.
-ENGINE_COMMANDS = frozenset({"run", "local", "synth"})
+ENGINE_COMMANDS = frozenset({"run", "poses", "local", "synth"})
 
 
 def engine_installed() -> bool:

@@ -50,6 +50,12 @@ class InputsInvalid(WorkerError):
     reason = "InputsInvalid"
 
 
+class PosesUnrecoverable(InputsInvalid):
+    """Structure from motion registered too few of the photos to reconstruct from."""
+
+    reason = "PosesUnrecoverable"
+
+
 class TaskInvalid(WorkerError):
     exit_code = ExitCode.INVALID
     reason = "TaskInvalid"

@@ -1,7 +1,9 @@
 """The fetch stage's transfers: which objects of the input prefix are downloaded, and in which order.
 
-The transforms files first; then only what they reference (images, masks) and the ground truth, after the
-keys and the listing's sizes passed their checks. `recon-worker validate` fetches through this too, so it
+The transforms files first; then only what they reference (images, masks), the ground truth and a clean
+plate of the backdrop, after the keys and the listing's sizes passed their checks. A folder of photos
+with no transforms file (poses to be estimated) is fetched whole: every file may be a photo.
+`recon-worker validate` fetches through this too, so it
 judges exactly the copy that `local` and `run` would reconstruct from.
 """
 
@@ -21,6 +23,7 @@ from recon_worker.capture_checks import (
     transforms_objects,
 )
 from recon_worker.errors import InputsInvalid
+from recon_worker.masks import CLEAN_PLATE_NAMES
 from recon_worker.storage import Store, StoredObject
 
 
@@ -43,7 +46,11 @@ def fetch_capture(
     first = transforms_objects(objects, transforms_file)
     _refuse(first, limits)
     store.download(first, dest)
-    wanted = referenced_objects(dest, objects, transforms_file)
+    if first:
+        plates = [o for o in objects if o.key in CLEAN_PLATE_NAMES]
+        wanted = sorted({*referenced_objects(dest, objects, transforms_file), *plates}, key=lambda o: o.key)
+    else:
+        wanted = list(objects)
     _refuse(wanted, limits)
     fetched = {o.key for o in first}
     rest = [o for o in wanted if o.key not in fetched]

@@ -26,7 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from recon_worker.capture import Capture, load_capture
-from recon_worker.capture_checks import CaptureLimits, require_valid_capture
+from recon_worker.capture_checks import (
+    CaptureLimits,
+    require_valid_capture,
+)
+from recon_worker.capture_forms import (
+    POSES_WEIGHT,
+    copy_poses,
+    estimate_capture_poses,
+    form_choice,
+    needs_poses,
+    prepare_capture,
+)
 from recon_worker.checkpoint import Checkpoints, run_key, staging_prefix
 from recon_worker.errors import ExitCode, outcome_of
 from recon_worker.fetch import fetch_capture
@@ -104,6 +115,8 @@ class Pipeline:
     use_checkpoints: bool = True
     _started: float = 0.0
     _spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage -> monotonic start, end
+    _fetch_seconds: float = 0.0
+    _poses_seconds: float | None = None
 
     def run(self) -> RunResult:
         self._started = time.monotonic()
@@ -112,11 +125,12 @@ class Pipeline:
         staging: str | None = None
         try:
             self.tracker.start("fetch")
-            capture, objects, fetch_seconds = self._fetch(input_store)
+            objects = self._download(input_store)
             self.tracker.finish("fetch")
             key = run_key(self.task, input_fingerprint(objects))
             staging = staging_prefix(self.task, key)
             checkpoints = Checkpoints(output_store, staging + "checkpoints/", key) if self.use_checkpoints else None
+            capture, fetch_seconds = self._prepare(checkpoints)
             ctx = StageContext(
                 capture=capture,
                 settings=self.task.quality,
@@ -129,6 +143,10 @@ class Pipeline:
                 check_cancelled=self.cancel.check,
             )
             ctx.stage_seconds["fetch"] = fetch_seconds
+            if self._poses_seconds is not None:
+                ctx.stage_seconds["poses"] = self._poses_seconds
+                # Published with the mesh: the recovered cameras (and masks) the mesh was made from.
+                copy_poses(self.workdir / "fetch" / "capture", ctx.workdir / "export" / "poses")
             sampler = GpuSampler() if self.device.device == "cuda" else None
             if sampler is not None and sampler.start():
                 ctx.gpu_usage = lambda: per_stage(list(sampler.samples), dict(self._spans))
@@ -155,15 +173,69 @@ class Pipeline:
         # status.outputs are the operator's: it writes them from this manifest once it has verified it.
         return RunResult(manifest, output_store.uri_of(MANIFEST))
 
-    def _fetch(self, store: Store) -> tuple[Capture, list[StoredObject], float]:
+    def _download(self, store: Store) -> list[StoredObject]:
         started = time.monotonic()
         dest = self.workdir / "fetch" / "capture"
-        transforms_file = self.task.input.transforms_file
         progress = lambda fraction: self.tracker.update(fraction * 0.9)  # noqa: E731
-        objects = fetch_capture(store, dest, transforms_file, self.limits, self.cancel.check, progress)
-        report = require_valid_capture(dest, transforms_file, self.limits)
-        log.info("%s (%d objects fetched)", report.summary(), len(objects))
-        return load_capture(dest, transforms_file), objects, round(time.monotonic() - started, 3)
+        objects = fetch_capture(store, dest, self.task.input.transforms_file, self.limits, self.cancel.check, progress)
+        self._fetch_seconds = time.monotonic() - started
+        return objects
+
+    def _prepare(self, checkpoints: Checkpoints | None) -> tuple[Capture, float]:
+        """Poses (structure from motion, stage `poses`, cached in the checkpoints for a retry), then the
+        canonical form (undistorted, masked) and the capture checks."""
+        started = time.monotonic()
+        dest = self.workdir / "fetch" / "capture"
+        name, choice = self.task.input.transforms_file, form_choice(self.task.input)
+        estimating = self._poses(checkpoints)
+        form = prepare_capture(dest, name, choice, self.workdir / "sfm", poses_ready=estimating)
+        log.info("%s", form.explain())
+        report = require_valid_capture(dest, name, self.limits)
+        log.info("%s", report.summary())
+        seconds = self._fetch_seconds + time.monotonic() - started - (self._poses_seconds or 0.0)
+        return load_capture(dest, name), round(seconds, 3)
+
+    def _poses(self, checkpoints: Checkpoints | None) -> bool:
+        """Stage `poses` when the capture needs it: SfM, or its checkpoint from an earlier attempt (or
+        from the operator's CPU Job, `run_poses`). Returns whether poses were estimated."""
+        dest = self.workdir / "fetch" / "capture"
+        name, choice = self.task.input.transforms_file, form_choice(self.task.input)
+        if not needs_poses(dest, name, choice):
+            return False
+        started = time.monotonic()
+        self.tracker.weights = {**self.tracker.weights, "poses": POSES_WEIGHT}
+        self.tracker.start("poses")
+        if checkpoints is not None and checkpoints.completed(["poses"]):
+            checkpoints.restore("poses", dest)
+            self.tracker.skip("poses")
+            log.info("poses: reused the structure from motion of an earlier attempt")
+        else:
+            form = estimate_capture_poses(dest, name, choice, self.workdir / "sfm", self.tracker.update)
+            log.info("%s", form.explain())
+            if checkpoints is not None:
+                copy_poses(dest, self.workdir / "poses")
+                checkpoints.save("poses", self.workdir / "poses")
+        self.tracker.finish("poses")
+        self._poses_seconds = round(time.monotonic() - started, 3)
+        return True
+
+    def run_poses(self) -> bool:
+        """Fetch and stage `poses` alone, saved as the run's checkpoint (a CPU step before the GPU one:
+        the full run then reuses it). Returns whether poses were estimated; a failure cleans up as `run`."""
+        input_store = open_store(self.task.input.uri, self.task.storage)
+        output_store = open_store(self.task.output.uri, self.task.storage)
+        staging: str | None = None
+        try:
+            self.tracker.start("fetch")
+            objects = self._download(input_store)
+            self.tracker.finish("fetch")
+            key = run_key(self.task, input_fingerprint(objects))
+            staging = staging_prefix(self.task, key)
+            return self._poses(Checkpoints(output_store, staging + "checkpoints/", key))
+        except BaseException as exc:
+            if staging is not None:
+                self._clean_after_failure(output_store, staging, outcome_of(exc).exit_code)
+            raise
 
     def _run_engine(self, ctx: StageContext, checkpoints: Checkpoints | None) -> None:
         resumed = checkpoints.completed(ENGINE_STAGES) if checkpoints else []

@@ -24,6 +24,7 @@ from recon_worker.stage import STAGES, StageName
 # Relative cost of each stage at the standard preset on a GPU; refinement dominates.
 DEFAULT_WEIGHTS: Mapping[StageName, float] = {
     "fetch": 4,
+    "poses": 0,  # set by the pipeline when structure from motion runs
     "reconstruct": 8,
     "refine": 55,
     "texture": 15,

@@ -18,9 +18,10 @@ from pathlib import Path
 from types import FrameType
 
 from recon_worker.capture_checks import CaptureInvalid, CaptureLimits, CaptureReport, check_capture
+from recon_worker.capture_forms import CaptureForm, FormChoice, describe_capture, prepare_capture
 from recon_worker.errors import ExitCode, InputsInvalid, Outcome, TaskInvalid, outcome_of
 from recon_worker.fetch import fetch_capture
-from recon_worker.gpu import detect_device
+from recon_worker.gpu import DeviceChoice, detect_device
 from recon_worker.pipeline import CancelToken, Pipeline, load_engine
 from recon_worker.progress import Listener, ProgressTracker, stage_weights
 from recon_worker.stage import Cancelled
@@ -83,15 +84,18 @@ def execute(
     cancel: CancelToken | None = None,
     limits: CaptureLimits | None = None,
     use_checkpoints: bool = True,
+    poses_only: bool = False,
 ) -> Outcome:
-    """Run the whole pipeline for `task`; never raises (Ctrl-C and SIGTERM become a Cancelled outcome)."""
+    """Run the whole pipeline for `task`; never raises (Ctrl-C and SIGTERM become a Cancelled outcome).
+
+    `poses_only`: fetch and stage `poses` alone, on the CPU, checkpointed for the full run."""
     cancel = cancel or CancelToken()
     parent = os.environ.get("RECON_SCRATCH")
     if parent:
         Path(parent).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="recon-", dir=parent))
     try:
-        device = detect_device(task.compute)
+        device = DeviceChoice("cpu", None) if poses_only else detect_device(task.compute)
         log.info("computing on %s (%s, renderer %s)", device.device, device.gpu_name, device.renderer)
         if reporter is not None:
             total = device.gpu.total_gib if device.gpu else None
@@ -111,6 +115,11 @@ def execute(
             limits=limits or CaptureLimits.for_worker(device.device),
             use_checkpoints=use_checkpoints,
         )
+        if poses_only:
+            estimated = pipeline.run_poses()
+            return Outcome(
+                int(ExitCode.OK), "Succeeded", "poses estimated" if estimated else "poses given: nothing to do"
+            )
         result = pipeline.run()
         metrics = result.manifest.metrics
         psnr = f", PSNR {metrics['psnr']:.2f} dB" if isinstance(metrics.get("psnr"), int | float) else ""
@@ -129,9 +138,18 @@ def execute(
             reporter.close()
 
 
-def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limits: CaptureLimits) -> CaptureReport:
-    """The capture checks alone (`recon-worker validate`), on a scratch copy fetched exactly as a run fetches
-    (local folders too), so that validate and local agree on every capture."""
+def check_capture_at(
+    uri: str,
+    storage: StorageSpec,
+    transforms_file: str,
+    limits: CaptureLimits,
+    choice: FormChoice | None = None,
+) -> tuple[CaptureForm, CaptureReport | None]:
+    """The capture checks alone (`recon-worker validate`): the form detected, then the checks on a scratch
+    copy fetched exactly as a run fetches (local folders too, so that validate and local agree on every
+    capture) and brought into the canonical form (undistorted, masked). A photo folder whose poses are to
+    be estimated is only described (structure from motion is the run's work): the report is then None."""
+    choice = choice or FormChoice()
     store = open_store(check_uri(uri), storage)
     if isinstance(store, FileStore) and not store.root.is_dir():
         raise InputsInvalid(f"{store.uri} is not a directory")
@@ -139,8 +157,13 @@ def check_capture_at(uri: str, storage: StorageSpec, transforms_file: str, limit
     if parent:
         Path(parent).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recon-validate-", dir=parent) as scratch:
+        root = Path(scratch) / "capture"
         try:
-            fetch_capture(store, Path(scratch), transforms_file, limits)
+            fetch_capture(store, root, transforms_file, limits)
         except CaptureInvalid as exc:
-            return exc.report
-        return check_capture(Path(scratch), transforms_file, limits)
+            return CaptureForm(), exc.report
+        form = describe_capture(root, transforms_file, choice)
+        if form.poses == "estimate":
+            return form, None
+        form = prepare_capture(root, transforms_file, choice, Path(scratch) / "sfm")
+        return form, check_capture(root, transforms_file, limits)

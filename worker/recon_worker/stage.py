@@ -1,6 +1,7 @@
 """The contract between the worker runtime and the reconstruction engine's stages.
 
-The pipeline runs the stages `fetch, reconstruct, refine, texture, validate, export, publish` in order.
+The pipeline runs the stages `fetch, poses, reconstruct, refine, texture, validate, export, publish` in order
+(`poses` only for photos without poses).
 The runtime owns `fetch` and `publish`; the engine (`recon_worker.engine.stages`) implements the five in
 between as plain functions `stage(ctx: StageContext) -> None`.
 
@@ -22,8 +23,18 @@ from recon_worker.capture import Capture
 from recon_worker.presets import QualitySettings
 from recon_worker.task import Gates
 
-StageName = Literal["fetch", "reconstruct", "refine", "texture", "validate", "export", "publish"]
-STAGES: tuple[StageName, ...] = ("fetch", "reconstruct", "refine", "texture", "validate", "export", "publish")
+StageName = Literal["fetch", "poses", "reconstruct", "refine", "texture", "validate", "export", "publish"]
+# `poses` (structure from motion) runs only for captures without poses; its weight is 0 otherwise.
+STAGES: tuple[StageName, ...] = (
+    "fetch",
+    "poses",
+    "reconstruct",
+    "refine",
+    "texture",
+    "validate",
+    "export",
+    "publish",
+)
 
 
 class Cancelled(Exception):

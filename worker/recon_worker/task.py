@@ -99,6 +99,21 @@ class ResourceRef(_Model):
 class InputSpec(_Model):
     uri: str = Field(description="Capture folder: s3://bucket/prefix/ or file:///abs/path/.")
     transforms_file: str = Field("transforms.json", min_length=1)
+    poses: Literal["auto", "given", "estimate"] = Field(
+        "auto", description="given: from the transforms file; estimate: structure from motion; auto: given if present."
+    )
+    masks: Literal["auto", "alpha", "files", "backdrop", "model"] = Field(
+        "auto", description="Mask provider (recon_worker.masks); auto: mask_path, else alpha, else backdrop."
+    )
+    mask_model: str | None = Field(None, min_length=1, description="ONNX matting model file (masks: model).")
+    min_registered: float = Field(0.8, gt=0, le=1, description="Share of photos SfM must register.")
+    matching: Literal["exhaustive", "sequential"] = Field("exhaustive", description="SfM feature matching.")
+
+    @model_validator(mode="after")
+    def _model_has_a_file(self) -> InputSpec:
+        if self.masks == "model" and not self.mask_model:
+            raise ValueError("masks: model needs maskModel, the path of an ONNX file mounted into the pod")
+        return self
 
     @field_validator("uri")
     @classmethod

@@ -40,7 +40,9 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_validate_a_good_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_capture(tmp_path, views=8, size=16)
     assert main(["validate", "--input", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.strip() == "capture OK: 8 frames of 16x16"
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "capture OK: 8 frames of 16x16"
+    assert "poses: given" in out and "masks: alpha" in out
 
 
 def test_validate_lists_every_problem_and_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,7 +50,9 @@ def test_validate_lists_every_problem_and_exits_2(tmp_path: Path, capsys: pytest
     (tmp_path / "images" / "r_1.png").write_bytes(b"")
     (tmp_path / "images" / "r_5.png").unlink()
     assert main(["validate", "--input", str(tmp_path), "--min-views", "9"]) == 2
-    assert capsys.readouterr().out.splitlines() == [
+    out = capsys.readouterr().out
+    assert out.startswith("capture form:\n")  # what was detected, then every problem
+    assert out.splitlines()[-4:] == [
         "capture invalid: 3 problem(s)",
         "  - frame 1: images/r_1.png is not a PNG or JPEG (first bytes none: empty file)",
         "  - frame 5: images/r_5.png does not exist",

@@ -109,7 +109,7 @@ def test_eta_is_unknown_before_any_work() -> None:
 
 def test_eta_extrapolates_elapsed_time() -> None:
     clock = Clock()
-    tracker = ProgressTracker(weights=dict.fromkeys(STAGES, 1.0), clock=clock)
+    tracker = ProgressTracker(weights=dict.fromkeys(STAGES, 1.0) | {"poses": 0.0}, clock=clock)  # no SfM
     tracker.start("fetch")
     tracker.finish("fetch")
     clock.now = 30.0
