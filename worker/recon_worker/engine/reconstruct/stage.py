@@ -16,7 +16,9 @@ def run_reconstruct(ctx: StageContext) -> None:
     settings = ctx.settings.reconstruction
     start = time.perf_counter()
     reconstructor = get_reconstructor(settings.backend)
-    views = SilhouetteViews.from_capture(ctx.capture, ctx.device)
+    # Photo-consistency backends read the pictures' colour too; silhouette backends only the masks.
+    with_color = bool(getattr(reconstructor, "needs_color", False))
+    views = SilhouetteViews.from_capture(ctx.capture, ctx.device, with_color=with_color)
     ctx.progress(0.2)
     ctx.check_cancelled()
     mesh = reconstructor(views, settings.resolution)

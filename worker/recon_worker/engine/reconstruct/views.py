@@ -16,22 +16,33 @@ class SilhouetteViews:
     alpha: torch.Tensor  # [N, H, W] float in [0, 1], object masks
     c2w: torch.Tensor  # [N, 4, 4] camera-to-world, OpenGL axes
     intrinsics: Intrinsics
+    rgb: torch.Tensor | None = None  # [N, H, W, 3] straight colour in [0, 1], for photo-consistency backends
 
     @classmethod
-    def from_capture(cls, capture: Capture, device: torch.device | str = "cpu") -> SilhouetteViews:
+    def from_capture(
+        cls, capture: Capture, device: torch.device | str = "cpu", *, with_color: bool = False
+    ) -> SilhouetteViews:
         images = capture.load_images("train")
         if len(images) == 0:
             raise ValueError(f"{capture.root}: the capture has no training views")
-        return cls.from_arrays(images[..., 3], capture.poses("train"), capture.intrinsics, device)
+        rgb = images[..., :3] if with_color else None
+        return cls.from_arrays(images[..., 3], capture.poses("train"), capture.intrinsics, device, rgb=rgb)
 
     @classmethod
     def from_arrays(
-        cls, alpha: np.ndarray, c2w: np.ndarray, intrinsics: Intrinsics, device: torch.device | str = "cpu"
+        cls,
+        alpha: np.ndarray,
+        c2w: np.ndarray,
+        intrinsics: Intrinsics,
+        device: torch.device | str = "cpu",
+        *,
+        rgb: np.ndarray | None = None,
     ) -> SilhouetteViews:
         return cls(
             alpha=torch.as_tensor(np.ascontiguousarray(alpha), dtype=torch.float32, device=device),
             c2w=torch.as_tensor(np.asarray(c2w), dtype=torch.float32, device=device),
             intrinsics=intrinsics,
+            rgb=None if rgb is None else torch.as_tensor(np.ascontiguousarray(rgb), dtype=torch.float32, device=device),
         )
 
     @property
