@@ -10,9 +10,17 @@ import pytest
 import trimesh
 from scipy import ndimage
 
-from recon_worker.capture import load_capture
+from recon_worker.capture import Intrinsics, load_capture
 from recon_worker.cli import main as cli_main
-from recon_worker.engine.synth import SynthOptions, fibonacci_sphere, look_at, synthesize
+from recon_worker.engine.synth import (
+    CAMERA_ANGLE_X,
+    SynthOptions,
+    fibonacci_sphere,
+    load_scene_mesh,
+    look_at,
+    render_views,
+    synthesize,
+)
 from tests.conftest import MESHES
 
 SPOT = MESHES / "spot" / "spot.obj"
@@ -98,3 +106,71 @@ def test_synth_cli_reports_a_mesh_without_texture(tmp_path: Path) -> None:
         cli_main(["synth", "--mesh", str(plain), "--views", "2", "--resolution", "16", "--output", str(tmp_path / "o")])
         == 2
     )
+
+
+STOOL = MESHES / "painted_wooden_stool" / "painted_wooden_stool.glb"
+
+
+def two_box_scene(path: Path) -> None:
+    """A GLB scene in centimetres: a red-textured box and, 6 cm to its right, a blue metallic one."""
+    from PIL import Image
+
+    red = trimesh.creation.box(extents=(0.04, 0.04, 0.04))
+    texture = Image.fromarray(np.tile(np.array([200, 30, 30], np.uint8), (8, 8, 1)))
+    red.visual = trimesh.visual.TextureVisuals(
+        uv=np.random.default_rng(0).uniform(0.2, 0.8, size=(len(red.vertices), 2)),
+        material=trimesh.visual.material.PBRMaterial(baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=0.8),
+    )
+    blue = trimesh.creation.box(extents=(0.04, 0.04, 0.04))
+    blue.visual = trimesh.visual.TextureVisuals(
+        uv=np.zeros((len(blue.vertices), 2)),
+        material=trimesh.visual.material.PBRMaterial(
+            baseColorFactor=[30, 30, 220, 255], metallicFactor=1.0, roughnessFactor=0.3
+        ),
+    )
+    scene = trimesh.Scene()
+    scene.add_geometry(red, node_name="red", transform=trimesh.transformations.translation_matrix((-0.03, 0, 0)))
+    scene.add_geometry(blue, node_name="blue", transform=trimesh.transformations.translation_matrix((0.03, 0, 0)))
+    scene.export(path)
+
+
+def test_synth_renders_every_mesh_of_a_glb_scene_with_its_own_material(tmp_path: Path) -> None:
+    path = tmp_path / "boxes.glb"
+    two_box_scene(path)
+    # Seen from +z: the red box (at -x in the file) on the left, the blue one on the right.
+    scene = load_scene_mesh(path)
+    assert len(scene.materials) == 2 and scene.materials[1].metal_rough is not None
+    extent = scene.verts.max(axis=0) - scene.verts.min(axis=0)
+    assert extent.max() == pytest.approx(2.0, rel=1e-6)  # 10 cm of scene scaled to the capture's 2 units
+    size = 64
+    focal = 0.5 * size / np.tan(0.5 * CAMERA_ANGLE_X)
+    poses = np.stack([look_at(np.array([0.0, 0.5, 4.0]))])
+    image = render_views(
+        scene, poses, Intrinsics(focal, focal, size / 2, size / 2, size, size), SynthOptions(supersample=1)
+    )[0]
+    covered = image[..., 3] > 0.99
+    left, right = covered.copy(), covered.copy()
+    left[:, size // 2 :], right[:, : size // 2] = False, False
+    red_side, blue_side = image[left][:, :3].mean(axis=0), image[right][:, :3].mean(axis=0)
+    assert red_side[0] > 2 * red_side[2]
+    assert blue_side[2] > 2 * blue_side[0]
+    assert left.sum() > 100 and right.sum() > 100
+
+
+def test_synth_of_a_glb_file_keeps_the_authored_open_surface_as_ground_truth(tmp_path: Path) -> None:
+    synthesize(STOOL, tmp_path, SynthOptions(views=3, test_views=1, resolution=48, supersample=1))
+    capture = load_capture(tmp_path)
+    gt = trimesh.load(capture.ground_truth, process=False)
+    assert not gt.is_watertight  # the stool as authored: open edges, not closed by the renderer
+    assert len(gt.faces) == 676
+    assert (gt.bounds[1] - gt.bounds[0]).max() == pytest.approx(2.0, rel=1e-3)
+    k = capture.intrinsics
+    images = capture.load_images("train")
+    for c2w, alpha in zip(capture.poses("train"), images[..., 3], strict=True):
+        xy = project(np.asarray(gt.vertices), c2w, k.fx, k.fy, k.cx, k.cy)
+        cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, k.width - 1)
+        rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, k.height - 1)
+        assert (ndimage.maximum_filter(alpha, size=3) > 0.0)[rows, cols].mean() > 0.99
+    # Lit and textured: the painted wood is neither black nor flat.
+    rgb = images[..., :3][images[..., 3] > 0.99]
+    assert 0.1 < rgb.mean() < 0.9 and rgb.std() > 0.02

@@ -1,15 +1,20 @@
 """Synthetic captures: render a textured mesh into a NeRF-synthetic capture with known ground truth.
 
-`recon-worker synth --mesh M.obj --views 100 --test-views 20 --resolution 512 --output DIR` writes
+`recon-worker synth --mesh M.obj|M.glb --views 100 --test-views 20 --resolution 512 --output DIR` writes
 
     DIR/train/r_<i>.png, DIR/test/r_<i>.png   RGBA (straight alpha), the object over transparency
     DIR/transforms_train.json, transforms_test.json   camera_angle_x + per-frame transform_matrix (c2w)
-    DIR/ground_truth.obj                      the mesh in the capture's world coordinates
+    DIR/ground_truth.obj                      the authored surface in the capture's world coordinates
+                                              (as authored: a glTF scene's is open, not watertight)
+
+The mesh is an OBJ with its material and texture, or a glTF/GLB scene: every mesh of the scene, placed by
+its node transforms, each with its own base-colour texture and metallic/roughness (see `iter_views`).
 
 The object is centred and scaled so that its bounding box's longest side is `OBJECT_SIZE` world units;
 cameras sit on a Fibonacci sphere of radius `CAMERA_DISTANCE` looking at the origin (train and test
 use two different spirals). Shading is Lambertian (albedo from the texture) under fixed world-space
-lights, plus an optional Blinn-Phong highlight of weight K, which depends on the view direction. Mask
+lights, plus a view-dependent highlight: Blinn-Phong of weight K (`--specular`) for OBJ materials, the
+material's own metallic/roughness for glTF PBR materials. Mask
 noise (a smooth random warp of the alpha channel, PX pixels) and pose noise (a random rotation of
 DEG degrees applied to each written camera orientation) touch the training views only, and only
 what is written: the pictures are rendered from the true poses.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,51 +112,155 @@ def warp_alpha(alpha: np.ndarray, pixels: float, rng: np.random.Generator) -> np
 
 
 @dataclass
+class Material:
+    """What shading reads for a group of faces: an albedo map and, for glTF PBR materials, metal/roughness."""
+
+    base_color: np.ndarray  # [Ht, Wt, 3] float32 in [0, 1], row 0 the image top (factor already applied)
+    # [Hm, Wm, 2] float32 (metallic, roughness) in [0, 1]; None: no PBR data (OBJ), the highlight is
+    # SynthOptions.specular's Blinn-Phong.
+    metal_rough: np.ndarray | None = None
+
+
+@dataclass
 class SceneMesh:
-    """The normalised object: welded geometry, per-corner UVs and the texture."""
+    """The normalised object: welded geometry, per-corner UVs and normals, one material per face."""
 
     verts: np.ndarray  # [V, 3] float64, capture world coordinates
-    faces: np.ndarray  # [F, 3] int64
+    faces: np.ndarray  # [F, 3] int64, welded by position (one surface, no seams for the antialiaser)
     uv: np.ndarray  # [T, 2]
     uv_faces: np.ndarray  # [F, 3] indexes uv
-    texture: np.ndarray  # [Ht, Wt, 3] float32 in [0, 1], row 0 the image top
-    normals: np.ndarray  # [V, 3] smooth vertex normals
+    normals: np.ndarray  # [N, 3] unit shading normals, world frame
+    normal_faces: np.ndarray  # [F, 3] indexes normals
+    face_material: np.ndarray  # [F] int64 index into materials
+    materials: list[Material]
+
+    @property
+    def texture(self) -> np.ndarray:
+        """The first material's albedo (single-material meshes: their texture)."""
+        return self.materials[0].base_color
+
+
+def _rgb(image: Any) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.clip(c, 0.0031308, None) ** (1 / 2.4) - 0.055)
+
+
+def _factor(value: Any, default: float | tuple[float, ...]) -> np.ndarray:
+    """A glTF factor as floats in [0, 1] (trimesh gives colours as uint8, scalars as floats, or None)."""
+    if value is None:
+        return np.asarray(default, dtype=np.float32)
+    array = np.asarray(value)
+    return (array / 255.0 if array.dtype == np.uint8 else array).astype(np.float32)
+
+
+def material_of(visual: Any, path: Path, name: str) -> Material:
+    """The albedo and PBR maps of one trimesh visual (OBJ SimpleMaterial or glTF PBRMaterial)."""
+    import trimesh
+
+    material = getattr(visual, "material", None)
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        factor = _factor(material.baseColorFactor, (1.0, 1.0, 1.0, 1.0))[:3]
+        image = material.baseColorTexture
+        # The factor is linear, the texture sRGB: multiply in linear light, keep the map in sRGB (as the OBJ
+        # textures are shaded).
+        linear = srgb_to_linear(_rgb(image)) * factor if image is not None else factor.reshape(1, 1, 3)
+        base = linear_to_srgb(linear)
+        metallic = float(_factor(material.metallicFactor, 1.0))  # glTF defaults: 1 and 1
+        roughness = float(_factor(material.roughnessFactor, 1.0))
+        mr_image = material.metallicRoughnessTexture
+        if mr_image is not None:  # glTF: green = roughness, blue = metallic, times the factors
+            mr = _rgb(mr_image)
+            metal_rough = np.stack([mr[..., 2] * metallic, mr[..., 1] * roughness], axis=-1)
+        else:
+            metal_rough = np.array([[[metallic, roughness]]], dtype=np.float32)
+        return Material(np.ascontiguousarray(base, dtype=np.float32), np.ascontiguousarray(metal_rough))
+    image = getattr(material, "image", None)
+    if getattr(visual, "uv", None) is None or image is None:
+        raise ValueError(f"{path}: mesh {name!r} has no texture (UVs and an image in its material are required)")
+    return Material(_rgb(image))
 
 
 def load_scene_mesh(path: Path) -> SceneMesh:
-    """Read a textured mesh (OBJ + material) and normalise it to the capture's world frame."""
+    """Read a textured mesh (OBJ + material, or a glTF/GLB scene) and normalise it to the capture's frame.
+
+    A scene's meshes are placed by its node transforms and joined into one object; each keeps its own
+    material. The object is centred and scaled so that its bounding box's longest side is OBJECT_SIZE
+    (files are in their own units: metres for glTF, a 7 cm toy or a 2 m shelf).
+    """
     import trimesh
 
     loaded = trimesh.load(path, process=False)
-    if isinstance(loaded, trimesh.Scene):
-        loaded = loaded.to_mesh()
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+    is_scene = isinstance(loaded, trimesh.Scene)
+    parts: list[trimesh.Trimesh] = list(loaded.dump(concatenate=False)) if is_scene else [loaded]
+    parts = [m for m in parts if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0]
+    if not parts:
         raise ValueError(f"{path}: no triangle mesh inside")
-    visual = loaded.visual
-    uv = getattr(visual, "uv", None)
-    image = getattr(getattr(visual, "material", None), "image", None)
-    if uv is None or image is None:
-        raise ValueError(f"{path}: the mesh has no texture (UVs and an image in its material are required)")
-    texture = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    # Welding by position (UV seams split vertices in the file) gives one closed surface and smooth normals.
-    welded = loaded.copy()
+    materials, face_material, uv_blocks, corner_faces, normal_blocks = [], [], [], [], []
+    verts_blocks, uv_offset, vert_offset = [], 0, 0
+    for index, part in enumerate(parts):
+        name = str(part.metadata.get("name") or index)
+        material = material_of(part.visual, path, name)
+        uv = getattr(part.visual, "uv", None)
+        if uv is None:  # an untextured glTF primitive: a constant colour needs no real UVs
+            uv = np.zeros((len(part.vertices), 2))
+        materials.append(material)
+        face_material.append(np.full(len(part.faces), index, dtype=np.int64))
+        verts_blocks.append(np.asarray(part.vertices, dtype=np.float64))
+        uv_blocks.append(np.asarray(uv, dtype=np.float64))
+        normal_blocks.append(np.asarray(part.vertex_normals, dtype=np.float64))
+        corner_faces.append(np.asarray(part.faces, dtype=np.int64) + vert_offset)
+        vert_offset += len(part.vertices)
+        uv_offset += len(uv)
+    joined = trimesh.Trimesh(np.concatenate(verts_blocks), np.concatenate(corner_faces), process=False)
+    # Welding by position (UV seams split vertices in the file) gives one surface per part and smooth normals.
+    welded = joined.copy()
     welded.merge_vertices(merge_tex=True, merge_norm=True)
     lo, hi = welded.bounds
     center, scale = (lo + hi) / 2, OBJECT_SIZE / float((hi - lo).max())
     verts = (welded.vertices - center) * scale
-    normalised = trimesh.Trimesh(verts, welded.faces, process=False)
+    corners = np.concatenate(corner_faces)
+    if is_scene:
+        # glTF carries authored shading normals (hard edges of boards and rims): keep them per corner.
+        normals, normal_faces = np.concatenate(normal_blocks), corners
+    else:  # OBJ: smooth normals of the welded surface (the seams of the file must not show)
+        normals = np.asarray(trimesh.Trimesh(verts, welded.faces, process=False).vertex_normals)
+        normal_faces = np.asarray(welded.faces, dtype=np.int64)
+    normals = normals / np.clip(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12, None)
     return SceneMesh(
         verts=verts,
         faces=np.asarray(welded.faces, dtype=np.int64),
-        uv=np.asarray(uv, dtype=np.float64),
-        uv_faces=np.asarray(loaded.faces, dtype=np.int64),
-        texture=texture,
-        normals=np.asarray(normalised.vertex_normals),
+        uv=np.concatenate(uv_blocks),
+        uv_faces=corners,
+        normals=normals,
+        normal_faces=normal_faces,
+        face_material=np.concatenate(face_material),
+        materials=materials,
     )
 
 
-def render_views(scene: SceneMesh, poses: np.ndarray, intrinsics: Intrinsics, options: SynthOptions) -> np.ndarray:
-    """[N, H, W, 4] straight-alpha RGBA float in [0, 1] of `scene` seen from `poses` [N, 4, 4]."""
+def blinn_phong_exponent(roughness: Any) -> Any:
+    """The Blinn-Phong exponent whose lobe matches a GGX lobe of this perceptual roughness (alpha = r^2)."""
+    alpha2 = roughness.clamp(min=0.05) ** 4
+    return (2.0 / alpha2 - 2.0).clamp(1.0, 4096.0)
+
+
+def iter_views(
+    scene: SceneMesh, poses: np.ndarray, intrinsics: Intrinsics, options: SynthOptions
+) -> Iterator[np.ndarray]:
+    """Batches [b, H, W, 4] of straight-alpha RGBA float in [0, 1] of `scene` seen from `poses` [N, 4, 4].
+
+    Shading: albedo x (ambient + Lambert) under the fixed LIGHTS, plus a highlight. OBJ materials get a
+    Blinn-Phong highlight of weight `options.specular`; glTF PBR materials a Blinn-Phong lobe fitted to
+    their roughness, coloured like metal (albedo) where metallic and like a dielectric (4 % white)
+    elsewhere, with the diffuse term dimmed by metalness. Batches keep memory at one batch of views.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -164,40 +274,71 @@ def render_views(scene: SceneMesh, poses: np.ndarray, intrinsics: Intrinsics, op
         intrinsics.fx * ss, intrinsics.fy * ss, intrinsics.cx * ss, intrinsics.cy * ss,
         intrinsics.width * ss, intrinsics.height * ss,
     )  # fmt: skip
-    verts = torch.tensor(scene.verts, dtype=torch.float32, device=device)
-    faces = torch.tensor(scene.faces, dtype=torch.int32, device=device)
-    normals = torch.tensor(scene.normals, dtype=torch.float32, device=device)
-    uv = torch.tensor(scene.uv, dtype=torch.float32, device=device)
-    uv_faces = torch.tensor(scene.uv_faces, dtype=torch.int32, device=device)
-    texture = torch.tensor(scene.texture, dtype=torch.float32, device=device)
-    light_dirs = torch.tensor([d for d, _ in LIGHTS], dtype=torch.float32, device=device)
+
+    def tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.tensor(array, dtype=dtype, device=device)
+
+    verts = tensor(scene.verts)
+    faces = tensor(scene.faces, torch.int32)
+    normals, normal_faces = tensor(scene.normals), tensor(scene.normal_faces, torch.int32)
+    # Textures repeat (glTF's default wrap): sample the fractional part of every UV.
+    uv, uv_faces = tensor(scene.uv - np.floor(scene.uv)), tensor(scene.uv_faces, torch.int32)
+    face_material = tensor(scene.face_material, torch.int64)
+    maps = [(tensor(m.base_color), None if m.metal_rough is None else tensor(m.metal_rough)) for m in scene.materials]
+    light_dirs = tensor(np.array([d for d, _ in LIGHTS]))
     light_dirs = light_dirs / light_dirs.norm(dim=-1, keepdim=True)  # [L, 3]
-    light_power = torch.tensor([p for _, p in LIGHTS], dtype=torch.float32, device=device)  # [L]
-    out = []
+    light_power = tensor(np.array([p for _, p in LIGHTS]))  # [L]
     with torch.no_grad():
         for start in range(0, len(poses), options.batch):
             cams = make_cameras(big, poses[start : start + options.batch], device=device)
             pos_clip = cams.to_clip(verts)
             raster = renderer.rasterize(pos_clip, faces, (big.height, big.width))
-            albedo = renderer.texture(texture, renderer.interpolate(uv, raster, uv_faces))  # [B, H, W, 3]
-            normal = F.normalize(renderer.interpolate(normals, raster, faces), dim=-1)
+            pixel_uv = renderer.interpolate(uv, raster, uv_faces)  # [B, H, W, 2]
+            material = face_material[raster.triangle_id.clamp(min=0)]  # [B, H, W]
+            albedo = torch.zeros((*material.shape, 3), device=device)
+            metal_rough = torch.zeros((*material.shape, 2), device=device)
+            weight = torch.zeros_like(material, dtype=torch.float32)  # highlight weight per pixel
+            pbr = torch.zeros_like(material, dtype=torch.bool)
+            for index, (base, mr) in enumerate(maps):
+                here = material == index
+                if len(scene.materials) > 1 and not bool(here.any()):
+                    continue
+                albedo = torch.where(here[..., None], renderer.texture(base, pixel_uv), albedo)
+                if mr is not None:
+                    metal_rough = torch.where(here[..., None], renderer.texture(mr, pixel_uv), metal_rough)
+                    pbr = pbr | here
+                else:
+                    weight = torch.where(here, torch.full_like(weight, options.specular), weight)
+            normal = F.normalize(renderer.interpolate(normals, raster, normal_faces), dim=-1)
             world = renderer.interpolate(verts, raster, faces)  # [B, H, W, 3]
             view = F.normalize(cams.centers[:, None, None, :] - world, dim=-1)
             # Light the side that faces the camera (a few faces of thin parts are seen from behind).
             normal = torch.where((normal * view).sum(-1, keepdim=True) < 0, -normal, normal)
             cos = (normal[..., None, :] * light_dirs).sum(-1).clamp(min=0)  # [B, H, W, L]
-            color = albedo * (AMBIENT + (cos * light_power).sum(-1, keepdim=True))
-            if options.specular > 0:
-                half = F.normalize(light_dirs + view[..., None, :], dim=-1)  # [B, H, W, L, 3]
-                spec = (normal[..., None, :] * half).sum(-1).clamp(min=0) ** SHININESS * (cos > 0)
-                color = color + options.specular * (spec * light_power).sum(-1, keepdim=True)
-            color = color.clamp(0, 1)
+            metallic = torch.where(pbr, metal_rough[..., 0], torch.zeros_like(weight))[..., None]  # [B, H, W, 1]
+            diffuse = albedo * (1 - metallic) * (AMBIENT + (cos * light_power).sum(-1, keepdim=True))
+            half = F.normalize(light_dirs + view[..., None, :], dim=-1)  # [B, H, W, L, 3]
+            n_dot_h = (normal[..., None, :] * half).sum(-1).clamp(min=0)  # [B, H, W, L]
+            exponent = torch.where(pbr, blinn_phong_exponent(metal_rough[..., 1]), torch.full_like(weight, SHININESS))
+            lobe = n_dot_h ** exponent[..., None] * (cos > 0)  # [B, H, W, L]
+            # PBR: a normalised lobe ((n + 2) / 8) so that rough surfaces spread, polished ones glint.
+            norm = torch.where(pbr, (exponent + 2) / 8, weight)[..., None]  # [B, H, W, 1]
+            tint = torch.where(pbr[..., None], 0.04 * (1 - metallic) + albedo * metallic, torch.ones_like(albedo))
+            # Plus the ambient light mirrored by the surface, so that metal is not black between highlights.
+            ambient_mirror = torch.where(pbr[..., None], AMBIENT * tint, torch.zeros_like(tint))
+            highlight = norm * tint * (lobe * light_power).sum(-1, keepdim=True) + ambient_mirror
+            color = (diffuse + highlight).clamp(0, 1)
             fg = torch.cat([color, torch.ones_like(color[..., :1])], dim=-1)
             rgba = renderer.antialias(fg, torch.zeros(4, device=device), raster, pos_clip, faces)  # premultiplied
             rgba = F.avg_pool2d(rgba.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
             alpha = rgba[..., 3:4].clamp(0, 1)
             rgb = torch.where(alpha > 1e-4, rgba[..., :3] / alpha.clamp(min=1e-4), torch.zeros_like(rgba[..., :3]))
-            out.append(torch.cat([rgb.clamp(0, 1), alpha], dim=-1).cpu().numpy())
+            yield torch.cat([rgb.clamp(0, 1), alpha], dim=-1).cpu().numpy()
+
+
+def render_views(scene: SceneMesh, poses: np.ndarray, intrinsics: Intrinsics, options: SynthOptions) -> np.ndarray:
+    """[N, H, W, 4] straight-alpha RGBA float in [0, 1] of `scene` seen from `poses` [N, 4, 4]."""
+    out = list(iter_views(scene, poses, intrinsics, options))
     return np.concatenate(out) if out else np.zeros((0, intrinsics.height, intrinsics.width, 4), np.float32)
 
 
@@ -224,7 +365,7 @@ def synthesize(mesh_path: Path, output: Path, options: SynthOptions) -> dict[str
     }
     for split, poses in splits.items():
         (output / split).mkdir(exist_ok=True)
-        images = render_views(scene, poses, intrinsics, options)
+        images = (rgba for batch in iter_views(scene, poses, intrinsics, options) for rgba in batch)
         frames = []
         for i, (pose, rgba) in enumerate(zip(poses, images, strict=True)):
             written = pose
@@ -263,7 +404,9 @@ def add_synth_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--mesh", type=Path, required=True, help="textured mesh (OBJ + MTL + image)")
+    parser.add_argument(
+        "--mesh", type=Path, required=True, help="textured mesh: OBJ + MTL + image, or a glTF/GLB scene"
+    )
     parser.add_argument("--output", type=Path, required=True, help="capture folder to write")
     parser.add_argument("--views", type=int, default=100, help="training views (default 100)")
     parser.add_argument("--test-views", type=int, default=20, help="held-out views (default 20)")
