@@ -198,8 +198,8 @@ def load_scene_mesh(path: Path) -> SceneMesh:
 
     loaded = trimesh.load(path, process=False)
     is_scene = isinstance(loaded, trimesh.Scene)
-    parts: list[trimesh.Trimesh] = list(loaded.dump(concatenate=False)) if is_scene else [loaded]
-    parts = [m for m in parts if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0]
+    found = list(loaded.dump(concatenate=False)) if isinstance(loaded, trimesh.Scene) else [loaded]
+    parts = [m for m in found if isinstance(m, trimesh.Trimesh) and len(m.faces) > 0]
     if not parts:
         raise ValueError(f"{path}: no triangle mesh inside")
     materials, face_material, uv_blocks, corner_faces, normal_blocks = [], [], [], [], []
