@@ -20,6 +20,7 @@ from recon_worker.engine.synth import (
     CAMERA_ANGLE_X,
     CAMERA_DISTANCE,
     OBJECT_SIZE,
+    Material,
     SceneMesh,
     SynthOptions,
     fibonacci_sphere,
@@ -32,9 +33,7 @@ def cup_mesh(sections: int = 48) -> trimesh.Trimesh:
     """A closed cup, y up: outer radius 1, height 1.4, wall 0.12, cavity 1.15 deep."""
     # (radius, height) profile from the outer base round to the inner bottom, revolved about y.
     outer, inner, height, bottom = 1.0, 0.88, 1.4, 0.25
-    profile = np.array(
-        [[0.0, 0.0], [outer, 0.0], [outer, height], [inner, height], [inner, bottom], [0.0, bottom]]
-    )
+    profile = np.array([[0.0, 0.0], [outer, 0.0], [outer, height], [inner, height], [inner, bottom], [0.0, bottom]])
     # trimesh revolves (x, y) about z: build it z-up, then turn z to y.
     mesh = trimesh.creation.revolve(profile, sections=sections)
     mesh.apply_transform(trimesh.transformations.rotation_matrix(-math.pi / 2, [1, 0, 0]))
@@ -60,7 +59,16 @@ def textured_scene(mesh: trimesh.Trimesh, seed: int = 0, texture_size: int = 64)
     texture = np.clip(0.5 + noise / (3 * noise.std()) * 0.5, 0.05, 0.95).astype(np.float32)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     normalised = trimesh.Trimesh(verts, faces, process=False)
-    return SceneMesh(verts, faces, uv, faces, texture, np.asarray(normalised.vertex_normals))
+    return SceneMesh(
+        verts=verts,
+        faces=faces,
+        uv=uv,
+        uv_faces=faces,
+        normals=np.asarray(normalised.vertex_normals),
+        normal_faces=faces,
+        face_material=np.zeros(len(faces), dtype=np.int64),
+        materials=[Material(texture)],
+    )
 
 
 def write_capture(root: Path, scene: SceneMesh, *, views: int = 32, size: int = 96, specular: float = 0.0) -> Path:

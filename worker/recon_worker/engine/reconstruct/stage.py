@@ -32,6 +32,9 @@ def run_reconstruct(ctx: StageContext) -> None:
         "watertight": bool(mesh.is_watertight),
         "seconds": time.perf_counter() - start,
     }
+    if hasattr(reconstructor, "carved_voxels"):  # photo-consistency carving: how much colour removed
+        info["carvedVoxels"] = reconstructor.carved_voxels
+        info["carvedLayers"] = getattr(reconstructor, "layers", 0)
     (out / "info.json").write_text(json.dumps(info, indent=2))
     ctx.log.info("reconstruct: %s at %d³ gave %d faces", settings.backend, settings.resolution, len(mesh.faces))
     ctx.progress(1.0)
