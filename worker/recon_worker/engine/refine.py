@@ -85,10 +85,12 @@ def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
     verts, faces = fast_simplification.simplify(
         np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int32), 1.0 - max_faces / len(mesh.faces)
     )
+    from recon_worker.engine.reconstruct.grid import join, without_specks
+
     out = trimesh.Trimesh(verts, faces, process=True)
     pieces = out.split(only_watertight=False)
-    if len(pieces) > 1:
-        out = max(pieces, key=lambda piece: len(piece.faces))
+    if len(pieces) > 1:  # every object of a scene stays; specks the decimation split off go
+        out = join(without_specks(pieces))
     return out if out.is_watertight else mesh
 
 

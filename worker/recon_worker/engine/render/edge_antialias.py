@@ -153,8 +153,9 @@ class SilhouetteCompositor:
 
     Keeps the face adjacency of the last mesh: an optimisation renders the same faces every step.
 
-    On CUDA the edge pairs go into a fixed buffer (no host sync per call; `static = False` turns that
-    off). Its size is twice the largest count seen; each call's count is copied to the host without
+    With `static = True` (off by default until an A/B on the GPU shows it helps: tools/bench_geometry.py
+    --refine-ab), on CUDA and in an optimisation the edge pairs go into a fixed buffer (no host sync per
+    call). Its size is twice the largest count seen; each call's count is copied to the host without
     waiting and checked at the next call, which grows the buffer when a call overflowed it (that call
     blended only the pairs that fitted; `overflows` counts such calls).
     """
@@ -162,7 +163,7 @@ class SilhouetteCompositor:
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._neighbors = torch.zeros((0, 3), dtype=torch.long)
-        self.static = True
+        self.static = False
         self.overflows = 0
         self._capacity = 0
         self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
