@@ -2,7 +2,8 @@
 
 Measured on these captures (32 views, 80², 48³ grid, CPU): the cup's visual hull is 4.49 (the cavity
 closed; the true cup 1.60), photo-hull's 3.47; the torus' hull and photo-hull both keep the hole (genus
-1) and photo-hull carves no voxel of it. The bounds below leave a margin around those figures.
+1) and photo-hull carves no voxel of it, glossy (highlight weight 0.8) or not. The bounds below leave a
+margin around those figures.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def torus_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_capture(tmp_path_factory.mktemp("torus"), textured_scene(torus_mesh()), views=32, size=80)
 
 
+@pytest.fixture(scope="module")
+def glossy_torus_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scene = textured_scene(torus_mesh())
+    return write_capture(tmp_path_factory.mktemp("glossy"), scene, views=32, size=80, specular=0.8)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_cup_interior_is_carved(cup_capture: Path, device: str) -> None:
     views = SilhouetteViews.from_capture(load_capture(cup_capture), device, with_color=True)
@@ -74,3 +81,13 @@ def test_photo_hull_without_colour_says_what_is_missing(torus_capture: Path) -> 
     views = SilhouetteViews.from_capture(load_capture(torus_capture))
     with pytest.raises(ValueError, match="photo-hull needs the views' colours"):
         PhotoHull()(views, 32)
+
+
+def test_highlights_do_not_dent_a_glossy_surface(glossy_torus_capture: Path) -> None:
+    """A Blinn-Phong highlight of weight 0.8 moves with the viewer: a minority of views, no carving
+    (measured: 0 voxels)."""
+    views = SilhouetteViews.from_capture(load_capture(glossy_torus_capture), with_color=True)
+    reconstructor = PhotoHull()
+    photo = reconstructor(views, 48)
+    assert genus(photo) == 1
+    assert reconstructor.carved_voxels < 50
