@@ -11,6 +11,7 @@ from recon_worker.capture import load_capture
 from recon_worker.engine.reconstruct import available, get_reconstructor
 from recon_worker.engine.reconstruct.views import SilhouetteViews
 from recon_worker.errors import InputsInvalid
+from tests.unit.engine.hard_shapes import textured_scene, write_capture
 from tests.unit.engine.synthetic_sphere import write_sphere_capture
 
 RADIUS = 0.5
@@ -41,7 +42,7 @@ def test_look_at_point_is_the_sphere_centre(sphere_views: SilhouetteViews) -> No
 
 
 def test_registry_lists_builtins_and_names_unknown_backends() -> None:
-    assert {"visual-hull", "silhouette-sdf"} <= set(available())
+    assert {"visual-hull", "silhouette-sdf", "photo-hull"} <= set(available())
     with pytest.raises(ValueError, match=r"unknown reconstruction backend 'nerf'.*visual-hull"):
         get_reconstructor("nerf")
 
@@ -52,3 +53,22 @@ def test_empty_masks_fail_with_an_actionable_error(tmp_path: Path, backend: str)
     views.alpha.zero_()
     with pytest.raises(InputsInvalid, match="carve away everything"):
         get_reconstructor(backend)(views, 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["visual-hull", "photo-hull"])
+def test_a_scene_of_separate_objects_keeps_every_object(tmp_path: Path, backend: str) -> None:
+    """A tea set is ten pieces side by side: the surface keeps each one (it used to keep the largest)."""
+    import trimesh
+
+    big = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    small = trimesh.creation.icosphere(subdivisions=2, radius=0.35)
+    small.apply_translation([1.2, 0, 0])
+    root = write_capture(tmp_path, textured_scene(trimesh.util.concatenate([big, small])), views=16, size=48)
+    views = SilhouetteViews.from_capture(load_capture(root), with_color=True)
+    mesh = get_reconstructor(backend)(views, 40)
+    pieces = mesh.split(only_watertight=True)
+    assert len(pieces) == 2 and mesh.is_watertight
+    # Both orientations outward, the small one about (0.35 / 0.5)^3 of the big one.
+    volumes = sorted(piece.volume for piece in pieces)
+    assert volumes[0] > 0 and volumes[0] / volumes[1] == pytest.approx((0.35 / 0.5) ** 3, rel=0.35)

@@ -13,6 +13,8 @@ import trimesh
 from recon_worker.engine.reconstruct.views import SilhouetteViews
 from recon_worker.errors import InputsInvalid
 
+SPECK_FRACTION = 0.02  # pieces of the surface smaller than this share of the largest one's faces are dropped
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -65,7 +67,8 @@ def evaluate(grid: Grid, field: Callable[[torch.Tensor], torch.Tensor], chunk: i
 
 
 def surface(volume: torch.Tensor, grid: Grid, level: float) -> trimesh.Trimesh:
-    """The closed surface {volume = level} (inside where volume < level), largest piece, world coordinates."""
+    """The closed surface {volume = level} (inside where volume < level), world coordinates: every piece
+    but specks (one closed component per object of the scene)."""
     # scikit-image's Lewiner marching cubes resolves ambiguous cells consistently (closed output);
     # PyTorch3D's leaves cracks on generic fields.
     from skimage.measure import marching_cubes
@@ -83,7 +86,26 @@ def surface(volume: torch.Tensor, grid: Grid, level: float) -> trimesh.Trimesh:
     mesh = trimesh.Trimesh(xyz, faces, process=True)
     pieces = mesh.split(only_watertight=False)
     if len(pieces) > 1:
-        mesh = max(pieces, key=lambda piece: len(piece.faces))
+        # A scene of several objects (a tea set: ten pieces side by side) keeps every object; only
+        # specks go (pieces under SPECK_FRACTION of the largest one's faces: carving noise, mask dirt).
+        mesh = join([_outward(piece) for piece in without_specks(pieces)])
+    return _outward(mesh)
+
+
+def without_specks(pieces: list[trimesh.Trimesh]) -> list[trimesh.Trimesh]:
+    """The pieces with at least SPECK_FRACTION of the largest one's faces."""
+    largest = max(len(piece.faces) for piece in pieces)
+    return [piece for piece in pieces if len(piece.faces) >= SPECK_FRACTION * largest]
+
+
+def join(pieces: list[trimesh.Trimesh]) -> trimesh.Trimesh:
+    """One mesh of `pieces` (each kept closed and separate)."""
+    joined = pieces[0] if len(pieces) == 1 else trimesh.util.concatenate(pieces)
+    assert isinstance(joined, trimesh.Trimesh)
+    return joined
+
+
+def _outward(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     if mesh.volume < 0:
         mesh.invert()
     return mesh

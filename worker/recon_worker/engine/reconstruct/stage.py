@@ -16,7 +16,9 @@ def run_reconstruct(ctx: StageContext) -> None:
     settings = ctx.settings.reconstruction
     start = time.perf_counter()
     reconstructor = get_reconstructor(settings.backend)
-    views = SilhouetteViews.from_capture(ctx.capture, ctx.device)
+    # Photo-consistency backends read the pictures' colour too; silhouette backends only the masks.
+    with_color = bool(getattr(reconstructor, "needs_color", False))
+    views = SilhouetteViews.from_capture(ctx.capture, ctx.device, with_color=with_color)
     ctx.progress(0.2)
     ctx.check_cancelled()
     mesh = reconstructor(views, settings.resolution)
@@ -30,6 +32,9 @@ def run_reconstruct(ctx: StageContext) -> None:
         "watertight": bool(mesh.is_watertight),
         "seconds": time.perf_counter() - start,
     }
+    if hasattr(reconstructor, "carved_voxels"):  # photo-consistency carving: how much colour removed
+        info["carvedVoxels"] = reconstructor.carved_voxels
+        info["carvedLayers"] = getattr(reconstructor, "layers", 0)
     (out / "info.json").write_text(json.dumps(info, indent=2))
     ctx.log.info("reconstruct: %s at %d³ gave %d faces", settings.backend, settings.resolution, len(mesh.faces))
     ctx.progress(1.0)

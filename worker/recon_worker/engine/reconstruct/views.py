@@ -17,24 +17,37 @@ class SilhouetteViews:
     alpha: torch.Tensor  # [N, H, W] float in [0, 1], object masks
     c2w: torch.Tensor  # [N, 4, 4] camera-to-world, OpenGL axes
     intrinsics: Intrinsics
+    rgb: torch.Tensor | None = None  # [N, H, W, 3] straight colour in [0, 1], for photo-consistency backends
 
     @classmethod
-    def from_capture(cls, capture: Capture, device: torch.device | str = "cpu") -> SilhouetteViews:
+    def from_capture(
+        cls, capture: Capture, device: torch.device | str = "cpu", *, with_color: bool = False
+    ) -> SilhouetteViews:
         masks = capture.load_masks("train")  # [N, H, W] uint8: a quarter of float32 on the host
         if len(masks) == 0:
             raise InputsInvalid(f"{capture.root}: the capture has no training views")
         alpha = torch.as_tensor(masks, device=device).to(torch.float32).div_(255.0)
         c2w = torch.as_tensor(capture.poses("train"), dtype=torch.float32, device=device)
-        return cls(alpha=alpha, c2w=c2w, intrinsics=capture.intrinsics)
+        rgb = None
+        if with_color:  # [N, H, W, 3] in [0, 1], converted on the device from the uint8 views
+            rgb = torch.as_tensor(capture.load_images("train", np.uint8)[..., :3], device=device).float().div_(255.0)
+        return cls(alpha=alpha, c2w=c2w, intrinsics=capture.intrinsics, rgb=rgb)
 
     @classmethod
     def from_arrays(
-        cls, alpha: np.ndarray, c2w: np.ndarray, intrinsics: Intrinsics, device: torch.device | str = "cpu"
+        cls,
+        alpha: np.ndarray,
+        c2w: np.ndarray,
+        intrinsics: Intrinsics,
+        device: torch.device | str = "cpu",
+        *,
+        rgb: np.ndarray | None = None,
     ) -> SilhouetteViews:
         return cls(
             alpha=torch.as_tensor(np.ascontiguousarray(alpha), dtype=torch.float32, device=device),
             c2w=torch.as_tensor(np.asarray(c2w), dtype=torch.float32, device=device),
             intrinsics=intrinsics,
+            rgb=None if rgb is None else torch.as_tensor(np.ascontiguousarray(rgb), dtype=torch.float32, device=device),
         )
 
     @property

@@ -21,12 +21,20 @@ import torch.nn.functional as F
 
 
 def edge_antialias(
-    image: torch.Tensor, triangle_id: torch.Tensor, pos_clip: torch.Tensor, tri: torch.Tensor, neighbors: torch.Tensor
-) -> torch.Tensor:
-    """Antialiased `image` [B, H, W, C] (already composited by hard coverage).
+    image: torch.Tensor,
+    triangle_id: torch.Tensor,
+    pos_clip: torch.Tensor,
+    tri: torch.Tensor,
+    neighbors: torch.Tensor,
+    capacity: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Antialiased `image` [B, H, W, C] (already composited by hard coverage), and the number of edge
+    pixel pairs found (a 0-d tensor on the image's device).
 
     `triangle_id` [B, H, W] (-1: background), `pos_clip` [B, V, 4] in the engine's clip space (y down),
-    `tri` [F, 3], `neighbors` [F, 3] from `face_neighbors(tri)`.
+    `tri` [F, 3], `neighbors` [F, 3] from `face_neighbors(tri)`. With `capacity`, the pairs are gathered
+    into a buffer of that many slots (`nonzero_static`: no host sync, so the CPU can queue the next
+    kernels while the GPU works); pairs beyond it are dropped, and the returned count says so.
     """
     height, width = triangle_id.shape[1:]
     channels = image.shape[-1]
@@ -50,7 +58,15 @@ def edge_antialias(
             F.pad(right_out, (0, 1)),
         ]
     )  # [4, B, H, W], flagged at the top/left pixel of each pair
-    case, b, y, x = cases.nonzero(as_tuple=True)
+    if capacity is None:
+        case, b, y, x = cases.nonzero(as_tuple=True)
+        valid = None
+        found = torch.tensor(len(case), device=image.device)
+    else:
+        found = cases.sum()
+        slots = torch.nonzero_static(cases, size=capacity, fill_value=-1)  # [capacity, 4]
+        valid = slots[:, 0] >= 0
+        case, b, y, x = slots.clamp(min=0).unbind(dim=1)
     vertical = case < 2
     step_y, step_x = vertical.long(), (~vertical).long()
     p_first = (case % 2) == 0  # the top/left pixel is the covered one
@@ -67,8 +83,10 @@ def edge_antialias(
     # Edge beyond the midpoint: q is partly covered by p's triangle; before it: p is partly bare.
     grow = (s - 0.5).clamp(min=0)[:, None] * (fg_p - bg_q)
     shrink = (0.5 - s).clamp(min=0)[:, None] * (bg_q - fg_p)
+    if valid is not None:  # the buffer's unused slots point at pixel 0 and add nothing
+        grow, shrink = grow * valid[:, None], shrink * valid[:, None]
     out = flat.index_put((q_index,), grow, accumulate=True).index_put((p_index,), shrink, accumulate=True)
-    return out.reshape(image.shape)
+    return out.reshape(image.shape), found
 
 
 def _silhouette_crossing(
@@ -134,11 +152,21 @@ class SilhouetteCompositor:
     """Composite with smooth silhouette edges, for any backend whose raster gives a mask and triangle ids.
 
     Keeps the face adjacency of the last mesh: an optimisation renders the same faces every step.
+
+    With `static = True` (off by default until an A/B on the GPU shows it helps: tools/bench_geometry.py
+    --refine-ab), on CUDA and in an optimisation the edge pairs go into a fixed buffer (no host sync per
+    call). Its size is twice the largest count seen; each call's count is copied to the host without
+    waiting and checked at the next call, which grows the buffer when a call overflowed it (that call
+    blended only the pairs that fitted; `overflows` counts such calls).
     """
 
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._neighbors = torch.zeros((0, 3), dtype=torch.long)
+        self.static = False
+        self.overflows = 0
+        self._capacity = 0
+        self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
 
     def __call__(
         self,
@@ -149,8 +177,36 @@ class SilhouetteCompositor:
         pos_clip: torch.Tensor,
         tri: torch.Tensor,
     ) -> torch.Tensor:
-        key = (tri.data_ptr(), tuple(tri.shape), str(tri.device))
+        key = (tri.data_ptr(), tuple(tri.shape), str(tri.device), tuple(triangle_id.shape))
         if self._key != key:
             self._key, self._neighbors = key, face_neighbors(tri.long())
+            self._capacity, self._pending = 0, None
         image = torch.where(mask, foreground, background.expand_as(foreground))
-        return edge_antialias(image, triangle_id, pos_clip, tri, self._neighbors)
+        # Only an optimisation (a graph that needs gradients) takes the buffer: there a call that
+        # overflowed costs a little gradient once; pictures that are kept or measured are always exact.
+        training = torch.is_grad_enabled() and (pos_clip.requires_grad or image.requires_grad)
+        if not (self.static and image.is_cuda and training) or self._capacity == 0:
+            out, found = edge_antialias(image, triangle_id, pos_clip, tri, self._neighbors)
+            if image.is_cuda and training:  # first call of this mesh: one exact count sizes the buffer
+                self._capacity = 2 * int(found) + 1024
+            return out
+        self._check_pending()
+        out, found = edge_antialias(image, triangle_id, pos_clip, tri, self._neighbors, self._capacity)
+        host = torch.empty((), dtype=found.dtype, pin_memory=True)
+        host.copy_(found, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending = (host, event)
+        return out
+
+    def _check_pending(self) -> None:
+        if self._pending is None:
+            return
+        host, event = self._pending
+        self._pending = None
+        event.synchronize()  # the previous call's work: long done while this one was queued
+        count = int(host)
+        if count > self._capacity:
+            self.overflows += 1
+        if 2 * count > self._capacity:
+            self._capacity = 2 * count

@@ -1,0 +1,160 @@
+"""Geometry benchmark: reconstruction backends side by side on the hard objects (issue 10, point 1).
+
+    python tools/bench_geometry.py --out DIR [--objects tea_set_01 spot] [--backends visual-hull photo-hull]
+
+For each object: one synthesized capture (100 train + 20 test views, 512², outside the timed region),
+then the whole pipeline (runner.execute, fetch -> publish, as tools/bench_recon.py times it) once per
+backend at the standard preset with only `reconstruction.backend` overridden. Prints one table row per
+run and writes DIR/geometry.json (rows with stage seconds, PSNR, IoU, Chamfer, F-score, carved voxels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "worker"))
+MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
+OBJECTS = {
+    "tea_set_01": "tea_set_01/tea_set_01.glb",
+    "painted_wooden_stool": "painted_wooden_stool/painted_wooden_stool.glb",
+    "toycar": "toycar/toycar.glb",
+    "wooden_bookshelf_worn": "wooden_bookshelf_worn/wooden_bookshelf_worn.glb",
+    "spot": "spot/spot.obj",
+}
+
+
+def run(obj: str, backend: str, device: str, scratch: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from recon_worker.engine.synth import SynthOptions, synthesize
+    from recon_worker.presets import deep_merge, resolve_quality
+    from recon_worker.runner import execute
+    from recon_worker.task import TaskDocument
+
+    capture, output = scratch / obj / "capture", scratch / obj / f"out-{backend}"
+    if not capture.exists():
+        synthesize(
+            MESHES / OBJECTS[obj], capture, SynthOptions(views=100, test_views=20, resolution=512, device=device)
+        )
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    quality = resolve_quality("standard", deep_merge({"reconstruction": {"backend": backend}}, overrides))
+    task = TaskDocument.model_validate(
+        {
+            "input": {"uri": capture.as_uri() + "/", "transformsFile": "transforms_train.json"},
+            "output": {"uri": output.as_uri() + "/"},
+            "quality": quality.model_dump(mode="json", by_alias=True),
+            "compute": {"gpus": 1 if device == "cuda" else 0, "minGpuMemoryGiB": 0},
+        }
+    )
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    outcome = execute(task, use_checkpoints=False)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    row: dict[str, Any] = {"object": obj, "backend": backend, "total_s": round(time.perf_counter() - started, 2)}
+    if outcome.exit_code != 0:
+        row["error"] = outcome.message
+        return row
+    manifest = json.loads((output / "manifest.json").read_text())
+    m = json.loads((output / "report.json").read_text())["metrics"]
+    row.update(
+        stages={k: round(v, 2) for k, v in manifest["stageSeconds"].items()},
+        psnr=m["psnr"], mask_iou=m["maskIoU"], chamfer=m["chamferL1"], fscore=m["fScore"], faces=m["faces"],
+        valid=bool(m["watertight"] and m["manifold"]),
+        gpu_gb=round(torch.cuda.max_memory_reserved() / 1e9, 2) if device == "cuda" else None,
+    )  # fmt: skip
+    return row
+
+
+def refine_ab(capture: Path, device: str, repeats: int = 2) -> list[dict[str, Any]]:
+    """Refine alone on one capture (standard preset), edge pairs gathered with and without a host sync."""
+    import torch
+
+    from recon_worker.capture import load_capture
+    from recon_worker.engine.reconstruct.views import SilhouetteViews
+    from recon_worker.engine.reconstruct.visual_hull import VisualHull
+    from recon_worker.engine.refine import TrainingViews, refine_mesh
+    from recon_worker.engine.render import get_renderer
+    from recon_worker.presets import resolve_quality
+
+    loaded = load_capture(capture)
+    coarse = VisualHull()(SilhouetteViews.from_capture(loaded, device), 192)
+    renderer = get_renderer(device)
+    views = TrainingViews.from_capture(loaded, 512, renderer.device)
+    settings = resolve_quality("standard").refinement
+    compositor = renderer._composite  # type: ignore[attr-defined]
+    rows = []
+    for _ in range(repeats):
+        for static in (False, True):
+            compositor.static = static
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            result = refine_mesh(coarse, views, renderer, settings)
+            torch.cuda.synchronize()
+            rows.append(
+                {"static": static, "refine_s": round(time.perf_counter() - started, 2),
+                 "final_loss": result.losses[-1][1], "overflows": compositor.overflows}
+            )  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> int:
+    import logging
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--objects", nargs="*", default=["tea_set_01", "painted_wooden_stool", "toycar", "spot"])
+    parser.add_argument("--backends", nargs="*", default=["visual-hull", "photo-hull"])
+    parser.add_argument("--overrides", default="{}", help="JSON of spec.quality overrides for every run")
+    parser.add_argument("--scratch", type=Path, default=None)
+    parser.add_argument("--refine-ab", action="store_true", help="also time refine alone on spot, sync vs no sync")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("recon_worker.engine.reconstruct.photo_hull").setLevel(logging.INFO)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench-geometry-"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    overrides = json.loads(args.overrides)
+    for i, obj in enumerate(args.objects):
+        for backend in args.backends:
+            if i == 0 and backend == args.backends[0]:
+                run(obj, backend, device, scratch, overrides)  # warm-up: CUDA context, nvdiffrast build
+            try:
+                row = run(obj, backend, device, scratch, overrides)
+            except Exception as exc:  # keep the rows measured so far
+                row = {"object": obj, "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+            rows.append(row)
+            (args.out / "geometry.json").write_text(json.dumps(rows, indent=2))
+            print(json.dumps(row), flush=True)
+    print(
+        "| object | backend | total s | reconstruct s | refine s | PSNR | IoU | Chamfer % | F@0.5% | valid | GPU GB |"
+    )
+    for r in rows:
+        s = r.get("stages", {})
+        print(
+            f"| {r['object']} | {r['backend']} | {r.get('total_s')} | {s.get('reconstruct')} | {s.get('refine')} "
+            f"| {r.get('psnr')} | {r.get('mask_iou')} | {r.get('chamfer')} | {r.get('fscore')} | {r.get('valid')} "
+            f"| {r.get('gpu_gb')} | {r.get('error', '')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
