@@ -70,7 +70,8 @@ class CaptureForm:
         if self.applied_transform is not None:
             lines.append("applied_transform: kept (the mesh is in the frame of the transform matrices)")
         lines += self.notes
-        return "capture form:\n" + "\n".join(f"  - {line}" for line in lines)
+        # Indented without a dash: the checks list their problems as "  - ..." below it.
+        return "capture form:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def transforms_sources(root: Path, transforms_file: str) -> list[Path]:
@@ -88,7 +89,7 @@ def _read_documents(sources: list[Path]) -> list[dict[str, Any]] | None:
     for source in sources:
         try:
             doc = json.loads(source.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list):
             return None

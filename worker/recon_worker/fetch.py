@@ -17,6 +17,7 @@ from recon_worker.capture_checks import (
     CaptureInvalid,
     CaptureLimits,
     CaptureReport,
+    Problem,
     check_listing,
     key_problems,
     referenced_objects,
@@ -24,7 +25,7 @@ from recon_worker.capture_checks import (
 )
 from recon_worker.errors import InputsInvalid
 from recon_worker.masks import CLEAN_PLATE_NAMES
-from recon_worker.storage import Store, StoredObject
+from recon_worker.storage import FileStore, Store, StoredObject
 
 
 def fetch_capture(
@@ -40,6 +41,12 @@ def fetch_capture(
     Raises CaptureInvalid (exit 2) when a key or the listing's sizes are refused, before their download.
     `before_batch` runs between transfer batches (cancellation), `progress` gets the fraction done.
     """
+    if isinstance(store, FileStore):
+        # A listing holds regular files only: a transforms "file" that is a folder or a FIFO would make
+        # the capture look like a folder of photos. Name it instead (reading a FIFO would block).
+        named = store.root / transforms_file
+        if (named.exists() or named.is_symlink()) and not named.is_file():
+            raise CaptureInvalid(CaptureReport([Problem(transforms_file, "is not a regular file")], 0, None))
     objects = store.list_objects()
     if not objects:
         raise InputsInvalid(f"{store.uri} holds no files: expected a capture with {transforms_file}")

@@ -41,6 +41,7 @@ DEFAULT_WEIGHTS: Mapping[StageName, float] = {
 # would leave the bar at 25-30 % for three quarters of a draft run.
 CPU_DRAFT_WEIGHTS: Mapping[StageName, float] = {
     "fetch": 1,
+    "poses": 0,  # set by the pipeline when structure from motion runs
     "reconstruct": 4,
     "refine": 73,
     "texture": 13,

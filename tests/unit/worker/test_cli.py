@@ -235,14 +235,17 @@ def test_local_fetches_only_what_the_transforms_reference(tmp_path: Path, capsys
 
 
 @pytest.mark.usefixtures("standin")
-def test_control_characters_in_keys_are_refused_and_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_control_characters_in_keys_are_refused_and_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     capture = write_capture(tmp_path / "capture", views=8, size=16)
     (capture / "images" / "r_3.png").rename(capture / "images" / "r_\x1b[2J3.png")
     doc = json.loads((capture / "transforms.json").read_text())
     doc["frames"][3]["file_path"] = "images/r_\x1b[2J3.png"
     (capture / "transforms.json").write_text(json.dumps(doc))
     assert main(["local", "--input", str(capture), "--output", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
+    # The outcome is logged once by the runner (stderr's log handler; here pytest's), not printed again.
+    err = capsys.readouterr().err + caplog.text
     assert "images/r_\\x1b[2J3.png: is not a usable object key: it holds a control character" in err
     assert "\x1b" not in err
 
@@ -319,7 +322,7 @@ BROKEN = [
 @pytest.mark.usefixtures("standin")
 @pytest.mark.parametrize("case", BROKEN)
 def test_validate_and_local_refuse_alike_with_exit_2(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     capture = write_capture(tmp_path / "capture", views=8, size=16)
     _break(capture, case)
@@ -328,7 +331,7 @@ def test_validate_and_local_refuse_alike_with_exit_2(
     assert problems, case
     args = ["local", "--input", str(capture), "--output", str(tmp_path / "out"), "--set", "refinement.iterations=2"]
     assert main(args) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err + caplog.text  # the runner logs the outcome once
     assert "InputsInvalid: capture invalid" in err
     assert all(p in err for p in problems), (problems, err)
     assert not (tmp_path / "out" / "manifest.json").exists()

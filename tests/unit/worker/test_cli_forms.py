@@ -28,6 +28,9 @@ def test_validate_masks_rgb_images_by_their_backdrop(tmp_path: Path, capsys: pyt
         flat = Image.new("RGB", rgba.size, (20, 120, 200))
         flat.paste(rgba, mask=rgba.getchannel("A"))
         flat.save(path)
+    # A clean plate: the object sits still in every view of this fixture, so the backdrop cannot be
+    # recovered from the photos themselves (and the plate must be fetched beside the transforms file).
+    Image.new("RGB", flat.size, (20, 120, 200)).save(tmp_path / "backdrop.png")
     assert main(["validate", "--input", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "masks: backdrop" in out and "capture OK: 8 frames" in out

@@ -59,7 +59,8 @@ def test_run_publishes_and_reports_progress(tmp_path: Path) -> None:
     assert events[-1].percent == 100
     assert result.manifest.metrics["watertight"] is True and result.manifest.resumed_stages == []
     # The manifest, written last, times every stage (report.html cannot time the publish that uploads it).
-    assert list(result.manifest.stage_seconds) == list(STAGES)
+    # (`poses` runs only for captures whose poses are estimated.)
+    assert list(result.manifest.stage_seconds) == [s for s in STAGES if s != "poses"]
 
 
 def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:

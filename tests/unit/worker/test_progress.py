@@ -166,7 +166,7 @@ def test_cpu_draft_weights_follow_the_measured_stage_times() -> None:
     total_s, total_w = sum(seconds.values()), sum(weights.values())
     done_s = done_w = 0.0
     for stage in STAGES:
-        done_s += seconds[stage]
+        done_s += seconds.get(stage, 0.0)  # `poses` runs only for photos posed by structure from motion
         done_w += weights[stage]
         assert done_w / total_w == pytest.approx(done_s / total_s, abs=0.05), stage
 
