@@ -9,6 +9,7 @@ gone, so a stale cache can never create a duplicate.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # (as the process started with it) read by the client's own loader, which understands every kind of
     # user: token, tokenFile (the local node agent's pods, re-read on every re-login), client certificates,
     # exec plugins. Kopf's built-in kubeconfig reader ignores tokenFile.
+    # The client library fixes its default kubeconfig path from $KUBECONFIG when it is first imported; an
+    # operator started in a process that set $KUBECONFIG later (tests run it in-process) must use the
+    # current value, or the login fails and Kopf retries only a minute later.
+    from kubernetes.config import kube_config
+
+    if os.environ.get("KUBECONFIG"):
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = os.environ["KUBECONFIG"]
     return kopf.login_via_client(**kwargs)
 
 

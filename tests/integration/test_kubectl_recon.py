@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kopf.testing import KopfRunner
 from kubernetes import client
 
 from localcluster import Cluster, binaries
@@ -40,9 +39,12 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster, s3_server: S3Server) -> Iterator[KopfRunner]:
-    """The operator (in-process, Kopf) running the real worker as each pod's process."""
-    values = {
+def operator(cluster: Cluster, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The operator as its own process (it reads its settings once, at start), running the real worker as
+    each pod's process; yields its log."""
+    log = tmp_path_factory.mktemp("recon-operator") / "operator.log"
+    env = {
+        **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
         "RECON_OPERATOR_WORKER_COMMAND": json.dumps([sys.executable, "-m", "recon_worker.cli", "run"]),
         "RECON_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
@@ -52,14 +54,20 @@ def operator(cluster: Cluster, s3_server: S3Server) -> Iterator[KopfRunner]:
         "RECON_OPERATOR_PREFLIGHT_RETRIES": "1",
         "RECON_OPERATOR_PREFLIGHT_BACKOFF_S": "1",
         "RECON_OPERATOR_METRICS_PORT": str(free_port()),
+        "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in values.items():
-            patch.setenv(key, value)
-        runner = KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "recon_operator.handlers"], timeout=60)
-        with runner:
-            yield runner
-    assert runner.exception is None, runner.output
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "recon-operator")], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield log
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @pytest.fixture
@@ -107,7 +115,7 @@ def test_kubectl_finds_the_plugin(cluster: Cluster, s3_server: S3Server) -> None
 
 
 def test_submit_a_folder_wait_and_fetch_verified_outputs(
-    operator: KopfRunner, cluster: Cluster, buckets: S3Server, namespace: str, spot_capture: Path, tmp_path: Path
+    operator: Path, cluster: Cluster, buckets: S3Server, namespace: str, spot_capture: Path, tmp_path: Path
 ) -> None:
     submit = kubectl_recon(
         cluster,
@@ -174,7 +182,7 @@ def test_a_bad_capture_is_rejected_before_any_upload(
 
 
 def test_cancel_a_running_job(
-    operator: KopfRunner, cluster: Cluster, buckets: S3Server, namespace: str, spot_capture: Path
+    operator: Path, cluster: Cluster, buckets: S3Server, namespace: str, spot_capture: Path
 ) -> None:
     long_run = [*TINY, "--set=quality.refinement.iterations=100000"]
     submit = kubectl_recon(
@@ -198,7 +206,7 @@ def test_cancel_a_running_job(
 
 
 def test_retry_a_failed_job_once_its_capture_is_fixed(
-    operator: KopfRunner, cluster: Cluster, buckets: S3Server, namespace: str, spot_capture: Path
+    operator: Path, cluster: Cluster, buckets: S3Server, namespace: str, spot_capture: Path
 ) -> None:
     s3 = buckets.client()
     # Only the camera file: the job fails on missing images, exit 2 (InputsInvalid).

@@ -14,7 +14,6 @@ Eviction through the Eviction API is tested here: it is retried without spending
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 import time
@@ -237,8 +236,11 @@ def test_success_publishes_and_reports(
     # No flap back: once Running, the next phase is Succeeded (issue 11 point 9).
     moves = [e.message.split(":")[0] for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
     assert not any(move.startswith("Running → Pending") for move in moves), moves
-    port = os.environ["RECON_OPERATOR_METRICS_PORT"]
     import urllib.request
+
+    from recon_operator.handlers import SETTINGS  # read once, when the first in-process operator of the session started
+
+    port = SETTINGS.metrics_port
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert "recon_time_to_job_seconds_count" in text and 'recon_jobs{phase="Succeeded"}' in text
