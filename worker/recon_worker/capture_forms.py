@@ -335,8 +335,8 @@ def _mask_given_frames(root: Path, transforms_file: str, choice: FormChoice, for
         form.masks = choice.masks
     if form.masks in ("alpha", "files"):
         return  # read by the capture loader; the capture checks say what is missing
-    if any(_image_size(root / r) is None for r in rels):
-        return  # missing or undecodable images: the capture checks name them
+    if not rels or any(_image_size(root / r) is None for r in rels):
+        return  # no frames, or missing or undecodable images: the capture checks name them
     provider = mask_provider(FormChoice(masks=form.masks, mask_model=choice.mask_model), root)  # type: ignore[arg-type]
     written = _write_masks(root, rels, list(provider.masks([root / r for r in rels])))
     for frame, rel in zip(frames, rels, strict=True):
