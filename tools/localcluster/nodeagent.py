@@ -392,8 +392,7 @@ class PodWorker(threading.Thread):
             log.exception("pod %s/%s: node agent error", self.namespace, self.pod_name)
         finally:
             self.kill_all(signal.SIGKILL)
-            if self.gpus:
-                self.agent.give_gpus(self.gpus)
+            self.release_gpus()
             shutil.rmtree(self.folder / "volumes", ignore_errors=True)
             self.agent.forget(self.uid)
 
@@ -800,8 +799,17 @@ class PodWorker(threading.Thread):
                 self.set_status("Failed")
         self.final_delete()
 
+    def release_gpus(self) -> None:
+        """Give this pod's GPUs back (once)."""
+        if self.gpus:
+            self.agent.give_gpus(self.gpus)
+            self.gpus = []
+
     def wait_and_delete(self) -> None:
-        """A terminal pod stays until someone deletes it; then kubelet removes it for good."""
+        """A terminal pod stays until someone deletes it; then kubelet removes it for good. Its GPUs are free
+        from now on, as kubelet's device manager frees a terminated pod's devices (the scheduler already
+        counts them free), so the next pod on the node is not refused while this one's object remains."""
+        self.release_gpus()
         while not self.deleting():
             self.changed.wait(5)
             self.changed.clear()
