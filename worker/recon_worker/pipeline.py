@@ -124,11 +124,7 @@ class Pipeline:
         output_store = open_store(self.task.output.uri, self.task.storage)
         staging: str | None = None
         try:
-            self.tracker.start("fetch")
-            objects = self._download(input_store)
-            self.tracker.finish("fetch")
-            key = run_key(self.task, input_fingerprint(objects))
-            staging = staging_prefix(self.task, key)
+            objects, key, staging = self._fetch(input_store)
             checkpoints = Checkpoints(output_store, staging + "checkpoints/", key) if self.use_checkpoints else None
             capture, fetch_seconds = self._prepare(checkpoints)
             ctx = StageContext(
@@ -172,6 +168,14 @@ class Pipeline:
                 log.warning("could not remove checkpoints under %s: %s", output_store.uri_of(staging), exc)
         # status.outputs are the operator's: it writes them from this manifest once it has verified it.
         return RunResult(manifest, output_store.uri_of(MANIFEST))
+
+    def _fetch(self, store: Store) -> tuple[list[StoredObject], str, str]:
+        """Stage `fetch`: the capture's objects, the run key they give and its staging prefix (run and poses)."""
+        self.tracker.start("fetch")
+        objects = self._download(store)
+        self.tracker.finish("fetch")
+        key = run_key(self.task, input_fingerprint(objects))
+        return objects, key, staging_prefix(self.task, key)
 
     def _download(self, store: Store) -> list[StoredObject]:
         started = time.monotonic()
@@ -226,11 +230,7 @@ class Pipeline:
         output_store = open_store(self.task.output.uri, self.task.storage)
         staging: str | None = None
         try:
-            self.tracker.start("fetch")
-            objects = self._download(input_store)
-            self.tracker.finish("fetch")
-            key = run_key(self.task, input_fingerprint(objects))
-            staging = staging_prefix(self.task, key)
+            _, key, staging = self._fetch(input_store)
             return self._poses(Checkpoints(output_store, staging + "checkpoints/", key))
         except BaseException as exc:
             if staging is not None:
