@@ -39,6 +39,8 @@ if [ ! -f "$base/.complete" ]; then
   "$base/bin/python" -m pip uninstall -q -y recon-operator recon-worker kubectl-recon
   touch "$base/.complete"
 fi
+touch "$base/.last-used"
+"$root/tools/venv_prune.sh" "$cache" "$base"
 flock -u 9
 
 base_site=$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
