@@ -87,6 +87,7 @@ HARD_CONDITIONS = {
     # NeRF-synthetic's layout and size: 800², 100 train + 200 test views, judged over white.
     "nerf-800": Condition("nerf-800", 100, 0.0, 200, 800, "standard", 32.0, 0.15, 0.95, max_seconds=30.0),
 }
+WARMUP_SMALL = Condition("warm-up", 24, 0.0, 2, 128, "draft", 0.0, float("inf"), 0.0, 0.0, 60.0)
 SUITES = {
     # Condition-major, so a run cut short still covers every object in the first conditions.
     "gpu": [(o, c) for c in ("clean", "sparse", "specular", "sparse-specular") for o in SMOOTH_FILES]
@@ -179,7 +180,9 @@ def run_case(obj: str, cond: Condition, device: str, scratch: Path) -> dict[str,
     stage_seconds = {k: round(v, 2) for k, v in manifest["stageSeconds"].items()}
     stage_seconds["publish"] = round(max(0.0, total - sum(manifest["stageSeconds"].values())), 2)
     m = report["metrics"]
+    g = m.get("geometry") or {}
     gpu = report.get("gpu") or {}
+    details = report.get("stageDetails") or {}
     record.update(
         backend=m["renderer"],
         stage_seconds=stage_seconds,
@@ -190,6 +193,26 @@ def run_case(obj: str, cond: Condition, device: str, scratch: Path) -> dict[str,
         chamfer_l1_pct_diag=m["chamferL1"],
         fscore_0_5pct=m["fScore"],
         normal_consistency=m["normalConsistency"],
+        # Chamfer's halves, and the labelled visible-GT figures (issue 10, point 2).
+        accuracy_pct_diag=g.get("accuracy"),
+        completeness_pct_diag=g.get("completeness"),
+        visible_gt_share=g.get("visibleGTShare"),
+        chamfer_l1_visible_pct_diag=g.get("chamferL1Visible"),
+        fscore_visible=g.get("fScoreVisible"),
+        components=(m.get("checks") or {}).get("components"),
+        stage_steps={
+            "texture": {k: round(v, 3) for k, v in (details.get("texture") or {}).items() if k.endswith("Seconds")},
+            "validate": (details.get("validate") or {}).get("stepSeconds", {}),
+        },
+        decimation={
+            stage: (details.get(stage) or {}).get("decimation", {}).get("method") for stage in ("refine", "texture")
+        },
+        decimation_notes=[
+            note
+            for stage in ("refine", "texture")
+            for note in (details.get(stage) or {}).get("decimation", {}).get("notes", [])
+        ],
+        repairs=(m.get("checks") or {}).get("repairs", []),
         faces=m["faces"],
         watertight=m["watertight"],
         manifold=m["manifold"],
@@ -260,10 +283,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     get_renderer(device)
     if cases and not args.no_warmup:
+        # The first case, or (--warmup small) a 24-view 128² spot at the draft preset: enough for the
+        # CUDA context and nvdiffrast's plugin build, in a few seconds instead of a whole case.
         obj, cond = cases[0]
-        print(f"warm-up: {obj} {cond} (untimed)", flush=True)
+        spec = condition(obj, cond) if args.warmup == "first" else WARMUP_SMALL
+        print(f"warm-up: {obj if args.warmup == 'first' else 'spot'} {spec.name} (untimed)", flush=True)
         try:
-            run_case(obj, condition(obj, cond), device, scratch)
+            run_case(obj if args.warmup == "first" else "spot", spec, device, scratch)
         except Exception as exc:
             print(f"warm-up failed: {type(exc).__name__}: {exc}", flush=True)
     for obj, cond in cases:
@@ -322,6 +348,30 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def row_notes(records: list[dict[str, Any]]) -> str:
+    """The notes some rows carry (what was measured how), as a list under the table."""
+    notes = [f"- {row_name(r)} {r['condition']}: {r['note']}" for r in records if r.get("note")]
+    return "Notes on rows:\n" + "\n".join(notes) + "\n\n" if notes else ""
+
+
+def geometry_table(records: list[dict[str, Any]]) -> str:
+    head = (
+        "| object | condition | preset | Chamfer-L1 % | accuracy % | completeness % | GT seen by a view "
+        "| Chamfer-L1 visible GT % | F@0.5% visible GT | components | decimation (refine / texture) |\n"
+        "|" + " --- |" * 3 + " ---: |" * 7 + " --- |\n"
+    )
+    rows = [
+        f"| {row_name(r)} | {r['condition']} | {r['preset']} | {_num(r['chamfer_l1_pct_diag'], '.3f')} "
+        f"| {_num(r['accuracy_pct_diag'], '.3f')} | {_num(r['completeness_pct_diag'], '.3f')} "
+        f"| {_num(r['visible_gt_share'], '.3f')} | {_num(r['chamfer_l1_visible_pct_diag'], '.3f')} "
+        f"| {_num(r['fscore_visible'], '.3f')} | {_num(r.get('components'), 'd')} "
+        f"| {(r.get('decimation') or {}).get('refine') or '—'} / {(r.get('decimation') or {}).get('texture') or '—'} |"
+        for r in records
+        if "error" not in r and r.get("accuracy_pct_diag") is not None
+    ]
+    return head + "\n".join(rows) + "\n" if rows else "(not measured yet)\n"
+
+
 def _reserved_note(records: list[dict[str, Any]]) -> str:
     stale = sorted({r["date"] for r in records if r["device"] != "cpu" and not r.get("cache_emptied_before_peak")})
     if not stale:
@@ -340,6 +390,12 @@ def section(records: list[dict[str, Any]]) -> str:
         + ", ".join(f"{k} {v:.2f}" for k, v in r.get("stage_seconds", {}).items())
         + " | "
         + ", ".join(f"{k} {v:.0f}" for k, v in r.get("stage_gpu_busy_percent", {}).items())
+        + " | "
+        + "; ".join(
+            f"{stage}: " + ", ".join(f"{k.removesuffix('Seconds')} {v:.2f}" for k, v in steps.items())
+            for stage, steps in (r.get("stage_steps") or {}).items()
+            if steps
+        )
         + " |"
         for r in records
     )
@@ -360,7 +416,12 @@ textures and metallic/roughness highlights, scale normalised; the Chamfer ground
 ≥32 dB, ≤0.15 %, F≥0.95, ≤30 s; high better than standard in ≤180 s; IoU ≥0.99, watertight and manifold,
 peak GPU ≤12 GB. Rows marked with an engine in brackets time that engine on the same captures.{not_yet}
 
-{markdown_table(hard)}"""
+{markdown_table(hard)}
+{row_notes(hard)}Chamfer-L1 split into its halves (accuracy: result → ground truth; completeness: ground truth →
+result), and the same over the ground-truth samples that at least one training view sees (labelled
+"visible GT"; the target stays the figure over the whole authored surface):
+
+{geometry_table(hard)}"""
         if hard
         else ""
     )
@@ -384,10 +445,11 @@ specular ≥33 dB, ≤0.10 %, F≥0.99; sparse-specular ≥30 dB, ≤0.15 %, F�
 watertight and manifold, peak GPU ≤12 GB, total ≤15 s. CPU draft row: ≥24 dB, valid, total ≤180 s.
 
 {markdown_table(smooth)}{hard_part}
-Stage timings (s) and GPU utilisation per stage (mean NVML %, where sampled):
+Stage timings (s), GPU utilisation per stage (mean NVML %, where sampled) and the steps of texture
+and validate (s, where recorded):
 
-| object | condition | device | stages | GPU % |
-| --- | --- | --- | --- | --- |
+| object | condition | device | stages | GPU % | steps |
+| --- | --- | --- | --- | --- | --- |
 {stages}
 """
 
@@ -444,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True, help="results JSON (rewritten after every row)")
     run.add_argument("--scratch", help="folder for captures and outputs (default: a new temporary folder)")
     run.add_argument("--no-warmup", action="store_true")
+    run.add_argument(
+        "--warmup", choices=("first", "small"), default="first", help="untimed warm-up: the first case, or a small one"
+    )
     run.add_argument("--worker", help="time the engine of another checkout's worker/ folder (captures: this one's)")
     run.add_argument("--label", help="what the rows call that engine (default: its path)")
     run.set_defaults(handler=cmd_run)

@@ -134,6 +134,21 @@ def test_half_square_misses_half_of_the_ground_truth() -> None:
     assert metrics.fscore == pytest.approx(2 * recall / (1 + recall), abs=0.01)
 
 
+def test_chamfer_splits_into_accuracy_and_completeness_and_a_labelled_visible_part() -> None:
+    # As above; the ground truth's half x > 0.5 is "unseen": over the seen half the result is complete.
+    seen_half = lambda points: points[:, 0] < 0.5  # noqa: E731
+    metrics = geometry_metrics(square(0.0, x_max=0.5), square(0.0), samples=40_000, visible=seen_half)
+    assert metrics.accuracy == pytest.approx(0.0, abs=1e-9)
+    assert metrics.completeness == pytest.approx(100 * 0.125 / math.sqrt(2), rel=0.03)
+    assert metrics.chamfer_l1 == pytest.approx(0.5 * (metrics.accuracy + metrics.completeness))
+    assert metrics.visible_share == pytest.approx(0.5, abs=0.01)
+    assert metrics.completeness_visible == pytest.approx(0.0, abs=1e-9)
+    assert metrics.chamfer_l1_visible == pytest.approx(0.0, abs=1e-9) and metrics.fscore_visible == 1.0
+    # Without a visibility function the labelled figures stay empty.
+    plain = geometry_metrics(square(0.0, x_max=0.5), square(0.0), samples=2000)
+    assert plain.visible_share is None and plain.chamfer_l1_visible is None
+
+
 def test_perpendicular_squares_have_no_normal_consistency() -> None:
     upright = square(0.0)
     upright.apply_transform(trimesh.transformations.rotation_matrix(math.pi / 2, [1, 0, 0]))

@@ -144,3 +144,22 @@ def test_bake_memory_does_not_grow_with_the_number_of_views(tmp_path: Path) -> N
             bake_texture(unwrapped, normals, capture, get_renderer("cpu"), 32, views_per_batch=4)
         largest.append(counter.numel)
     assert largest[0] == largest[1]
+
+
+def test_views_kept_between_the_passes_bake_the_same_texture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recon_worker.engine import texture
+
+    capture = load_capture(write_sphere_capture(tmp_path / "cap", views=6, size=40, radius=0.5, color=COLOR))
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.5)
+    unwrapped = texture.unwrap(mesh, 64)
+    normals = np.asarray(mesh.vertex_normals)[unwrapped.source_index]
+    decoded: list[int] = []
+    original = capture.load_view
+    monkeypatch.setattr(capture, "load_view", lambda i: decoded.append(i) or original(i))
+    twice = texture.bake_texture(unwrapped, normals, capture, get_renderer("cpu"), 64)
+    assert len(decoded) == 12  # no cache on the CPU: each view decoded in both passes
+    decoded.clear()
+    monkeypatch.setitem(texture.VIEW_CACHE_BYTES, "cpu", 1 << 30)
+    once = texture.bake_texture(unwrapped, normals, capture, get_renderer("cpu"), 64)
+    assert len(decoded) == 6
+    np.testing.assert_array_equal(once, twice)

@@ -220,3 +220,14 @@ def test_decimation_fallbacks_reach_the_reported_repairs(tmp_path: Path) -> None
     assert decimation_notes(tmp_path) == [
         "refine decimation (remesh): quadric decimation of the coarse mesh to 20000 faces failed (x)"
     ]
+
+
+def test_prefetched_views_arrive_in_order_a_batch_at_a_time(capture_dir: Path) -> None:
+    from recon_worker.engine.validate import prefetched_views
+
+    capture = load_capture(capture_dir)
+    indices = capture.indices("train") + capture.indices("test")  # 7 views: batches of 3, 3, 1
+    batches = list(prefetched_views(capture, indices, 3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    expected = np.stack([capture.load_view(i) for i in indices])
+    np.testing.assert_array_equal(np.concatenate(batches), expected)

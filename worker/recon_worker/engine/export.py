@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import trimesh
@@ -156,6 +157,16 @@ def refinement_losses(info: Path) -> list[tuple[int, float]]:
     return [(int(it), float(loss)) for it, loss in samples]
 
 
+def stage_details(workdir: Path) -> dict[str, dict[str, Any]]:
+    """Each earlier stage's info.json (refine without its loss samples, which the report has apart)."""
+    details: dict[str, dict[str, Any]] = {}
+    for stage in ("reconstruct", "refine", "texture", "validate"):
+        info = workdir / stage / "info.json"
+        if info.is_file():
+            details[stage] = {k: v for k, v in json.loads(info.read_text()).items() if k != "losses"}
+    return details
+
+
 def run_export(ctx: StageContext) -> list[Path]:
     """Write the validated mesh in every requested format, the previews and the report into `export/`."""
     started = time.monotonic()
@@ -191,6 +202,7 @@ def run_export(ctx: StageContext) -> list[Path]:
         stage_seconds={**ctx.stage_seconds, "export": round(time.monotonic() - started, 3)},
         resumed_stages=ctx.resumed_stages,
         refinement_losses=refinement_losses(ctx.workdir / "refine" / "info.json"),
+        stage_details=stage_details(ctx.workdir),
         gpu=gpu_telemetry(ctx.device, ctx.gpu_usage()),
     )
     written += write_report(report, out_dir)

@@ -81,6 +81,10 @@ class Report(_Model):
     refinement_losses: list[tuple[int, float]] = Field(
         default_factory=list, description="(iteration, total loss) samples of the refinement, as it logged them."
     )
+    stage_details: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="What each stage recorded in its info.json (timings of its steps, decimation), by stage.",
+    )
 
 
 def software_versions() -> dict[str, str | None]:
@@ -328,7 +332,12 @@ def render_html(report: Report, previews: Path, mesh: Path | None = None) -> str
             ("SSIM", m.ssim),
             ("mask IoU", m.mask_iou),
             ("Chamfer-L1 (% of GT bbox diagonal)", m.chamfer_l1),
+            ("  accuracy: result → GT (%)", m.geometry.accuracy if m.geometry else None),
+            ("  completeness: GT → result (%)", m.geometry.completeness if m.geometry else None),
             ("F-score @ 0.5 % diagonal", m.fscore),
+            ("GT seen by some training view (share)", m.geometry.visible_share if m.geometry else None),
+            ("Chamfer-L1 over visible GT only (%)", m.geometry.chamfer_l1_visible if m.geometry else None),
+            ("F-score over visible GT only", m.geometry.fscore_visible if m.geometry else None),
             ("normal consistency", m.normal_consistency),
             ("faces", m.faces),
             ("vertices", m.vertices),
@@ -347,7 +356,8 @@ def render_html(report: Report, previews: Path, mesh: Path | None = None) -> str
             ("inconsistently wound edges", c.inconsistent_edges),
             ("degenerate faces", c.degenerate_faces),
             ("duplicate faces", c.duplicate_faces),
-            ("connected components", c.components),
+            ("connected components (each judged on its own)", c.components),
+            ("inside-out components", c.inside_out_components),
             ("enclosed volume", c.volume),
         ],
         digits=4,
@@ -431,6 +441,7 @@ def build_report(
     gpu: GpuTelemetry,
     created: datetime | None = None,
     refinement_losses: Sequence[tuple[int, float]] = (),
+    stage_details: dict[str, dict[str, Any]] | None = None,
 ) -> Report:
     return Report(
         created=created or datetime.now(UTC),
@@ -448,6 +459,7 @@ def build_report(
         gpu=gpu,
         software=software_versions(),
         refinement_losses=[(int(i), float(loss)) for i, loss in refinement_losses if math.isfinite(float(loss))],
+        stage_details=dict(stage_details or {}),
     )
 
 
