@@ -49,7 +49,7 @@ from kubernetes import client, watch
 from localcluster import Cluster, ClusterConfig
 from localcluster.controlplane import free_port
 from localcluster.kube import raw, wait_for, wait_service_account
-from localcluster.kwok import pod_placement, start_kwok
+from localcluster.kwok import KWOK_TAINT, pod_placement, start_kwok
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
@@ -74,6 +74,7 @@ class Recorder:
         self.job_seen: dict[str, float] = {}  # job name -> time
         self.pod_seen: dict[str, float] = {}  # job name -> time its first pod appeared
         self.succeeded: dict[str, float] = {}  # CR name -> time
+        self.failed: dict[str, str] = {}  # CR name -> its status.message (the bench stops at the first)
         self.admitted: dict[str, float] = {}  # job name -> time its Workload was first seen admitted
         self.stop = threading.Event()
         kinds = ("jobs", "pods", "crs", "workloads") if kueue else ("jobs", "pods", "crs")
@@ -112,9 +113,12 @@ class Recorder:
                             self.admitted.setdefault(ref["name"], now)
                 continue
             if kind == "crs":
-                if (obj.get("status") or {}).get("phase") == "Succeeded":
-                    with self.lock:
+                status = obj.get("status") or {}
+                with self.lock:
+                    if status.get("phase") == "Succeeded":
                         self.succeeded.setdefault(obj["metadata"]["name"], now)
+                    elif status.get("phase") == "Failed":
+                        self.failed.setdefault(obj["metadata"]["name"], str(status.get("message")))
                 continue
             meta = obj.metadata
             with self.lock:
@@ -227,6 +231,8 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
             "RECON_OPERATOR_LIVENESS_ENDPOINT": liveness,
             "RECON_OPERATOR_RECONCILE_INTERVAL_S": "30",
             "RECON_OPERATOR_ALLOW_FILE_URIS": "true",  # off by default in a cluster; the bench's data is local
+            # The CRs tolerate the kwok nodes' taint (pod_placement), which the default policy refuses.
+            "RECON_OPERATOR_ALLOWED_TOLERATION_KEYS": json.dumps(["nvidia.com/gpu", KWOK_TAINT["key"]]),
             "RECON_OPERATOR_KUEUE_WORKLOADS": "true" if kueue else "false",
         }
         log = (state / "operator.log").open("wb")
@@ -258,7 +264,14 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, range(crs)))
         applied = time.monotonic() - start
-        wait_for(f"{crs} ReconstructionJobs to succeed", lambda: len(recorder.succeeded) >= crs, 900, interval=1)
+
+        def all_succeeded() -> bool:
+            if recorder.failed:
+                name, message = next(iter(recorder.failed.items()))
+                raise RuntimeError(f"{len(recorder.failed)} ReconstructionJobs failed, e.g. {name}: {message}")
+            return len(recorder.succeeded) >= crs
+
+        wait_for(f"{crs} ReconstructionJobs to succeed", all_succeeded, 900, interval=1)
         all_succeeded = max(recorder.succeeded.values()) - start
         rss = peak_rss_mb(operator.pid)
         recorder.stop.set()
@@ -396,9 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kueue-gpu-quota", type=int, default=None, help="run through Kueue with this GPU quota")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument("--state", type=Path, default=None, help="keep the cluster's logs here (a new folder)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
-        result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota)
+    if args.state:
+        args.state.mkdir(parents=True)
+        result = run(args.crs, args.nodes, args.state.resolve(), args.kueue_gpu_quota)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
+            result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota)
     plain_json = REPO / "docs" / "benchmarks" / "operator.json"
     kueue = args.kueue_gpu_quota is not None
     out = args.json or (REPO / "docs" / "benchmarks" / "operator-kueue.json" if kueue else plain_json)

@@ -13,7 +13,8 @@ downloaded at run time. Kueue runs as a local process on 127.0.0.1, as the other
   conversion webhooks and the two webhook configurations, as it does in a real cluster.
   The same files sit in its certDir, where a real cluster mounts the Secret.
 - Leader election is off (one instance), the visibility API server is off (it would bind 0.0.0.0),
-  and only the batch/job integration is enabled.
+  and only the batch/job integration is enabled. Fair sharing is on; reconciles run concurrently as in
+  Kueue's sample configuration.
 
     from localcluster import kueue
     handle = kueue.start_kueue(cluster)   # CRDs, namespace, Secret, webhooks, config, the process
@@ -54,6 +55,17 @@ CONVERTED_CRDS = ("localqueues", "clusterqueues", "cohorts", "workloads", "multi
 # (Ray, Kubeflow, JobSet, pods, ...) belong to integrations that are not enabled.
 WEBHOOK_GROUPS = frozenset({"batch", "kueue.x-k8s.io"})
 FRAMEWORKS = ("batch/job",)
+# Concurrent reconciles per kind, as Kueue's own sample configuration sets them.
+CONCURRENCY = {
+    "Job.batch": 5,
+    "Pod": 5,
+    "Workload.kueue.x-k8s.io": 5,
+    "LocalQueue.kueue.x-k8s.io": 1,
+    "Cohort.kueue.x-k8s.io": 1,
+    "ClusterQueue.kueue.x-k8s.io": 1,
+    "ResourceFlavor.kueue.x-k8s.io": 1,
+}
+CLIENT_QPS, CLIENT_BURST = 50, 100  # Kueue's API client rate limit (its sample config; the built-in default is 20/30)
 OBJ = dict[str, Any]
 
 
@@ -147,7 +159,15 @@ def configuration(webhook_port: int, health_port: int, metrics_port: int, cert_d
         "integrations": {"frameworks": list(FRAMEWORKS)},
         # The on-demand visibility API is an aggregated API server of its own on 0.0.0.0: not needed here.
         "featureGates": {"VisibilityOnDemand": False},
-        "clientConnection": {"qps": 50, "burst": 100},
+        # Kueue's sample config (config/components/manager): without it each controller reconciles one
+        # object at a time (controller-runtime's default), and 500 queued Jobs wait minutes for their
+        # Workloads and for unsuspension (docs/kueue.md, "Scale").
+        "controller": {"groupKindConcurrency": dict(CONCURRENCY)},
+        # Fair sharing between the ClusterQueues of a cohort (docs/kueue.md, "Fair sharing"): who borrows
+        # unused quota and whose borrowed workloads are preempted first, by weighted share. Without a
+        # cohort it changes nothing. Kueue's recommended strategies, in its order.
+        "fairSharing": {"preemptionStrategies": ["LessThanOrEqualToFinalShare", "LessThanInitialShare"]},
+        "clientConnection": {"qps": CLIENT_QPS, "burst": CLIENT_BURST},
     }
 
 
