@@ -49,6 +49,7 @@ from kubernetes import client, watch
 from localcluster import Cluster, ClusterConfig
 from localcluster.controlplane import free_port
 from localcluster.kube import raw, wait_for, wait_service_account
+from localcluster.kueue import CLIENT_BURST, CLIENT_QPS, CONCURRENCY
 from localcluster.kwok import KWOK_TAINT, pod_placement, start_kwok
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +77,9 @@ class Recorder:
         self.succeeded: dict[str, float] = {}  # CR name -> time
         self.failed: dict[str, str] = {}  # CR name -> its status.message (the bench stops at the first)
         self.admitted: dict[str, float] = {}  # job name -> time its Workload was first seen admitted
+        self.workload_seen: dict[str, float] = {}  # job name -> first event of its Workload (Kueue made it)
+        self.unsuspended: dict[str, float] = {}  # job name -> first event with spec.suspend false (Kueue started it)
+        self.load: list[float] = []  # 1-minute load averages sampled while waiting (the machine is shared)
         self.stop = threading.Event()
         kinds = ("jobs", "pods", "crs", "workloads") if kueue else ("jobs", "pods", "crs")
         self.threads = [threading.Thread(target=self._watch, args=(kind,), daemon=True) for kind in kinds]
@@ -107,9 +111,11 @@ class Recorder:
             obj = event["object"]
             if kind == "workloads":
                 conditions = (obj.get("status") or {}).get("conditions") or []
-                if any(c["type"] == "Admitted" and c["status"] == "True" for c in conditions):
-                    for ref in obj["metadata"].get("ownerReferences") or []:
-                        with self.lock:
+                admitted = any(c["type"] == "Admitted" and c["status"] == "True" for c in conditions)
+                for ref in obj["metadata"].get("ownerReferences") or []:
+                    with self.lock:
+                        self.workload_seen.setdefault(ref["name"], now)
+                        if admitted:
                             self.admitted.setdefault(ref["name"], now)
                 continue
             if kind == "crs":
@@ -124,6 +130,8 @@ class Recorder:
             with self.lock:
                 if kind == "jobs":
                     self.job_seen.setdefault(meta.name, now)
+                    if not obj.spec.suspend:
+                        self.unsuspended.setdefault(meta.name, now)
                 else:
                     job = (meta.labels or {}).get("batch.kubernetes.io/job-name")
                     if job:
@@ -139,12 +147,13 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def machine() -> str:
+def machine(load: list[float] | None = None) -> str:
     memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
-    load = os.getloadavg()[0]  # the machine may be shared: absolute latencies scale with it, the ratio less so
+    end = os.getloadavg()[0]  # the machine may be shared: absolute latencies scale with it, the ratio less so
+    during = f"load average {statistics.fmean(load):.1f} (max {max(load):.1f}) during the run, " if load else ""
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {memory} GiB, Python {platform.python_version()}, no GPU, "
-        f"load average {load:.1f} at the end"
+        f"{during}load average {end:.1f} at the end"
     )
 
 
@@ -199,7 +208,7 @@ def create_queues(api: client.ApiClient, gpu_quota: int) -> None:
     custom.create_namespaced_custom_object(*KUEUE, NAMESPACE, "localqueues", local_queue)
 
 
-def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -> dict[str, Any]:
+def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None, timeout: float = 900) -> dict[str, Any]:
     data = state / "data"
     for index in range(crs):
         name = f"rj-{index:04d}"
@@ -265,13 +274,14 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
             list(pool.map(create, range(crs)))
         applied = time.monotonic() - start
 
-        def all_succeeded() -> bool:
+        def every_cr_succeeded() -> bool:
+            recorder.load.append(os.getloadavg()[0])
             if recorder.failed:
                 name, message = next(iter(recorder.failed.items()))
                 raise RuntimeError(f"{len(recorder.failed)} ReconstructionJobs failed, e.g. {name}: {message}")
             return len(recorder.succeeded) >= crs
 
-        wait_for(f"{crs} ReconstructionJobs to succeed", all_succeeded, 900, interval=1)
+        wait_for(f"{crs} ReconstructionJobs to succeed", every_cr_succeeded, timeout, interval=1)
         all_succeeded = max(recorder.succeeded.values()) - start
         rss = peak_rss_mb(operator.pid)
         recorder.stop.set()
@@ -282,6 +292,13 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
         if kueue:
             cr_to_admitted = [recorder.admitted[f"{n}-1"] - t for n, t in created.items()]
             admitted_to_pod = [recorder.pod_seen[j] - t for j, t in recorder.admitted.items() if j in recorder.pod_seen]
+            # Where admitted → Pod goes: Kueue unsuspending the Job, then the Job controller making its Pod.
+            job_to_workload = [
+                t - recorder.job_seen[j] for j, t in recorder.workload_seen.items() if j in recorder.job_seen
+            ]
+            admitted_to_start = [
+                recorder.unsuspended[j] - t for j, t in recorder.admitted.items() if j in recorder.unsuspended
+            ]
             times = sorted(recorder.admitted.values())
             queued = {
                 "kueue_gpu_quota": kueue_gpu_quota,
@@ -289,6 +306,12 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
                 "cr_to_admitted_p99_s": round(percentile(cr_to_admitted, 99), 3),
                 "admitted_to_pod_p50_s": round(percentile(admitted_to_pod, 50), 3),
                 "admitted_to_pod_p99_s": round(percentile(admitted_to_pod, 99), 3),
+                "job_to_workload_p50_s": round(percentile(job_to_workload, 50), 3),
+                "job_to_workload_p99_s": round(percentile(job_to_workload, 99), 3),
+                "admitted_to_unsuspended_p50_s": round(percentile(admitted_to_start, 50), 3),
+                "admitted_to_unsuspended_p99_s": round(percentile(admitted_to_start, 99), 3),
+                "kueue_job_concurrency": CONCURRENCY["Job.batch"],
+                "kueue_client_qps_burst": [CLIENT_QPS, CLIENT_BURST],
                 "admissions_per_s": round((len(times) - 1) / max(times[-1] - times[0], 1e-9), 2),
             }
         return {
@@ -304,7 +327,7 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
             "all_succeeded_s": round(all_succeeded, 1),
             "operator_peak_rss_mb": round(rss, 1),
             **queued,
-            "machine": machine(),
+            "machine": machine(recorder.load),
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     finally:
@@ -357,6 +380,8 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
     table = [
         ("CR → Job p50 / p99", pair(result, "cr_to_job"), pair(plain, "cr_to_job")),
         ("CR → admitted p50 / p99 (includes waiting for quota)", pair(result, "cr_to_admitted"), ""),
+        ("Job → its Workload p50 / p99 (Kueue's Job reconciler)", pair(result, "job_to_workload"), ""),
+        ("admitted → Job unsuspended p50 / p99 (Kueue)", pair(result, "admitted_to_unsuspended"), ""),
         ("admitted → Pod p50 / p99", pair(result, "admitted_to_pod"), ""),
         ("Job → Pod p50 / p99", pair(result, "job_to_pod"), pair(plain, "job_to_pod")),
         ("admission throughput", one(result, "admissions_per_s", "/ s"), ""),
@@ -367,6 +392,13 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
         ),
         ("operator peak RSS", one(result, "operator_peak_rss_mb", "MB"), one(plain, "operator_peak_rss_mb", "MB")),
     ]
+    concurrency = (
+        f"`controller.groupKindConcurrency` Job.batch {result['kueue_job_concurrency']} (Kueue's sample configuration; "
+        "controller-runtime's default is 1) and client QPS/burst "
+        + "/".join(map(str, result["kueue_client_qps_burst"]))
+        if "kueue_job_concurrency" in result
+        else "one reconcile at a time per kind"
+    )
     plain_crs = plain["crs"] if plain else "–"
     plain_when = f"{plain['machine']}; {plain['date']}" if plain else "not measured"
     rows = "\n".join(f"| {name} | {ours} | {theirs} |" for name, ours, theirs in table)
@@ -378,6 +410,7 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
 whose nvidia.com/gpu quota is {result["kueue_gpu_quota"]}, so Kueue admits {result["kueue_gpu_quota"]} at a time
 and each kwok pod (done after about 1 s) frees a GPU for the next. The operator watches Workloads
 (`RECON_OPERATOR_KUEUE_WORKLOADS`). "admitted" is the first watch event of a Workload with `Admitted` True.
+Kueue runs with {concurrency}.
 
 | metric | with Kueue ({result["crs"]} CRs) | without ({plain_crs} CRs, section above) |
 | --- | --- | --- |
@@ -410,13 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--state", type=Path, default=None, help="keep the cluster's logs here (a new folder)")
+    parser.add_argument("--timeout", type=float, default=2400, help="seconds for every CR to succeed")
     args = parser.parse_args(argv)
     if args.state:
         args.state.mkdir(parents=True)
-        result = run(args.crs, args.nodes, args.state.resolve(), args.kueue_gpu_quota)
+        result = run(args.crs, args.nodes, args.state.resolve(), args.kueue_gpu_quota, args.timeout)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
-            result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota)
+            result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota, args.timeout)
     plain_json = REPO / "docs" / "benchmarks" / "operator.json"
     kueue = args.kueue_gpu_quota is not None
     out = args.json or (REPO / "docs" / "benchmarks" / "operator-kueue.json" if kueue else plain_json)

@@ -456,7 +456,7 @@ def teams(kapi: client.ApiClient, kctl: Kubectl, kueue_operator: Path, s3: S3Ser
         raw(core.create_namespaced_secret, name, {"metadata": {"name": "s3"}, "stringData": creds})
     s3.client().create_bucket(Bucket="captures")
     s3.client().create_bucket(Bucket="meshes")
-    for example in ("resource-flavors.yaml", "fair-sharing.yaml", "team-local-queues.yaml"):
+    for example in ("resource-flavors.yaml", "priorities.yaml", "fair-sharing.yaml", "team-local-queues.yaml"):
         kctl("apply", "-f", str(EXAMPLES / example))
     yield names
     for name in names:
