@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import ssl
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, watch
 
 from localcluster import Cluster, ClusterConfig
@@ -155,6 +157,54 @@ def machine(load: list[float] | None = None) -> str:
         f"{platform.machine()}, {os.cpu_count()} cores, {memory} GiB, Python {platform.python_version()}, no GPU, "
         f"{during}load average {end:.1f} at the end"
     )
+
+
+def kueue_controller_stats(cluster: Cluster) -> dict[str, float]:
+    """Kueue's own view of its Job and Workload reconcilers (controller-runtime's metrics, cumulative):
+    reconciles, mean seconds per reconcile and mean seconds an object waited in the work queue.
+
+    Kueue serves metrics over HTTPS to a bearer token allowed GET /metrics: a token of the bench
+    namespace's default ServiceAccount, bound to a ClusterRole for that URL only."""
+    api = cluster.api_client()
+    rbac = client.RbacAuthorizationV1Api(api)
+    role = "bench-kueue-metrics"
+    raw(rbac.create_cluster_role, {
+        "metadata": {"name": role},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+    })  # fmt: skip
+    raw(rbac.create_cluster_role_binding, {
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": NAMESPACE}],
+    })  # fmt: skip
+    core = client.CoreV1Api(api)
+    body = {"spec": {"expirationSeconds": 600}}
+    token = raw(core.create_namespaced_service_account_token, "default", NAMESPACE, body)["status"]["token"]
+    config = yaml.safe_load((cluster.state_dir / "kueue" / "config.yaml").read_text())
+    url = f"https://{config['metrics']['bindAddress']}/metrics"
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # Kueue's self-signed metrics certificate
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(request, timeout=30, context=context).read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        values[name] = float(value) if name and not line.startswith("#") else 0.0
+    stats: dict[str, float] = {}
+    for controller, key in (("job", "job"), ("workload_controller", "workload")):
+        labels = f'{{controller="{controller}"}}'
+        queue = f'{{controller="{controller}",name="{controller}"}}'
+        count = values.get(f"controller_runtime_reconcile_time_seconds_count{labels}", 0.0)
+        waited = values.get(f"workqueue_queue_duration_seconds_count{queue}", 0.0)
+        stats[f"kueue_{key}_reconciles"] = count
+        stats[f"kueue_{key}_reconcile_mean_s"] = round(
+            values.get(f"controller_runtime_reconcile_time_seconds_sum{labels}", 0.0) / max(count, 1), 3
+        )
+        stats[f"kueue_{key}_queue_wait_mean_s"] = round(
+            values.get(f"workqueue_queue_duration_seconds_sum{queue}", 0.0) / max(waited, 1), 3
+        )
+    stats["kueue_cpu_s"] = values.get("process_cpu_seconds_total", 0.0)
+    return stats
 
 
 def resource(name: str, data: Path, queue: str | None = None) -> dict[str, Any]:
@@ -285,6 +335,7 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None, t
         all_succeeded = max(recorder.succeeded.values()) - start
         rss = peak_rss_mb(operator.pid)
         recorder.stop.set()
+        controllers = kueue_controller_stats(cluster) if kueue else {}
 
         cr_to_job = [recorder.job_seen[f"{n}-1"] - t for n, t in created.items()]
         job_to_pod = [recorder.pod_seen[j] - t for j, t in recorder.job_seen.items() if j in recorder.pod_seen]
@@ -312,6 +363,7 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None, t
                 "admitted_to_unsuspended_p99_s": round(percentile(admitted_to_start, 99), 3),
                 "kueue_job_concurrency": CONCURRENCY["Job.batch"],
                 "kueue_client_qps_burst": [CLIENT_QPS, CLIENT_BURST],
+                **controllers,
                 "admissions_per_s": round((len(times) - 1) / max(times[-1] - times[0], 1e-9), 2),
             }
         return {
@@ -385,6 +437,16 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
         ("admitted → Pod p50 / p99", pair(result, "admitted_to_pod"), ""),
         ("Job → Pod p50 / p99", pair(result, "job_to_pod"), pair(plain, "job_to_pod")),
         ("admission throughput", one(result, "admissions_per_s", "/ s"), ""),
+        (
+            "Kueue's Job reconciler: reconciles, mean time, mean wait in its queue",
+            (
+                f"{result['kueue_job_reconciles']:.0f}, {result['kueue_job_reconcile_mean_s']} s, "
+                f"{result['kueue_job_queue_wait_mean_s']} s"
+            )
+            if "kueue_job_reconciles" in result
+            else "",
+            "",
+        ),
         (
             f"all {result['crs']} Succeeded after",
             one(result, "all_succeeded_s", "s"),
