@@ -480,6 +480,7 @@ Kueue runs with {concurrency}.
 
 Machine: {result["machine"]}; {result["date"]}. Figures in `docs/benchmarks/operator-kueue.json`.
 The run without Kueue: {plain_when}. Latencies scale with the machine's load, so compare within a run.
+Where the time goes (Kueue's Job reconciler, the API server under load): docs/kueue.md, "Scale".
 """
 
 
