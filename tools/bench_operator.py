@@ -258,7 +258,14 @@ def create_queues(api: client.ApiClient, gpu_quota: int) -> None:
     custom.create_namespaced_custom_object(*KUEUE, NAMESPACE, "localqueues", local_queue)
 
 
-def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None, timeout: float = 900) -> dict[str, Any]:
+def run(
+    crs: int,
+    nodes: int,
+    state: Path,
+    kueue_gpu_quota: int | None = None,
+    timeout: float = 900,
+    kueue_job_concurrency: int | None = None,
+) -> dict[str, Any]:
     data = state / "data"
     for index in range(crs):
         name = f"rj-{index:04d}"
@@ -268,7 +275,10 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None, t
         (data / "results" / name / "manifest.json").write_text('{"files": []}')
 
     kueue = kueue_gpu_quota is not None
-    cluster = Cluster(ClusterConfig(state_dir=state / "cluster", nodes=[], kueue=kueue))
+    config = ClusterConfig(
+        state_dir=state / "cluster", nodes=[], kueue=kueue, kueue_job_concurrency=kueue_job_concurrency
+    )
+    cluster = Cluster(config)
     cluster.up()
     operator: subprocess.Popen[bytes] | None = None
     try:
@@ -361,7 +371,7 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None, t
                 "job_to_workload_p99_s": round(percentile(job_to_workload, 99), 3),
                 "admitted_to_unsuspended_p50_s": round(percentile(admitted_to_start, 50), 3),
                 "admitted_to_unsuspended_p99_s": round(percentile(admitted_to_start, 99), 3),
-                "kueue_job_concurrency": CONCURRENCY["Job.batch"],
+                "kueue_job_concurrency": kueue_job_concurrency or CONCURRENCY["Job.batch"],
                 "kueue_client_qps_burst": [CLIENT_QPS, CLIENT_BURST],
                 **controllers,
                 "admissions_per_s": round((len(times) - 1) / max(times[-1] - times[0], 1e-9), 2),
@@ -455,8 +465,8 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
         ("operator peak RSS", one(result, "operator_peak_rss_mb", "MB"), one(plain, "operator_peak_rss_mb", "MB")),
     ]
     concurrency = (
-        f"`controller.groupKindConcurrency` Job.batch {result['kueue_job_concurrency']} (Kueue's sample configuration; "
-        "controller-runtime's default is 1) and client QPS/burst "
+        f"`controller.groupKindConcurrency` Job.batch {result['kueue_job_concurrency']} "
+        "(Kueue's sample configuration has 5; controller-runtime's default is 1) and client QPS/burst "
         + "/".join(map(str, result["kueue_client_qps_burst"]))
         if "kueue_job_concurrency" in result
         else "one reconcile at a time per kind"
@@ -507,13 +517,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--state", type=Path, default=None, help="keep the cluster's logs here (a new folder)")
     parser.add_argument("--timeout", type=float, default=2400, help="seconds for every CR to succeed")
+    parser.add_argument("--kueue-job-concurrency", type=int, default=None, help="Kueue's Job reconciler workers")
     args = parser.parse_args(argv)
     if args.state:
         args.state.mkdir(parents=True)
-        result = run(args.crs, args.nodes, args.state.resolve(), args.kueue_gpu_quota, args.timeout)
+        state = args.state.resolve()
+        result = run(args.crs, args.nodes, state, args.kueue_gpu_quota, args.timeout, args.kueue_job_concurrency)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
-            result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota, args.timeout)
+            result = run(
+                args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota, args.timeout, args.kueue_job_concurrency
+            )
     plain_json = REPO / "docs" / "benchmarks" / "operator.json"
     kueue = args.kueue_gpu_quota is not None
     out = args.json or (REPO / "docs" / "benchmarks" / "operator-kueue.json" if kueue else plain_json)

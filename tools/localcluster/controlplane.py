@@ -72,6 +72,7 @@ class ClusterConfig:
     nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
     timeout: float = 120.0  # seconds for each component to become ready
     kueue: bool = False  # also start Kueue (kueue.py): its CRDs, webhooks, certificates and controller
+    kueue_job_concurrency: int | None = None  # Kueue's Job reconciler workers (None: kueue.CONCURRENCY's)
 
 
 def free_port() -> int:

@@ -144,8 +144,12 @@ def webhook_configurations(module: Path, base_url: str, ca_bundle: str) -> list[
     return result
 
 
-def configuration(webhook_port: int, health_port: int, metrics_port: int, cert_dir: Path) -> OBJ:
-    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for one local instance."""
+def configuration(
+    webhook_port: int, health_port: int, metrics_port: int, cert_dir: Path, job_concurrency: int | None = None
+) -> OBJ:
+    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for one local instance; `job_concurrency`
+    overrides the Job reconciler's workers (the operator benchmark compares)."""
+    concurrency = {**CONCURRENCY, **({"Job.batch": job_concurrency} if job_concurrency else {})}
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -162,7 +166,7 @@ def configuration(webhook_port: int, health_port: int, metrics_port: int, cert_d
         # Kueue's sample config (config/components/manager): without it each controller reconciles one
         # object at a time (controller-runtime's default), and 500 queued Jobs wait minutes for their
         # Workloads and for unsuspension (docs/kueue.md, "Scale").
-        "controller": {"groupKindConcurrency": dict(CONCURRENCY)},
+        "controller": {"groupKindConcurrency": concurrency},
         # Fair sharing between the ClusterQueues of a cohort (docs/kueue.md, "Fair sharing"): who borrows
         # unused quota and whose borrowed workloads are preempted first, by weighted share. Without a
         # cohort it changes nothing. Kueue's recommended strategies, in its order.
@@ -286,7 +290,9 @@ def start_kueue(cluster: Cluster, timeout: float | None = None) -> Kueue:
         _apply(api, webhook)
 
     config_file = state / "config.yaml"
-    config = configuration(handle.webhook_port, handle.health_port, handle.metrics_port, cert_dir)
+    config = configuration(
+        handle.webhook_port, handle.health_port, handle.metrics_port, cert_dir, cluster.config.kueue_job_concurrency
+    )
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     # Kueue acts cluster-wide (CRDs, webhooks, every namespace's Jobs): the admin group, as in kube-system.
     identity = PKI(cluster.pki_dir).issue("kueue", "kueue-controller-manager", ("system:masters",))
