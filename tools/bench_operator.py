@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import ssl
 import statistics
 import subprocess
 import sys
@@ -44,12 +45,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, watch
 
 from localcluster import Cluster, ClusterConfig
 from localcluster.controlplane import free_port
 from localcluster.kube import raw, wait_for, wait_service_account
-from localcluster.kwok import pod_placement, start_kwok
+from localcluster.kueue import CLIENT_BURST, CLIENT_QPS, CONCURRENCY
+from localcluster.kwok import KWOK_TAINT, pod_placement, start_kwok
 
 REPO = Path(__file__).resolve().parent.parent
 GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
@@ -74,7 +77,11 @@ class Recorder:
         self.job_seen: dict[str, float] = {}  # job name -> time
         self.pod_seen: dict[str, float] = {}  # job name -> time its first pod appeared
         self.succeeded: dict[str, float] = {}  # CR name -> time
+        self.failed: dict[str, str] = {}  # CR name -> its status.message (the bench stops at the first)
         self.admitted: dict[str, float] = {}  # job name -> time its Workload was first seen admitted
+        self.workload_seen: dict[str, float] = {}  # job name -> first event of its Workload (Kueue made it)
+        self.unsuspended: dict[str, float] = {}  # job name -> first event with spec.suspend false (Kueue started it)
+        self.load: list[float] = []  # 1-minute load averages sampled while waiting (the machine is shared)
         self.stop = threading.Event()
         kinds = ("jobs", "pods", "crs", "workloads") if kueue else ("jobs", "pods", "crs")
         self.threads = [threading.Thread(target=self._watch, args=(kind,), daemon=True) for kind in kinds]
@@ -106,20 +113,27 @@ class Recorder:
             obj = event["object"]
             if kind == "workloads":
                 conditions = (obj.get("status") or {}).get("conditions") or []
-                if any(c["type"] == "Admitted" and c["status"] == "True" for c in conditions):
-                    for ref in obj["metadata"].get("ownerReferences") or []:
-                        with self.lock:
+                admitted = any(c["type"] == "Admitted" and c["status"] == "True" for c in conditions)
+                for ref in obj["metadata"].get("ownerReferences") or []:
+                    with self.lock:
+                        self.workload_seen.setdefault(ref["name"], now)
+                        if admitted:
                             self.admitted.setdefault(ref["name"], now)
                 continue
             if kind == "crs":
-                if (obj.get("status") or {}).get("phase") == "Succeeded":
-                    with self.lock:
+                status = obj.get("status") or {}
+                with self.lock:
+                    if status.get("phase") == "Succeeded":
                         self.succeeded.setdefault(obj["metadata"]["name"], now)
+                    elif status.get("phase") == "Failed":
+                        self.failed.setdefault(obj["metadata"]["name"], str(status.get("message")))
                 continue
             meta = obj.metadata
             with self.lock:
                 if kind == "jobs":
                     self.job_seen.setdefault(meta.name, now)
+                    if not obj.spec.suspend:
+                        self.unsuspended.setdefault(meta.name, now)
                 else:
                     job = (meta.labels or {}).get("batch.kubernetes.io/job-name")
                     if job:
@@ -135,13 +149,62 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def machine() -> str:
+def machine(load: list[float] | None = None) -> str:
     memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
-    load = os.getloadavg()[0]  # the machine may be shared: absolute latencies scale with it, the ratio less so
+    end = os.getloadavg()[0]  # the machine may be shared: absolute latencies scale with it, the ratio less so
+    during = f"load average {statistics.fmean(load):.1f} (max {max(load):.1f}) during the run, " if load else ""
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {memory} GiB, Python {platform.python_version()}, no GPU, "
-        f"load average {load:.1f} at the end"
+        f"{during}load average {end:.1f} at the end"
     )
+
+
+def kueue_controller_stats(cluster: Cluster) -> dict[str, float]:
+    """Kueue's own view of its Job and Workload reconcilers (controller-runtime's metrics, cumulative):
+    reconciles, mean seconds per reconcile and mean seconds an object waited in the work queue.
+
+    Kueue serves metrics over HTTPS to a bearer token allowed GET /metrics: a token of the bench
+    namespace's default ServiceAccount, bound to a ClusterRole for that URL only."""
+    api = cluster.api_client()
+    rbac = client.RbacAuthorizationV1Api(api)
+    role = "bench-kueue-metrics"
+    raw(rbac.create_cluster_role, {
+        "metadata": {"name": role},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+    })  # fmt: skip
+    raw(rbac.create_cluster_role_binding, {
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": NAMESPACE}],
+    })  # fmt: skip
+    core = client.CoreV1Api(api)
+    body = {"spec": {"expirationSeconds": 600}}
+    token = raw(core.create_namespaced_service_account_token, "default", NAMESPACE, body)["status"]["token"]
+    config = yaml.safe_load((cluster.state_dir / "kueue" / "config.yaml").read_text())
+    url = f"https://{config['metrics']['bindAddress']}/metrics"
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # Kueue's self-signed metrics certificate
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(request, timeout=30, context=context).read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        values[name] = float(value) if name and not line.startswith("#") else 0.0
+    stats: dict[str, float] = {}
+    for controller, key in (("job", "job"), ("workload_controller", "workload")):
+        labels = f'{{controller="{controller}"}}'
+        queue = f'{{controller="{controller}",name="{controller}"}}'
+        count = values.get(f"controller_runtime_reconcile_time_seconds_count{labels}", 0.0)
+        waited = values.get(f"workqueue_queue_duration_seconds_count{queue}", 0.0)
+        stats[f"kueue_{key}_reconciles"] = count
+        stats[f"kueue_{key}_reconcile_mean_s"] = round(
+            values.get(f"controller_runtime_reconcile_time_seconds_sum{labels}", 0.0) / max(count, 1), 3
+        )
+        stats[f"kueue_{key}_queue_wait_mean_s"] = round(
+            values.get(f"workqueue_queue_duration_seconds_sum{queue}", 0.0) / max(waited, 1), 3
+        )
+    stats["kueue_cpu_s"] = values.get("process_cpu_seconds_total", 0.0)
+    return stats
 
 
 def resource(name: str, data: Path, queue: str | None = None) -> dict[str, Any]:
@@ -195,7 +258,14 @@ def create_queues(api: client.ApiClient, gpu_quota: int) -> None:
     custom.create_namespaced_custom_object(*KUEUE, NAMESPACE, "localqueues", local_queue)
 
 
-def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -> dict[str, Any]:
+def run(
+    crs: int,
+    nodes: int,
+    state: Path,
+    kueue_gpu_quota: int | None = None,
+    timeout: float = 900,
+    kueue_job_concurrency: int | None = None,
+) -> dict[str, Any]:
     data = state / "data"
     for index in range(crs):
         name = f"rj-{index:04d}"
@@ -205,7 +275,10 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
         (data / "results" / name / "manifest.json").write_text('{"files": []}')
 
     kueue = kueue_gpu_quota is not None
-    cluster = Cluster(ClusterConfig(state_dir=state / "cluster", nodes=[], kueue=kueue))
+    config = ClusterConfig(
+        state_dir=state / "cluster", nodes=[], kueue=kueue, kueue_job_concurrency=kueue_job_concurrency
+    )
+    cluster = Cluster(config)
     cluster.up()
     operator: subprocess.Popen[bytes] | None = None
     try:
@@ -227,6 +300,8 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
             "RECON_OPERATOR_LIVENESS_ENDPOINT": liveness,
             "RECON_OPERATOR_RECONCILE_INTERVAL_S": "30",
             "RECON_OPERATOR_ALLOW_FILE_URIS": "true",  # off by default in a cluster; the bench's data is local
+            # The CRs tolerate the kwok nodes' taint (pod_placement), which the default policy refuses.
+            "RECON_OPERATOR_ALLOWED_TOLERATION_KEYS": json.dumps(["nvidia.com/gpu", KWOK_TAINT["key"]]),
             "RECON_OPERATOR_KUEUE_WORKLOADS": "true" if kueue else "false",
         }
         log = (state / "operator.log").open("wb")
@@ -258,10 +333,19 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, range(crs)))
         applied = time.monotonic() - start
-        wait_for(f"{crs} ReconstructionJobs to succeed", lambda: len(recorder.succeeded) >= crs, 900, interval=1)
+
+        def every_cr_succeeded() -> bool:
+            recorder.load.append(os.getloadavg()[0])
+            if recorder.failed:
+                name, message = next(iter(recorder.failed.items()))
+                raise RuntimeError(f"{len(recorder.failed)} ReconstructionJobs failed, e.g. {name}: {message}")
+            return len(recorder.succeeded) >= crs
+
+        wait_for(f"{crs} ReconstructionJobs to succeed", every_cr_succeeded, timeout, interval=1)
         all_succeeded = max(recorder.succeeded.values()) - start
         rss = peak_rss_mb(operator.pid)
         recorder.stop.set()
+        controllers = kueue_controller_stats(cluster) if kueue else {}
 
         cr_to_job = [recorder.job_seen[f"{n}-1"] - t for n, t in created.items()]
         job_to_pod = [recorder.pod_seen[j] - t for j, t in recorder.job_seen.items() if j in recorder.pod_seen]
@@ -269,6 +353,13 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
         if kueue:
             cr_to_admitted = [recorder.admitted[f"{n}-1"] - t for n, t in created.items()]
             admitted_to_pod = [recorder.pod_seen[j] - t for j, t in recorder.admitted.items() if j in recorder.pod_seen]
+            # Where admitted → Pod goes: Kueue unsuspending the Job, then the Job controller making its Pod.
+            job_to_workload = [
+                t - recorder.job_seen[j] for j, t in recorder.workload_seen.items() if j in recorder.job_seen
+            ]
+            admitted_to_start = [
+                recorder.unsuspended[j] - t for j, t in recorder.admitted.items() if j in recorder.unsuspended
+            ]
             times = sorted(recorder.admitted.values())
             queued = {
                 "kueue_gpu_quota": kueue_gpu_quota,
@@ -276,6 +367,13 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
                 "cr_to_admitted_p99_s": round(percentile(cr_to_admitted, 99), 3),
                 "admitted_to_pod_p50_s": round(percentile(admitted_to_pod, 50), 3),
                 "admitted_to_pod_p99_s": round(percentile(admitted_to_pod, 99), 3),
+                "job_to_workload_p50_s": round(percentile(job_to_workload, 50), 3),
+                "job_to_workload_p99_s": round(percentile(job_to_workload, 99), 3),
+                "admitted_to_unsuspended_p50_s": round(percentile(admitted_to_start, 50), 3),
+                "admitted_to_unsuspended_p99_s": round(percentile(admitted_to_start, 99), 3),
+                "kueue_job_concurrency": kueue_job_concurrency or CONCURRENCY["Job.batch"],
+                "kueue_client_qps_burst": [CLIENT_QPS, CLIENT_BURST],
+                **controllers,
                 "admissions_per_s": round((len(times) - 1) / max(times[-1] - times[0], 1e-9), 2),
             }
         return {
@@ -291,7 +389,7 @@ def run(crs: int, nodes: int, state: Path, kueue_gpu_quota: int | None = None) -
             "all_succeeded_s": round(all_succeeded, 1),
             "operator_peak_rss_mb": round(rss, 1),
             **queued,
-            "machine": machine(),
+            "machine": machine(recorder.load),
             "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     finally:
@@ -344,9 +442,21 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
     table = [
         ("CR → Job p50 / p99", pair(result, "cr_to_job"), pair(plain, "cr_to_job")),
         ("CR → admitted p50 / p99 (includes waiting for quota)", pair(result, "cr_to_admitted"), ""),
+        ("Job → its Workload p50 / p99 (Kueue's Job reconciler)", pair(result, "job_to_workload"), ""),
+        ("admitted → Job unsuspended p50 / p99 (Kueue)", pair(result, "admitted_to_unsuspended"), ""),
         ("admitted → Pod p50 / p99", pair(result, "admitted_to_pod"), ""),
         ("Job → Pod p50 / p99", pair(result, "job_to_pod"), pair(plain, "job_to_pod")),
         ("admission throughput", one(result, "admissions_per_s", "/ s"), ""),
+        (
+            "Kueue's Job reconciler: reconciles, mean time, mean wait in its queue",
+            (
+                f"{result['kueue_job_reconciles']:.0f}, {result['kueue_job_reconcile_mean_s']} s, "
+                f"{result['kueue_job_queue_wait_mean_s']} s"
+            )
+            if "kueue_job_reconciles" in result
+            else "",
+            "",
+        ),
         (
             f"all {result['crs']} Succeeded after",
             one(result, "all_succeeded_s", "s"),
@@ -354,6 +464,13 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
         ),
         ("operator peak RSS", one(result, "operator_peak_rss_mb", "MB"), one(plain, "operator_peak_rss_mb", "MB")),
     ]
+    concurrency = (
+        f"`controller.groupKindConcurrency` Job.batch {result['kueue_job_concurrency']} "
+        "(Kueue's sample configuration has 5; controller-runtime's default is 1) and client QPS/burst "
+        + "/".join(map(str, result["kueue_client_qps_burst"]))
+        if "kueue_job_concurrency" in result
+        else "one reconcile at a time per kind"
+    )
     plain_crs = plain["crs"] if plain else "–"
     plain_when = f"{plain['machine']}; {plain['date']}" if plain else "not measured"
     rows = "\n".join(f"| {name} | {ours} | {theirs} |" for name, ours, theirs in table)
@@ -365,6 +482,7 @@ def markdown_kueue(result: dict[str, Any], plain: dict[str, Any] | None) -> str:
 whose nvidia.com/gpu quota is {result["kueue_gpu_quota"]}, so Kueue admits {result["kueue_gpu_quota"]} at a time
 and each kwok pod (done after about 1 s) frees a GPU for the next. The operator watches Workloads
 (`RECON_OPERATOR_KUEUE_WORKLOADS`). "admitted" is the first watch event of a Workload with `Admitted` True.
+Kueue runs with {concurrency}.
 
 | metric | with Kueue ({result["crs"]} CRs) | without ({plain_crs} CRs, section above) |
 | --- | --- | --- |
@@ -372,6 +490,7 @@ and each kwok pod (done after about 1 s) frees a GPU for the next. The operator 
 
 Machine: {result["machine"]}; {result["date"]}. Figures in `docs/benchmarks/operator-kueue.json`.
 The run without Kueue: {plain_when}. Latencies scale with the machine's load, so compare within a run.
+Where the time goes (Kueue's Job reconciler, the API server under load): docs/kueue.md, "Scale".
 """
 
 
@@ -396,9 +515,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kueue-gpu-quota", type=int, default=None, help="run through Kueue with this GPU quota")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument("--state", type=Path, default=None, help="keep the cluster's logs here (a new folder)")
+    parser.add_argument("--timeout", type=float, default=2400, help="seconds for every CR to succeed")
+    parser.add_argument("--kueue-job-concurrency", type=int, default=None, help="Kueue's Job reconciler workers")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
-        result = run(args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota)
+    if args.state:
+        args.state.mkdir(parents=True)
+        state = args.state.resolve()
+        result = run(args.crs, args.nodes, state, args.kueue_gpu_quota, args.timeout, args.kueue_job_concurrency)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp:
+            result = run(
+                args.crs, args.nodes, Path(tmp), args.kueue_gpu_quota, args.timeout, args.kueue_job_concurrency
+            )
     plain_json = REPO / "docs" / "benchmarks" / "operator.json"
     kueue = args.kueue_gpu_quota is not None
     out = args.json or (REPO / "docs" / "benchmarks" / "operator-kueue.json" if kueue else plain_json)

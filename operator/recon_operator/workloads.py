@@ -19,6 +19,7 @@ KUEUE_VERSION = "v1beta2"
 WORKLOADS = "workloads"
 # The label Kueue reads a Job's WorkloadPriorityClass from; copied from the ReconstructionJob's labels.
 PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
+BUILT_IN_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage", "pods"})
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class Admission:
     evicted_message: str = ""
 
     def flavor_text(self) -> str:
-        """`nvidia.com/gpu=gpu-a100, cpu=default`, GPUs first."""
-        items = sorted(self.flavors.items(), key=lambda item: (not item[0].endswith("gpu"), item[0]))
+        """`nvidia.com/gpu=gpu-a100, cpu=default`: extended resources (GPUs, MIG slices such as
+        nvidia.com/mig-1g.10gb) first, then the built-in ones."""
+        items = sorted(self.flavors.items(), key=lambda item: (item[0] in BUILT_IN_RESOURCES, item[0]))
         return ", ".join(f"{resource}={flavor}" for resource, flavor in items)
 
     def describe(self) -> str:

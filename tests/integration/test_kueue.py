@@ -43,6 +43,7 @@ GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
 KUEUE = ("kueue.x-k8s.io", "v1beta2")
 EXAMPLES = REPO / "examples" / "kueue"
 MODEL_LABEL = "recon.dev/gpu-model"
+MIG_LABEL = "nvidia.com/mig.config"
 STAND_IN = textwrap.dedent(
     """
     import json, os, sys, time
@@ -93,6 +94,16 @@ def kueue_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     nodes = [
         NodeConfig(name=f"node-{model}", cpu="4", memory="8Gi", gpus=2, labels={MODEL_LABEL: model})
         for model in ("a100", "l4")
+    ] + [  # one MIG layout per node, as NVIDIA's device plugin advertises slices ("mixed" strategy)
+        NodeConfig(
+            name=f"node-mig-{profile.split('.')[0]}",
+            cpu="2",
+            memory="4Gi",
+            gpus=2,
+            gpu_resource=f"nvidia.com/mig-{profile}",
+            labels={MIG_LABEL: f"all-{profile}"},
+        )
+        for profile in ("1g.10gb", "3g.40gb")
     ]
     local = Cluster(ClusterConfig(state_dir=tmp_path_factory.mktemp("kueue-cluster"), nodes=nodes, kueue=True))
     previous = request.config.stash.get(CLUSTER_KEY, None)
@@ -200,9 +211,9 @@ def queues(kctl: Kubectl, s3: S3Server) -> Callable[[str], None]:
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
-def example_job(name: str, **changes: Any) -> dict[str, Any]:
-    """examples/kueue/reconstruction-job.yaml with its own name, URIs and the test's credentials Secret."""
-    body: dict[str, Any] = yaml.safe_load((EXAMPLES / "reconstruction-job.yaml").read_text())
+def example_job(name: str, example: str = "reconstruction-job.yaml", **changes: Any) -> dict[str, Any]:
+    """An examples/kueue/ ReconstructionJob with its own name, URIs and the test's credentials Secret."""
+    body: dict[str, Any] = yaml.safe_load((EXAMPLES / example).read_text())
     body = copy.deepcopy(body)
     body["metadata"]["name"] = name
     body["spec"]["input"]["uri"] = f"s3://captures/{name}/"
@@ -210,7 +221,7 @@ def example_job(name: str, **changes: Any) -> dict[str, Any]:
     body["spec"]["storage"] = {"credentialsSecret": "s3"}
     labels = changes.pop("labels", None)
     if labels:
-        body["metadata"]["labels"].update(labels)
+        body["metadata"].setdefault("labels", {}).update(labels)
     body["spec"].update(changes)
     return body
 
@@ -431,3 +442,115 @@ def _exists(batch: client.BatchV1Api, namespace: str, name: str) -> bool:
         if err.status == 404:
             return False
         raise
+
+
+@pytest.fixture
+def teams(kapi: client.ApiClient, kctl: Kubectl, kueue_operator: Path, s3: S3Server) -> Iterator[tuple[str, str]]:
+    """Namespaces team-a and team-b with the S3 Secret, and the fair-sharing queues of examples/kueue."""
+    core = client.CoreV1Api(kapi)
+    names = ("team-a", "team-b")
+    creds = {k: v for k, v in TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
+    for name in names:
+        raw(core.create_namespace, {"metadata": {"name": name}})
+        wait_service_account(kapi, name, "default", timeout=60)
+        raw(core.create_namespaced_secret, name, {"metadata": {"name": "s3"}, "stringData": creds})
+    s3.client().create_bucket(Bucket="captures")
+    s3.client().create_bucket(Bucket="meshes")
+    for example in ("resource-flavors.yaml", "priorities.yaml", "fair-sharing.yaml", "team-local-queues.yaml"):
+        kctl("apply", "-f", str(EXAMPLES / example))
+    yield names
+    for name in names:
+        core.delete_namespace(name)
+    wait_for("team-a and team-b to go", lambda: not any(_namespace_exists(core, n) for n in names), 120)
+    for queue in ("team-a", "team-b"):
+        kctl("delete", "clusterqueue", queue, "--wait=false")
+
+
+def _namespace_exists(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+        return True
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+
+
+def gpu_usage(custom: client.CustomObjectsApi, cluster_queue: str) -> tuple[int, int]:
+    """(GPUs in use, of which borrowed from the cohort) of `cluster_queue`, from its status."""
+    status = raw(custom.get_cluster_custom_object, *KUEUE, "clusterqueues", cluster_queue).get("status") or {}
+    for flavor in status.get("flavorsReservation") or []:
+        for used in flavor.get("resources") or []:
+            if used["name"] == "nvidia.com/gpu":
+                return int(used.get("total") or 0), int(used.get("borrowed") or 0)
+    return 0, 0
+
+
+def test_a_team_borrows_idle_gpus_and_gives_them_back_when_the_owner_needs_them(
+    teams: tuple[str, str], custom: client.CustomObjectsApi, s3: S3Server
+) -> None:
+    a, b = teams
+    # Team A alone: its first job uses its own GPU, the second borrows team B's idle one.
+    submit(custom, s3, a, example_job("a-first"), {"waitFor": "go"})
+    wait_status(custom, a, "a-first", phase_is("Running"), "Running")
+    submit(custom, s3, a, example_job("a-borrower"), {"waitFor": "go"})
+    status = wait_status(custom, a, "a-borrower", phase_is("Running"), "Running on borrowed quota")
+    assert "admitted by Kueue ClusterQueue team-a" in status["message"]
+    wait_for("team-a to hold 2 GPUs, 1 borrowed", lambda: gpu_usage(custom, "team-a") == (2, 1), 30)
+
+    # Team B wants its GPU back: Kueue reclaims it from team A's newest job, which waits as preempted.
+    submit(custom, s3, b, example_job("b-owner"), {"waitFor": "go"})
+    status = wait_status(custom, a, "a-borrower", lambda s: s.get("reason") == "Preempted", "preempted", 120)
+    assert status["phase"] == "Queued" and status["attempts"] == 1
+    assert status["message"].startswith("evicted by Kueue (Preempted: Preempted to accommodate a workload")
+    # Team B is within its nominal quota: Kueue's reason is reclamation (not a fair-share comparison).
+    assert "due to reclamation within the cohort" in status["message"]
+    status = wait_status(custom, b, "b-owner", phase_is("Running"), "Running on its own quota")
+    assert "admitted by Kueue ClusterQueue team-b" in status["message"]
+    assert status_of(custom, a, "a-first")["phase"] == "Running"  # within its nominal quota: untouched
+    wait_for("team-a back at its nominal quota", lambda: gpu_usage(custom, "team-a") == (1, 0), 30)
+    assert gpu_usage(custom, "team-b") == (1, 0)
+
+    # When team A's own GPU frees up, its preempted job is readmitted (the same Job) and finishes.
+    release(s3, "a-first")
+    wait_status(custom, a, "a-first", phase_is("Succeeded"), "Succeeded")
+    release(s3, "a-borrower")
+    release(s3, "b-owner")
+    status = wait_status(custom, a, "a-borrower", phase_is("Succeeded"), "readmitted and Succeeded", timeout=120)
+    assert status["attempts"] == 1 and status["jobName"] == "a-borrower-1"
+    wait_status(custom, b, "b-owner", phase_is("Succeeded"), "Succeeded")
+
+
+def test_mig_slices_are_flavors_and_the_worker_requests_its_slice(
+    custom: client.CustomObjectsApi, kapi: client.ApiClient, kctl: Kubectl, s3: S3Server, kns: str
+) -> None:
+    s3.client().create_bucket(Bucket="captures")
+    s3.client().create_bucket(Bucket="meshes")
+    kctl("apply", "-n", kns, "-f", str(EXAMPLES / "mig.yaml"))
+    small = example_job("small", "reconstruction-job-mig.yaml")
+    large = example_job("large", "reconstruction-job-mig.yaml")
+    large["spec"]["resources"].update(gpuResourceName="nvidia.com/mig-3g.40gb", minGpuMemoryGiB=24)
+    for body in (small, large):
+        submit(custom, s3, kns, body, {"waitFor": "go"})
+    for name, profile, flavor in (("small", "1g.10gb", "mig-1g-10gb"), ("large", "3g.40gb", "mig-3g-40gb")):
+        status = wait_status(custom, kns, name, phase_is("Running"), "Running on its MIG slice")
+        resource = f"nvidia.com/mig-{profile}"
+        node = f"node-mig-{profile.split('.')[0]}"
+        assert (
+            f"on {node}; admitted by Kueue ClusterQueue reconstruction-mig with flavors {resource}={flavor}"
+            in (status["message"])
+        )
+        [pod] = worker_pods(kapi, kns, name)
+        assert pod["spec"]["nodeSelector"][MIG_LABEL] == f"all-{profile}"  # injected from the flavor
+        limits = pod["spec"]["containers"][0]["resources"]["limits"]
+        assert limits[resource] == "1" and "nvidia.com/gpu" not in limits
+    # The 1g.10gb quota is 1 (the node has 2 slices): a second small job waits for Kueue, naming the slice.
+    submit(custom, s3, kns, example_job("small-two", "reconstruction-job-mig.yaml"), {"waitFor": "go"})
+    status = wait_status(
+        custom, kns, "small-two", lambda s: "insufficient unused quota" in (s.get("message") or ""), "Kueue's reason"
+    )
+    assert "for nvidia.com/mig-1g.10gb in flavor mig-1g-10gb" in status["message"]
+    for name in ("small", "large", "small-two"):
+        release(s3, name)
+    for name in ("small", "large", "small-two"):
+        wait_status(custom, kns, name, phase_is("Succeeded"), "Succeeded", timeout=120)

@@ -47,3 +47,18 @@ def test_configuration_binds_only_loopback_and_turns_off_what_a_local_cluster_la
     assert config["leaderElection"] == {"leaderElect": False}
     assert config["featureGates"] == {"VisibilityOnDemand": False}  # its API server would bind 0.0.0.0
     assert config["integrations"]["frameworks"] == ["batch/job"]
+
+
+def test_configuration_reconciles_concurrently_and_shares_fairly() -> None:
+    # Without groupKindConcurrency every Kueue controller reconciles one object at a time: 500 queued
+    # Jobs then wait minutes for their Workloads (docs/kueue.md, "Scale").
+    config = kueue.configuration(1, 2, 3, Path("/certs"))
+    assert config["controller"]["groupKindConcurrency"]["Job.batch"] == 5
+    assert config["controller"]["groupKindConcurrency"]["Workload.kueue.x-k8s.io"] == 5
+    assert config["fairSharing"]["preemptionStrategies"] == ["LessThanOrEqualToFinalShare", "LessThanInitialShare"]
+    assert (
+        kueue.configuration(1, 2, 3, Path("/certs"), job_concurrency=1)["controller"]["groupKindConcurrency"][
+            "Job.batch"
+        ]
+        == 1
+    )

@@ -54,6 +54,8 @@ class NodeConfig:
     cpu: str = "2"
     memory: str = "24Gi"
     gpus: int = 1
+    # What its GPUs are advertised as: nvidia.com/gpu, or a MIG profile (nvidia.com/mig-1g.10gb).
+    gpu_resource: str = "nvidia.com/gpu"
     pods: int = 110
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[str] = field(default_factory=list)  # "key=value:Effect"
@@ -70,6 +72,7 @@ class ClusterConfig:
     nodes: list[NodeConfig] = field(default_factory=lambda: [NodeConfig()])
     timeout: float = 120.0  # seconds for each component to become ready
     kueue: bool = False  # also start Kueue (kueue.py): its CRDs, webhooks, certificates and controller
+    kueue_job_concurrency: int | None = None  # Kueue's Job reconciler workers (None: kueue.CONCURRENCY's)
 
 
 def free_port() -> int:
@@ -353,6 +356,7 @@ class Cluster:
             f"--cpu={node.cpu}",
             f"--memory={node.memory}",
             f"--gpus={node.gpus}",
+            f"--gpu-resource={node.gpu_resource}",
             f"--pods={node.pods}",
             f"--serving-cert={serving.cert}",
             f"--serving-key={serving.key}",

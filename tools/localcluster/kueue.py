@@ -13,7 +13,8 @@ downloaded at run time. Kueue runs as a local process on 127.0.0.1, as the other
   conversion webhooks and the two webhook configurations, as it does in a real cluster.
   The same files sit in its certDir, where a real cluster mounts the Secret.
 - Leader election is off (one instance), the visibility API server is off (it would bind 0.0.0.0),
-  and only the batch/job integration is enabled.
+  and only the batch/job integration is enabled. Fair sharing is on; reconciles run concurrently as in
+  Kueue's sample configuration.
 
     from localcluster import kueue
     handle = kueue.start_kueue(cluster)   # CRDs, namespace, Secret, webhooks, config, the process
@@ -54,6 +55,17 @@ CONVERTED_CRDS = ("localqueues", "clusterqueues", "cohorts", "workloads", "multi
 # (Ray, Kubeflow, JobSet, pods, ...) belong to integrations that are not enabled.
 WEBHOOK_GROUPS = frozenset({"batch", "kueue.x-k8s.io"})
 FRAMEWORKS = ("batch/job",)
+# Concurrent reconciles per kind, as Kueue's own sample configuration sets them.
+CONCURRENCY = {
+    "Job.batch": 5,
+    "Pod": 5,
+    "Workload.kueue.x-k8s.io": 5,
+    "LocalQueue.kueue.x-k8s.io": 1,
+    "Cohort.kueue.x-k8s.io": 1,
+    "ClusterQueue.kueue.x-k8s.io": 1,
+    "ResourceFlavor.kueue.x-k8s.io": 1,
+}
+CLIENT_QPS, CLIENT_BURST = 50, 100  # Kueue's API client rate limit (its sample config; the built-in default is 20/30)
 OBJ = dict[str, Any]
 
 
@@ -132,8 +144,12 @@ def webhook_configurations(module: Path, base_url: str, ca_bundle: str) -> list[
     return result
 
 
-def configuration(webhook_port: int, health_port: int, metrics_port: int, cert_dir: Path) -> OBJ:
-    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for one local instance."""
+def configuration(
+    webhook_port: int, health_port: int, metrics_port: int, cert_dir: Path, job_concurrency: int | None = None
+) -> OBJ:
+    """Kueue's Configuration (config.kueue.x-k8s.io/v1beta2) for one local instance; `job_concurrency`
+    overrides the Job reconciler's workers (the operator benchmark compares)."""
+    concurrency = {**CONCURRENCY, **({"Job.batch": job_concurrency} if job_concurrency else {})}
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -147,7 +163,15 @@ def configuration(webhook_port: int, health_port: int, metrics_port: int, cert_d
         "integrations": {"frameworks": list(FRAMEWORKS)},
         # The on-demand visibility API is an aggregated API server of its own on 0.0.0.0: not needed here.
         "featureGates": {"VisibilityOnDemand": False},
-        "clientConnection": {"qps": 50, "burst": 100},
+        # Kueue's sample config (config/components/manager): without it each controller reconciles one
+        # object at a time (controller-runtime's default), and 500 queued Jobs wait minutes for their
+        # Workloads and for unsuspension (docs/kueue.md, "Scale").
+        "controller": {"groupKindConcurrency": concurrency},
+        # Fair sharing between the ClusterQueues of a cohort (docs/kueue.md, "Fair sharing"): who borrows
+        # unused quota and whose borrowed workloads are preempted first, by weighted share. Without a
+        # cohort it changes nothing. Kueue's recommended strategies, in its order.
+        "fairSharing": {"preemptionStrategies": ["LessThanOrEqualToFinalShare", "LessThanInitialShare"]},
+        "clientConnection": {"qps": CLIENT_QPS, "burst": CLIENT_BURST},
     }
 
 
@@ -266,7 +290,9 @@ def start_kueue(cluster: Cluster, timeout: float | None = None) -> Kueue:
         _apply(api, webhook)
 
     config_file = state / "config.yaml"
-    config = configuration(handle.webhook_port, handle.health_port, handle.metrics_port, cert_dir)
+    config = configuration(
+        handle.webhook_port, handle.health_port, handle.metrics_port, cert_dir, cluster.config.kueue_job_concurrency
+    )
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     # Kueue acts cluster-wide (CRDs, webhooks, every namespace's Jobs): the admin group, as in kube-system.
     identity = PKI(cluster.pki_dir).issue("kueue", "kueue-controller-manager", ("system:masters",))

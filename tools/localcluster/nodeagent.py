@@ -87,8 +87,11 @@ class NodeAgent:
             "pods": str(args.pods),
             "ephemeral-storage": args.ephemeral_storage,
         }
+        # The extended resource its GPUs are advertised as: nvidia.com/gpu, or one MIG profile
+        # (nvidia.com/mig-1g.10gb, as NVIDIA's device plugin names MIG slices with its "mixed" strategy).
+        self.gpu_resource: str = args.gpu_resource
         if args.gpus > 0:
-            self.capacity[GPU_RESOURCE] = str(args.gpus)
+            self.capacity[self.gpu_resource] = str(args.gpus)
         self.labels = {
             "kubernetes.io/hostname": self.name,
             "kubernetes.io/os": "linux",
@@ -411,13 +414,12 @@ class PodWorker(threading.Thread):
         ]
         self.start_time = now()
         self.set_status("Pending")
-        gpus = requested_gpus(self.pod)
+        gpus = requested_gpus(self.pod, self.agent.gpu_resource)
         if gpus:
             taken = self.agent.take_gpus(gpus)
             if taken is None:
-                self.fail_pod(
-                    "UnexpectedAdmissionError", f"Allocate failed: requested {gpus} {GPU_RESOURCE}, none free"
-                )
+                message = f"Allocate failed: requested {gpus} {self.agent.gpu_resource}, none free"
+                self.fail_pod("UnexpectedAdmissionError", message)
                 self.wait_and_delete()
                 return
             self.gpus = taken
@@ -471,7 +473,7 @@ class PodWorker(threading.Thread):
         base["PATH"] = os.pathsep.join(p for p in (venv_bin, base.get("PATH", "")) if p)
         if spec.get("automountServiceAccountToken", True) is not False:
             base["KUBECONFIG"] = str(self.write_identity())
-        if GPU_RESOURCE in self.agent.capacity:
+        if self.agent.gpu_resource in self.agent.capacity:
             # As with the NVIDIA device plugin: a pod sees the GPUs it was given, and no others.
             visible = ",".join(str(g) for g in self.gpus)
             base["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
@@ -984,7 +986,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True, help="per-pod folders go under <state-dir>/pods")
     parser.add_argument("--cpu", default="2")
     parser.add_argument("--memory", default="24Gi")
-    parser.add_argument("--gpus", type=int, default=1, help=f"{GPU_RESOURCE} capacity")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs (or MIG slices) to advertise")
+    parser.add_argument("--gpu-resource", default=GPU_RESOURCE, help="their extended resource name")
     parser.add_argument("--pods", type=int, default=110)
     parser.add_argument("--ephemeral-storage", default="100Gi")
     parser.add_argument("--label", action="append", default=[], help="key=value, repeatable")

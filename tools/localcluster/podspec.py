@@ -206,10 +206,11 @@ def container_env(
     return env
 
 
-def requested_gpus(pod: Obj) -> int:
-    """nvidia.com/gpu limits summed over the app containers (extended resources are limits-only)."""
+def requested_gpus(pod: Obj, resource: str = GPU_RESOURCE) -> int:
+    """`resource` (nvidia.com/gpu, or a MIG profile such as nvidia.com/mig-1g.10gb) limits summed over
+    the app containers (extended resources are limits-only)."""
     total = 0
     for container in pod.get("spec", {}).get("containers") or []:
         limits = (container.get("resources") or {}).get("limits") or {}
-        total += int(limits.get(GPU_RESOURCE, 0))
+        total += int(limits.get(resource, 0))
     return total

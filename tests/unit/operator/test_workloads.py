@@ -128,3 +128,21 @@ def test_without_a_workload_the_suspended_job_waits_as_before() -> None:
     old = [{"type": "Admitted", "status": "True", "reason": "Admitted", "message": "m", "lastTransitionTime": "t0"}]
     kept = [c for c in conditions(Phase.SUCCEEDED, "Succeeded", "", None, old, "t1", 1) if c["type"] == "Admitted"]
     assert kept == old
+
+
+def test_a_mig_slice_is_named_first_among_the_flavors() -> None:
+    mig = {
+        "clusterQueue": "reconstruction-mig",
+        "podSetAssignments": [
+            {
+                "name": "main",
+                "flavors": {"cpu": "any-node", "memory": "any-node", "nvidia.com/mig-1g.10gb": "mig-1g-10gb"},
+            }
+        ],
+    }
+    admission = admission_of(workload(condition("Admitted", "True", "Admitted"), admission=mig))
+    assert admission is not None
+    assert admission.describe() == (
+        "admitted by Kueue ClusterQueue reconstruction-mig with flavors "
+        "nvidia.com/mig-1g.10gb=mig-1g-10gb, cpu=any-node, memory=any-node"
+    )
