@@ -1,8 +1,10 @@
 """The real node's pod network: one Linux bridge and host-local addresses on a subnet of its own.
 
 Debian's containernetworking-plugins (`bridge`, `host-local` in /usr/lib/cni). The bridge holds the
-subnet's first address (the gateway) and pods get routes to that subnet only: no default route and no
-masquerading, so a pod reaches its own subnet and nothing else.
+subnet's first address (the gateway) and pods get routes to that subnet and to the Service range (through
+the gateway, where kube-proxy's rules turn a Service address into an endpoint on the gateway) only: no
+default route and no masquerading, so a pod reaches its own subnet and the cluster's Services, and
+nothing else. The cluster binds what pods talk to (API server, S3 server) on the gateway address.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ class CniError(RuntimeError):
 class BridgeNetwork:
     name: str  # CNI network name and bridge interface name (<= 15 characters)
     subnet: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network | None = None  # routed to the gateway when set (kube-proxy)
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.subnet.hosts())
+
+    def routes(self) -> list[dict[str, str]]:
+        routes = [{"dst": str(self.subnet)}]
+        if self.service_cidr is not None:
+            routes.append({"dst": str(self.service_cidr), "gw": str(self.gateway)})
+        return routes
 
     def conflist(self, ipam_dir: Path) -> dict[str, object]:
         return {
@@ -46,7 +55,7 @@ class BridgeNetwork:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": str(self.subnet), "gateway": str(self.gateway)}]],
-                        "routes": [{"dst": str(self.subnet)}],
+                        "routes": self.routes(),
                         "dataDir": str(ipam_dir),
                     },
                 }
@@ -72,13 +81,13 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def choose_network() -> BridgeNetwork:
+def choose_network(service_cidr: ipaddress.IPv4Network | None = None) -> BridgeNetwork:
     """A /24 in 10.200.0.0/16 that no interface here uses, and a bridge name of its own."""
     used = _used_networks()
     for _ in range(200):
         subnet = ipaddress.IPv4Network(f"10.200.{secrets.randbelow(256)}.0/24")
         if not any(subnet.overlaps(net) for net in used):
-            return BridgeNetwork(name=f"recon{secrets.token_hex(4)}", subnet=subnet)
+            return BridgeNetwork(name=f"recon{secrets.token_hex(4)}", subnet=subnet, service_cidr=service_cidr)
     raise CniError("no free /24 in 10.200.0.0/16 for the node's pod network")
 
 
