@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,4 +132,26 @@ class RealNode:
         self.kubelet.stop(grace=10.0)
         self.containerd.stop()
         unmount_under(self.state_dir)  # the kubelet's secret and projected-token tmpfs mounts
+        remove_kubelet_iptables()
         self.proxy.stop()
+
+
+# What the kubelet writes into the machine's iptables and leaves behind: (table, chain, chains that jump to it).
+KUBELET_CHAINS = (
+    ("filter", "KUBE-FIREWALL", ("INPUT", "OUTPUT")),
+    ("filter", "KUBE-KUBELET-CANARY", ()),
+    ("nat", "KUBE-KUBELET-CANARY", ()),
+    ("mangle", "KUBE-KUBELET-CANARY", ()),
+    ("mangle", "KUBE-IPTABLES-HINT", ()),
+)
+
+
+def remove_kubelet_iptables() -> None:
+    """Delete the kubelet's own chains (its firewall for 127.0.0.0/8, canaries, a hint); absent is fine."""
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table, chain, callers in KUBELET_CHAINS:
+            commands = [["-D", caller, "-j", chain] for caller in callers] + [["-F", chain], ["-X", chain]]
+            for command in commands:
+                subprocess.run([tool, "-w", "-t", table, *command], capture_output=True, check=False)
