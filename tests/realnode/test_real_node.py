@@ -21,6 +21,9 @@ from tests.s3server import S3Server, free_port
 pytestmark = [pytest.mark.images, pytest.mark.cluster, pytest.mark.slow]
 __all__ = ["store"]
 
+# A registry on 127.0.0.1 that does not listen: the pull fails here, and nothing leaves the machine.
+ABSENT_IMAGE = "127.0.0.1:9/recon/absent:0"
+
 # The worker's stand-in, run in the operator image's Python: what it does depends on the resource's name.
 BEHAVIOUR = textwrap.dedent(
     """
@@ -107,6 +110,8 @@ def operator(
         "RECON_OPERATOR_DEFAULT_MEMORY": "64Mi",
         "RECON_OPERATOR_SCRATCH_SIZE": "16Mi",
         "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
+        # The image-pull test names an image of a registry on 127.0.0.1 that does not listen.
+        "RECON_OPERATOR_ALLOWED_IMAGE_PREFIXES": json.dumps([ABSENT_IMAGE.rpartition("/")[0] + "/"]),
     }
     with operator_container(docker, operator_image, cluster.kubeconfig, tmp_path, settings):
         yield
@@ -125,8 +130,7 @@ def test_an_image_that_is_not_there_is_image_pull_failed(
     operator: None, store: S3Server, api: client.ApiClient, namespace: str
 ) -> None:
     custom = client.CustomObjectsApi(api)
-    # A registry on 127.0.0.1 that does not listen: the pull fails here, and nothing leaves the machine.
-    apply(custom, store, namespace, "no-image", {}, image="127.0.0.1:9/recon/absent:0")
+    apply(custom, store, namespace, "no-image", {}, image=ABSENT_IMAGE)
     status = wait_phase(custom, namespace, "no-image", "Failed", timeout=180)
     assert status["reason"] == "ImagePullFailed", json.dumps(status)
 

@@ -35,6 +35,7 @@ from typing import Any
 from localcluster import binaries, cni
 from localcluster.kubeconfig import write_cert_kubeconfig
 from localcluster.kubelet import RealNode
+from localcluster.kubeproxy import running_kube_proxies
 from localcluster.pki import APISERVER_SANS, PKI
 from localcluster.processes import ManagedProcess, tail
 
@@ -190,6 +191,12 @@ class Cluster:
             raise ClusterError(f"one real kubelet node per cluster (got {', '.join(real)}): they share one bridge")
         if os.geteuid() != 0:
             raise PermissionError("a real kubelet node needs root (cgroups, mounts, network namespaces)")
+        others = running_kube_proxies()
+        if others:
+            raise ClusterError(
+                f"another real-node cluster runs here (kube-proxy pid {', '.join(map(str, others))}): kube-proxy's "
+                "iptables rules and the node's image cache are the machine's, so one at a time"
+            )
         cni.check_plugins()
         network = cni.choose_network(ipaddress.IPv4Network(SERVICE_CIDR))
         cni.create_bridge(network)

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +46,10 @@ class RealNode:
 
     def __post_init__(self) -> None:
         prefix = f"node-{self.name}"
-        self.containerd = Containerd(self.state_dir / "containerd", self.logs_dir, self.run_dir, f"{prefix}-containerd")
+        root = binaries.cache_dir() / f"realnode-containerd-{binaries.versions()['CONTAINERD_VERSION']}"
+        self.containerd = Containerd(
+            self.state_dir / "containerd", self.logs_dir, self.run_dir, f"{prefix}-containerd", root=root
+        )
         kubelet = f"{prefix}-kubelet"
         self.kubelet = ManagedProcess(kubelet, self.run_dir / f"{kubelet}.pid", self.logs_dir / f"{kubelet}.log")
         proxy = f"{prefix}-kube-proxy"
@@ -62,7 +67,10 @@ class RealNode:
         self.containerd.start(conf_dir.parent, cni.CNI_BIN_DIR)
         self.containerd.import_pause()
         for image in self.images:
-            self.containerd.import_docker_image(image)
+            started = time.monotonic()
+            imported = self.containerd.import_docker_image(image)
+            took = f"imported in {time.monotonic() - started:.0f} s" if imported else "already in the image cache"
+            print(f"localcluster: {image} {took}", file=sys.stderr)
 
         identity = f"system:node:{self.name}"
         client = pki.issue(f"kubelet-{self.name}", identity, ("system:nodes",))
