@@ -1,0 +1,34 @@
+"""The real node's pod network and kube-proxy settings: what a pod may reach, and what of the machine
+they leave alone (tests/realnode runs them for real)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from localcluster.cni import BridgeNetwork
+from localcluster.controlplane import SERVICE_CIDR
+from localcluster.kubeproxy import KubeProxy
+
+
+def test_pods_route_to_their_subnet_and_the_service_range_only() -> None:
+    network = BridgeNetwork("recon0", ipaddress.IPv4Network("10.200.7.0/24"), ipaddress.IPv4Network(SERVICE_CIDR))
+    (plugin,) = network.conflist(Path("/ipam"))["plugins"]
+    assert plugin["ipam"]["routes"] == [
+        {"dst": "10.200.7.0/24"},
+        {"dst": "10.96.0.0/16", "gw": "10.200.7.1"},  # the Service range, through the gateway (kube-proxy)
+    ]
+    assert not any(route["dst"] == "0.0.0.0/0" for route in plugin["ipam"]["routes"]), "no default route"
+    assert plugin["isDefaultGateway"] is False and plugin["ipMasq"] is False
+    without = BridgeNetwork("recon1", ipaddress.IPv4Network("10.200.8.0/24"))
+    assert without.routes() == [{"dst": "10.200.8.0/24"}]
+
+
+def test_kube_proxy_serves_node_ports_on_the_gateway_only_and_leaves_sysctls_alone(tmp_path: Path) -> None:
+    proxy = KubeProxy("real-node", tmp_path, tmp_path, tmp_path, "node-real-node-kube-proxy")
+    config = proxy.config(tmp_path / "kubeconfig", "10.200.7.0/24", "10.200.7.1", 10256, 10249)
+    assert config["nodePortAddresses"] == ["10.200.7.1/32"]
+    assert config["iptables"]["localhostNodePorts"] is False  # no route_localnet
+    assert config["conntrack"] == {"maxPerCore": 0}  # the machine's conntrack sysctls stay as they are
+    assert config["healthzBindAddress"] == "127.0.0.1:10256" and config["metricsBindAddress"] == "127.0.0.1:10249"
+    assert config["clusterCIDR"] == "10.200.7.0/24" and config["hostnameOverride"] == "real-node"
