@@ -120,3 +120,18 @@ def create_bridge(network: BridgeNetwork) -> None:
 def remove_bridge(network: BridgeNetwork) -> None:
     """Delete the bridge the plugin made (once every pod is gone); absent is fine."""
     subprocess.run(["ip", "link", "delete", network.name], capture_output=True, check=False)
+
+
+def remove_pod_namespaces(network: BridgeNetwork, netns_dir: Path = Path("/var/run/netns")) -> list[str]:
+    """Delete the network namespaces of pods that had an address on `network` (containerd names them
+    cni-<uuid>; a sandbox killed with its containerd, not torn down through the CRI, leaves its own).
+    Returns their names."""
+    removed = []
+    for netns in sorted(netns_dir.glob("cni-*")) if netns_dir.is_dir() else []:
+        shown = subprocess.run(["ip", "-n", netns.name, "-4", "-o", "addr", "show"], capture_output=True, text=True)
+        fields = [line.split() for line in shown.stdout.splitlines()]
+        addresses = [ipaddress.IPv4Interface(f[f.index("inet") + 1]).ip for f in fields if "inet" in f]
+        if any(address in network.subnet for address in addresses):
+            subprocess.run(["ip", "netns", "delete", netns.name], capture_output=True, check=False)
+            removed.append(netns.name)
+    return removed

@@ -166,8 +166,9 @@ class Cluster:
         names = sorted(self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p)))
         for name in names:
             self.processes[name].stop(grace=15.0 if name.startswith("node-") else 10.0)
-        if self.pod_network is not None:
-            cni.remove_bridge(self.pod_network)  # once every pod is gone
+        if self.pod_network is not None:  # once every pod is gone
+            cni.remove_pod_namespaces(self.pod_network)
+            cni.remove_bridge(self.pod_network)
 
     # ---- start-up steps -------------------------------------------------------------------------
 
