@@ -32,3 +32,30 @@ def test_kube_proxy_serves_node_ports_on_the_gateway_only_and_leaves_sysctls_alo
     assert config["conntrack"] == {"maxPerCore": 0}  # the machine's conntrack sysctls stay as they are
     assert config["healthzBindAddress"] == "127.0.0.1:10256" and config["metricsBindAddress"] == "127.0.0.1:10249"
     assert config["clusterCIDR"] == "10.200.7.0/24" and config["hostnameOverride"] == "real-node"
+
+
+def test_the_node_image_cache_drops_what_docker_rebuilt_or_removed_and_keeps_the_rest() -> None:
+    from localcluster.containerd import SANDBOX_IMAGE, stale_images
+
+    targets = {
+        "ghcr.io/recon-dev/recon-worker:0.1.0": "sha256:m-old-worker",
+        "sha256:old-worker": "sha256:m-old-worker",
+        "ghcr.io/recon-dev/recon-operator:0.1.0": "sha256:m-operator",
+        "sha256:operator": "sha256:m-operator",
+        "recon-operator:gone": "sha256:m-gone",
+        "sha256:gone": "sha256:m-gone",
+        SANDBOX_IMAGE: "sha256:m-pause",
+        "sha256:pause": "sha256:m-pause",
+    }
+    docker_ids = {
+        "ghcr.io/recon-dev/recon-worker:0.1.0": "sha256:new-worker",  # rebuilt since it was imported
+        "ghcr.io/recon-dev/recon-operator:0.1.0": "sha256:operator",  # the same image
+        "recon-operator:gone": None,  # Docker holds it no more
+    }
+    stale = stale_images(targets, docker_ids, keep=(SANDBOX_IMAGE,))
+    assert sorted(stale) == sorted(
+        ["ghcr.io/recon-dev/recon-worker:0.1.0", "sha256:old-worker", "recon-operator:gone", "sha256:gone"]
+    )
+    # A worker tagged twice (0.1.0 and layered) keeps its content while one name still points at it.
+    twice = {"a:1": "sha256:m", "a:2": "sha256:m", "sha256:id": "sha256:m"}
+    assert stale_images(twice, {"a:1": None, "a:2": "sha256:id"}) == ["a:1"]

@@ -139,6 +139,19 @@ class Containerd:
             self.import_archive(archive)
         return True
 
+    def prune_stale_images(self) -> list[str]:
+        """Delete what `stale_images` names (Docker no longer holds it); returns the names deleted.
+        containerd's garbage collector then frees their content and snapshots."""
+        docker = shutil.which("docker")
+        if docker is None:
+            return []
+        targets = self.image_targets()
+        names = [name for name in targets if not name.startswith("sha256:") and name != SANDBOX_IMAGE]
+        stale = stale_images(targets, {name: docker_image_id(docker, name) for name in names}, keep=(SANDBOX_IMAGE,))
+        for name in stale:
+            self.ctr("images", "rm", name, check=False)
+        return stale
+
     def image_targets(self) -> dict[str, str]:
         """Image name -> manifest digest. The CRI names each image by its ID (`sha256:<config digest>`,
         Docker's image ID) besides its tags."""
@@ -178,6 +191,29 @@ class Containerd:
         self.process.stop(grace=10.0)
         unmount_under(self.directory)
         unmount_under(self.root)
+
+
+def stale_images(targets: dict[str, str], docker_ids: dict[str, str | None], keep: tuple[str, ...] = ()) -> list[str]:
+    """The images of the store (name -> manifest digest; the CRI also names each by its ID,
+    `sha256:<config digest>`) that Docker no longer holds: a name whose Docker image ID (`docker_ids`,
+    None when Docker has no such name) is not the image the store holds under it, then every ID name
+    that no remaining name points at. So the cache holds Docker's current images, not one 6 GB worker
+    per rebuild. `keep`: names never deleted (the sandbox image, made here, not in Docker)."""
+    stale = [
+        name
+        for name, digest in targets.items()
+        if not name.startswith("sha256:")
+        and name not in keep
+        and (docker_ids.get(name) is None or targets.get(docker_ids[name] or "") != digest)
+    ]
+    kept = {digest for name, digest in targets.items() if not name.startswith("sha256:") and name not in stale}
+    return stale + [name for name, digest in targets.items() if name.startswith("sha256:") and digest not in kept]
+
+
+def docker_image_id(docker: str, reference: str) -> str | None:
+    """Docker's image ID (`sha256:<config digest>`) of `reference`, None when Docker has no such image."""
+    inspected = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", reference], capture_output=True, text=True)
+    return inspected.stdout.strip() if inspected.returncode == 0 else None
 
 
 def unmount_under(directory: Path) -> None:

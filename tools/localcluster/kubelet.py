@@ -71,6 +71,8 @@ class RealNode:
             imported = self.containerd.import_docker_image(image)
             took = f"imported in {time.monotonic() - started:.0f} s" if imported else "already in the image cache"
             print(f"localcluster: {image} {took}", file=sys.stderr)
+        for stale in self.containerd.prune_stale_images():
+            print(f"localcluster: {stale} deleted from the image cache (Docker no longer holds it)", file=sys.stderr)
 
         identity = f"system:node:{self.name}"
         client = pki.issue(f"kubelet-{self.name}", identity, ("system:nodes",))
