@@ -1,4 +1,5 @@
-"""A real S3 server for tests: moto's server mode in a subprocess, spoken to over HTTP on 127.0.0.1.
+"""A real S3 server for tests: moto's server mode in a subprocess, spoken to over HTTP on 127.0.0.1
+(or on a real node's bridge gateway, where that node's pods reach it: `host`).
 
 Tests never patch boto3 in-process; they talk to this server exactly as the worker talks to MinIO.
 """
@@ -22,9 +23,9 @@ TEST_CREDENTIALS = {
 }
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -57,16 +58,17 @@ class S3Server:
             self.process.kill()
 
 
-def start_s3_server(log_dir: Path, port: int | None = None, timeout: float = 30.0) -> S3Server:
-    """Start `moto_server` on 127.0.0.1 and wait until it answers."""
-    port = port or free_port()
+def start_s3_server(log_dir: Path, port: int | None = None, timeout: float = 30.0, host: str = "127.0.0.1") -> S3Server:
+    """Start `moto_server` on `host` (127.0.0.1, or an address of a network the test made) and wait
+    until it answers."""
+    port = port or free_port(host)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"moto-{port}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

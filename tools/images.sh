@@ -13,7 +13,7 @@
 #
 #   tools/images.sh                      # everything
 #   BASE_IMAGE=my/python:3.11 tools/images.sh
-#   TORCH_CUDA_ARCH_LIST="9.0" tools/images.sh   # one GPU family: a faster worker build
+#   TORCH_CUDA_ARCH_LIST="9.0" tools/images.sh   # one GPU family (a smaller plugin; the build is hardly faster)
 #   tools/images.sh engine               # only make sure the engine answers
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

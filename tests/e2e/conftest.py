@@ -1,10 +1,12 @@
 """End-to-end: the chart installed with Helm, the operator running from its Deployment, real workers.
 
-Two targets, same tests:
+Three targets, same tests:
 - **local** (default, CI): a fresh local control plane (tools/localcluster) with no CRD pre-installed,
   a moto S3 server, and `helm install` of charts/recon-operator with the local-node values
   (tools/localinstall.py): the node agent runs the Deployment's `recon-operator` process under the
   chart's ServiceAccount and each worker pod's `recon-worker run`.
+- **real node** (tests/realnode/e2e, in `make test-images`): a local control plane whose node is a real
+  kubelet over containerd, both images loaded into it, the chart installed with the real images.
 - **external** (`make kind-e2e`, tools/kind-e2e.sh): a cluster that runs images. Set
   RECON_E2E_KUBECONFIG, RECON_E2E_S3_ENDPOINT (as this machine reaches the store),
   RECON_E2E_VALUES (a values file naming the images and the store as pods reach it) and optionally
@@ -281,7 +283,7 @@ def operator_pod(installed: Installed) -> Any:
 
 
 def kill_worker(installed: Installed, pod: Any) -> None:
-    """SIGKILL the worker: the process itself on the local node, else a forced pod deletion."""
+    """SIGKILL the worker: the process itself on a local node (agent or real), else a forced pod deletion."""
     if installed.local is None:
         installed.kubectl(
             "-n", pod.metadata.namespace, "delete", "pod", pod.metadata.name, "--grace-period=0", "--force"
@@ -292,7 +294,8 @@ def kill_worker(installed: Installed, pod: Any) -> None:
 
 
 def _local_pod_pid(pod_name: str) -> int:
-    """The node agent runs each container as a process whose environment holds HOSTNAME=<pod name>."""
+    """A container's process on this machine (the node agent's, or in a real node's container, seen from the
+    host's /proc): its environment holds HOSTNAME=<pod name>, as the kubelet and the node agent set it."""
     marker = f"HOSTNAME={pod_name}".encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():

@@ -21,6 +21,9 @@ from tests.s3server import S3Server, free_port
 pytestmark = [pytest.mark.images, pytest.mark.cluster, pytest.mark.slow]
 __all__ = ["store"]
 
+# A registry on 127.0.0.1 that does not listen: the pull fails here, and nothing leaves the machine.
+ABSENT_IMAGE = "127.0.0.1:9/recon/absent:0"
+
 # The worker's stand-in, run in the operator image's Python: what it does depends on the resource's name.
 BEHAVIOUR = textwrap.dedent(
     """
@@ -61,6 +64,37 @@ def test_a_pod_runs_in_its_image_with_an_address_on_the_nodes_bridge(
     assert "hello from 3.11" in core.read_namespaced_pod_log("hello", namespace)
 
 
+def test_a_pod_reaches_the_api_server_through_the_kubernetes_service(
+    cluster: Cluster, core: client.CoreV1Api, namespace: str, operator_image: str
+) -> None:
+    """In-cluster config, as the operator and the worker use it: KUBERNETES_SERVICE_HOST (the Service's
+    address, kube-proxy's rules), the ServiceAccount's token and CA. The API server is on the gateway."""
+    script = (
+        "import kubernetes as k; k.config.load_incluster_config(); "
+        "print('server', k.client.Configuration.get_default_copy().host); "
+        "print('version', k.client.VersionApi().get_code().git_version)"
+    )
+    pod = {
+        "metadata": {"name": "in-cluster"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": operator_image, "imagePullPolicy": "Never",
+                            "command": ["python", "-c", script]}],
+        },
+    }  # fmt: skip
+    raw(core.create_namespaced_pod, namespace, pod)
+
+    def finished() -> dict | None:
+        status = raw(core.read_namespaced_pod, "in-cluster", namespace)["status"]
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_for("pod in-cluster finished", finished, timeout=120)
+    log = core.read_namespaced_pod_log("in-cluster", namespace)
+    assert status["phase"] == "Succeeded", f"{json.dumps(status)}\n{log}"
+    version = raw(client.VersionApi(core.api_client).get_code)["gitVersion"]
+    assert f"version {version}" in log and "server https://10.96.0.1:443" in log, log
+
+
 @pytest.fixture
 def operator(
     docker: Docker, operator_image: str, cluster: Cluster, s3_server: S3Server, namespace: str, tmp_path: Path
@@ -76,6 +110,8 @@ def operator(
         "RECON_OPERATOR_DEFAULT_MEMORY": "64Mi",
         "RECON_OPERATOR_SCRATCH_SIZE": "16Mi",
         "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
+        # The image-pull test names an image of a registry on 127.0.0.1 that does not listen.
+        "RECON_OPERATOR_ALLOWED_IMAGE_PREFIXES": json.dumps([ABSENT_IMAGE.rpartition("/")[0] + "/"]),
     }
     with operator_container(docker, operator_image, cluster.kubeconfig, tmp_path, settings):
         yield
@@ -94,8 +130,7 @@ def test_an_image_that_is_not_there_is_image_pull_failed(
     operator: None, store: S3Server, api: client.ApiClient, namespace: str
 ) -> None:
     custom = client.CustomObjectsApi(api)
-    # A registry on 127.0.0.1 that does not listen: the pull fails here, and nothing leaves the machine.
-    apply(custom, store, namespace, "no-image", {}, image="127.0.0.1:9/recon/absent:0")
+    apply(custom, store, namespace, "no-image", {}, image=ABSENT_IMAGE)
     status = wait_phase(custom, namespace, "no-image", "Failed", timeout=180)
     assert status["reason"] == "ImagePullFailed", json.dumps(status)
 
@@ -116,14 +151,12 @@ def test_a_worker_evicted_by_the_kubelet_is_evicted_on_the_resource(
     assert "scratch" in status["message"], status["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator does not surface the Job's FailedCreate on the resource yet (issue 11, helper 11b)",
-)
 def test_a_missing_runtime_class_is_reported_on_the_resource(
     operator: None, store: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
 ) -> None:
-    """The API server refuses the pod ("RuntimeClass ... not found"): the Job controller reports FailedCreate."""
+    """The API server refuses the pod ("RuntimeClass ... not found"): the Job controller reports FailedCreate,
+    and the operator puts it on the resource: Queued, reason Unschedulable, with the API server's words (an
+    admin may still create the RuntimeClass, so it waits rather than fails)."""
     custom = client.CustomObjectsApi(api)
     apply(custom, store, namespace, "no-runtime", {}, scheduling={"runtimeClassName": "absent"})
 
@@ -135,4 +168,5 @@ def test_a_missing_runtime_class_is_reported_on_the_resource(
     assert 'RuntimeClass "absent" not found' in messages[0]
     status = wait_status(custom, namespace, "no-runtime", lambda s: "RuntimeClass" in (s.get("message") or ""),
                          "the refusal in the resource's status", timeout=60)  # fmt: skip
-    assert status["phase"] in ("Pending", "Failed")
+    assert (status["phase"], status["reason"]) == ("Queued", "Unschedulable"), json.dumps(status)
+    assert 'RuntimeClass "absent" not found' in status["message"], status["message"]

@@ -1,8 +1,10 @@
 """The real node's pod network: one Linux bridge and host-local addresses on a subnet of its own.
 
 Debian's containernetworking-plugins (`bridge`, `host-local` in /usr/lib/cni). The bridge holds the
-subnet's first address (the gateway) and pods get routes to that subnet only: no default route and no
-masquerading, so a pod reaches its own subnet and nothing else.
+subnet's first address (the gateway) and pods get routes to that subnet and to the Service range (through
+the gateway, where kube-proxy's rules turn a Service address into an endpoint on the gateway) only: no
+default route and no masquerading, so a pod reaches its own subnet and the cluster's Services, and
+nothing else. The cluster binds what pods talk to (API server, S3 server) on the gateway address.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ class CniError(RuntimeError):
 class BridgeNetwork:
     name: str  # CNI network name and bridge interface name (<= 15 characters)
     subnet: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network | None = None  # routed to the gateway when set (kube-proxy)
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
         return next(self.subnet.hosts())
+
+    def routes(self) -> list[dict[str, str]]:
+        routes = [{"dst": str(self.subnet)}]
+        if self.service_cidr is not None:
+            routes.append({"dst": str(self.service_cidr), "gw": str(self.gateway)})
+        return routes
 
     def conflist(self, ipam_dir: Path) -> dict[str, object]:
         return {
@@ -46,7 +55,7 @@ class BridgeNetwork:
                     "ipam": {
                         "type": "host-local",
                         "ranges": [[{"subnet": str(self.subnet), "gateway": str(self.gateway)}]],
-                        "routes": [{"dst": str(self.subnet)}],
+                        "routes": self.routes(),
                         "dataDir": str(ipam_dir),
                     },
                 }
@@ -72,13 +81,13 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     return nets
 
 
-def choose_network() -> BridgeNetwork:
+def choose_network(service_cidr: ipaddress.IPv4Network | None = None) -> BridgeNetwork:
     """A /24 in 10.200.0.0/16 that no interface here uses, and a bridge name of its own."""
     used = _used_networks()
     for _ in range(200):
         subnet = ipaddress.IPv4Network(f"10.200.{secrets.randbelow(256)}.0/24")
         if not any(subnet.overlaps(net) for net in used):
-            return BridgeNetwork(name=f"recon{secrets.token_hex(4)}", subnet=subnet)
+            return BridgeNetwork(name=f"recon{secrets.token_hex(4)}", subnet=subnet, service_cidr=service_cidr)
     raise CniError("no free /24 in 10.200.0.0/16 for the node's pod network")
 
 
@@ -111,3 +120,18 @@ def create_bridge(network: BridgeNetwork) -> None:
 def remove_bridge(network: BridgeNetwork) -> None:
     """Delete the bridge the plugin made (once every pod is gone); absent is fine."""
     subprocess.run(["ip", "link", "delete", network.name], capture_output=True, check=False)
+
+
+def remove_pod_namespaces(network: BridgeNetwork, netns_dir: Path = Path("/var/run/netns")) -> list[str]:
+    """Delete the network namespaces of pods that had an address on `network` (containerd names them
+    cni-<uuid>; a sandbox killed with its containerd, not torn down through the CRI, leaves its own).
+    Returns their names."""
+    removed = []
+    for netns in sorted(netns_dir.glob("cni-*")) if netns_dir.is_dir() else []:
+        shown = subprocess.run(["ip", "-n", netns.name, "-4", "-o", "addr", "show"], capture_output=True, text=True)
+        fields = [line.split() for line in shown.stdout.splitlines()]
+        addresses = [ipaddress.IPv4Interface(f[f.index("inet") + 1]).ip for f in fields if "inet" in f]
+        if any(address in network.subnet for address in addresses):
+            subprocess.run(["ip", "netns", "delete", netns.name], capture_output=True, check=False)
+            removed.append(netns.name)
+    return removed

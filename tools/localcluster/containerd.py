@@ -1,7 +1,11 @@
 """The real node's container runtime: containerd 2.x (built by tools/k8s/build.sh), Debian's runc.
 
-Everything lives under the node's state folder (root, state, socket, CNI config), so several nodes and
-Docker's own containerd never meet. Settings that matter here (docs/local-cluster.md):
+Everything but the image store lives under the node's state folder (state, socket, CNI config), so a
+node and Docker's own containerd never meet. The root (content and snapshots: the images) is a cache
+outside the repository, `<cache>/realnode-containerd-<version>`, so the 6 GB worker image is imported
+once per build of it, not once per cluster (an image whose Docker image ID is there is not imported
+again); one real node at a time uses it (kubeproxy.py says why), and `start` deletes any container a
+node that did not stop cleanly left there. Settings that matter here (docs/local-cluster.md):
 `enable_unprivileged_ports/icmp = false` (otherwise runc writes sysctls in the pod's network namespace,
 which this kernel refuses, and every sandbox fails) and `restrict_oom_score_adj = true`.
 Images come from `docker save` through `ctr images import` (no registry); the sandbox image is a
@@ -72,8 +76,9 @@ state = "{state}"
 class Containerd:
     """One containerd for one node, in `directory`."""
 
-    def __init__(self, directory: Path, logs_dir: Path, run_dir: Path, name: str) -> None:
+    def __init__(self, directory: Path, logs_dir: Path, run_dir: Path, name: str, root: Path | None = None) -> None:
         self.directory = directory
+        self.root = root or directory / "root"
         self.socket = directory / "containerd.sock"
         self.config = directory / "config.toml"
         self.process = ManagedProcess(name, run_dir / f"{name}.pid", logs_dir / f"{name}.log")
@@ -86,9 +91,7 @@ class Containerd:
         if not RUNC.is_file():
             raise ContainerdError(f"{RUNC} missing: apt-get install runc (Debian's runc has seccomp)")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(
-            config_toml(self.directory / "root", self.directory / "state", self.socket, cni_conf_dir, cni_bin_dir)
-        )
+        self.config.write_text(config_toml(self.root, self.directory / "state", self.socket, cni_conf_dir, cni_bin_dir))
         # The shim (containerd-shim-runc-v2) is found on PATH, beside containerd.
         env = {**os.environ, "PATH": f"{binaries.bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         self.process.start([str(binaries.binary("containerd")), f"--config={self.config}"], env=env)
@@ -99,6 +102,7 @@ class Containerd:
             if time.monotonic() > deadline:
                 raise ContainerdError(f"containerd silent for {timeout:.0f}s\n{self.process.describe_exit()}")
             time.sleep(0.3)
+        self.remove_everything()  # what a node that did not stop cleanly left in a shared root
 
     def ctr(self, *args: str, check: bool = True, stdin: int | None = None) -> subprocess.CompletedProcess[str]:
         argv = [str(binaries.binary("ctr")), f"--address={self.socket}", f"--namespace={NAMESPACE}", *args]
@@ -112,17 +116,47 @@ class Containerd:
         with archive.open("rb") as stream:
             self.ctr("images", "import", "--no-unpack=false", "-", stdin=stream.fileno())
 
-    def import_docker_image(self, reference: str) -> None:
-        """`docker save REFERENCE | ctr images import -`: an image the local Docker engine holds."""
+    def import_docker_image(self, reference: str) -> bool:
+        """`docker save REFERENCE | ctr images import -`: an image the local Docker engine holds. False
+        when it is already here under that name, as the same image (its Docker image ID)."""
         docker = shutil.which("docker")
         if docker is None:
             raise ContainerdError(f"cannot load {reference}: no docker command (build the images with `make images`)")
+        inspected = subprocess.run(
+            [docker, "image", "inspect", "-f", "{{.Id}}", reference], capture_output=True, text=True
+        )
+        if inspected.returncode != 0:
+            raise ContainerdError(f"docker has no image {reference}: {inspected.stderr.strip()[-500:]}")
+        image_id = inspected.stdout.strip()
+        targets = self.image_targets()
+        if reference in targets and targets[reference] == targets.get(image_id):
+            return False
         with tempfile.TemporaryDirectory(dir=self.directory) as tmp:
             archive = Path(tmp) / "image.tar"
             saved = subprocess.run([docker, "save", "-o", str(archive), reference], capture_output=True, text=True)
             if saved.returncode != 0:
                 raise ContainerdError(f"docker save {reference} failed: {saved.stderr.strip()[-1000:]}")
             self.import_archive(archive)
+        return True
+
+    def prune_stale_images(self) -> list[str]:
+        """Delete what `stale_images` names (Docker no longer holds it); returns the names deleted.
+        containerd's garbage collector then frees their content and snapshots."""
+        docker = shutil.which("docker")
+        if docker is None:
+            return []
+        targets = self.image_targets()
+        names = [name for name in targets if not name.startswith("sha256:") and name != SANDBOX_IMAGE]
+        stale = stale_images(targets, {name: docker_image_id(docker, name) for name in names}, keep=(SANDBOX_IMAGE,))
+        for name in stale:
+            self.ctr("images", "rm", name, check=False)
+        return stale
+
+    def image_targets(self) -> dict[str, str]:
+        """Image name -> manifest digest. The CRI names each image by its ID (`sha256:<config digest>`,
+        Docker's image ID) besides its tags."""
+        lines = self.ctr("images", "ls").stdout.splitlines()[1:]
+        return {fields[0]: fields[2] for fields in (line.split() for line in lines) if len(fields) >= 3}
 
     def has_image(self, reference: str) -> bool:
         return reference in self.ctr("images", "ls", "-q").stdout.split()
@@ -156,6 +190,30 @@ class Containerd:
         self.remove_everything()
         self.process.stop(grace=10.0)
         unmount_under(self.directory)
+        unmount_under(self.root)
+
+
+def stale_images(targets: dict[str, str], docker_ids: dict[str, str | None], keep: tuple[str, ...] = ()) -> list[str]:
+    """The images of the store (name -> manifest digest; the CRI also names each by its ID,
+    `sha256:<config digest>`) that Docker no longer holds: a name whose Docker image ID (`docker_ids`,
+    None when Docker has no such name) is not the image the store holds under it, then every ID name
+    that no remaining name points at. So the cache holds Docker's current images, not one 6 GB worker
+    per rebuild. `keep`: names never deleted (the sandbox image, made here, not in Docker)."""
+    stale = [
+        name
+        for name, digest in targets.items()
+        if not name.startswith("sha256:")
+        and name not in keep
+        and (docker_ids.get(name) is None or targets.get(docker_ids[name] or "") != digest)
+    ]
+    kept = {digest for name, digest in targets.items() if not name.startswith("sha256:") and name not in stale}
+    return stale + [name for name, digest in targets.items() if name.startswith("sha256:") and digest not in kept]
+
+
+def docker_image_id(docker: str, reference: str) -> str | None:
+    """Docker's image ID (`sha256:<config digest>`) of `reference`, None when Docker has no such image."""
+    inspected = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", reference], capture_output=True, text=True)
+    return inspected.stdout.strip() if inspected.returncode == 0 else None
 
 
 def unmount_under(directory: Path) -> None:

@@ -1,6 +1,9 @@
 """The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, node agents.
 
-Real binaries on 127.0.0.1 with free ports, real TLS and RBAC. Everything lives in one state folder:
+Real binaries on 127.0.0.1 with free ports, real TLS and RBAC. With a real kubelet node (kubelet.py)
+the cluster first makes that node's pod network (a bridge on a subnet of its own, cni.py) and the API
+server listens on the bridge's gateway address instead: pods reach it there, through the `kubernetes`
+Service (kube-proxy), and nothing else of this machine. Everything lives in one state folder:
 
     <state>/kubeconfig          admin identity (system:masters), what tests and `kubectl` use
     <state>/cluster.json        ports and components, for `status` / `down` from another process
@@ -14,6 +17,7 @@ Real binaries on 127.0.0.1 with free ports, real TLS and RBAC. Everything lives 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import shutil
@@ -28,9 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localcluster import binaries
+from localcluster import binaries, cni
 from localcluster.kubeconfig import write_cert_kubeconfig
 from localcluster.kubelet import RealNode
+from localcluster.kubeproxy import running_kube_proxies
 from localcluster.pki import APISERVER_SANS, PKI
 from localcluster.processes import ManagedProcess, tail
 
@@ -95,14 +100,22 @@ class Cluster:
         self.ports: dict[str, int] = {}
         self.processes: dict[str, ManagedProcess] = {}
         self.real_nodes: dict[str, RealNode] = {}
+        # The real node's pod network; the API server listens on its gateway when there is one.
+        self.pod_network: cni.BridgeNetwork | None = None
         if self.info_file.exists():
             self._load_info()
 
     # ---- queries --------------------------------------------------------------------------------
 
     @property
+    def host(self) -> str:
+        """The address the API server listens on (and S3 servers for pods should): 127.0.0.1, or the
+        real node's bridge gateway."""
+        return "127.0.0.1" if self.pod_network is None else str(self.pod_network.gateway)
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.host}:{self.ports['apiserver']}"
 
     def process(self, name: str) -> ManagedProcess:
         if name not in self.processes:
@@ -156,6 +169,9 @@ class Cluster:
         names = sorted(self.processes, key=lambda n: next(i for i, p in enumerate([*order, ""]) if n.startswith(p)))
         for name in names:
             self.processes[name].stop(grace=15.0 if name.startswith("node-") else 10.0)
+        if self.pod_network is not None:  # once every pod is gone
+            cni.remove_pod_namespaces(self.pod_network)
+            cni.remove_bridge(self.pod_network)
 
     # ---- start-up steps -------------------------------------------------------------------------
 
@@ -170,6 +186,26 @@ class Cluster:
         (self.state_dir / MARKER).write_text("created by tools/localcluster; `up` wipes this folder\n")
         self.processes = {}
 
+    def _make_pod_network(self) -> None:
+        """For a real node: its bridge and subnet, before the API server that listens on its gateway."""
+        real = [node.name for node in self.config.nodes if node.runtime == "kubelet"]
+        if not real:
+            return
+        if len(real) > 1:
+            raise ClusterError(f"one real kubelet node per cluster (got {', '.join(real)}): they share one bridge")
+        if os.geteuid() != 0:
+            raise PermissionError("a real kubelet node needs root (cgroups, mounts, network namespaces)")
+        others = running_kube_proxies()
+        if others:
+            raise ClusterError(
+                f"another real-node cluster runs here (kube-proxy pid {', '.join(map(str, others))}): kube-proxy's "
+                "iptables rules and the node's image cache are the machine's, so one at a time"
+            )
+        cni.check_plugins()
+        network = cni.choose_network(ipaddress.IPv4Network(SERVICE_CIDR))
+        cni.create_bridge(network)
+        self.pod_network = network
+
     def _start(self) -> None:
         started = time.monotonic()
         pki = PKI(self.pki_dir)
@@ -177,8 +213,10 @@ class Cluster:
         self.ports = {
             name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler")
         }
+        self._make_pod_network()
         self.save_info()
-        apiserver_cert = pki.issue("apiserver", "kube-apiserver", sans=APISERVER_SANS, server=True)
+        sans = APISERVER_SANS if self.pod_network is None else (*APISERVER_SANS, f"IP:{self.host}")
+        apiserver_cert = pki.issue("apiserver", "kube-apiserver", sans=sans, server=True)
         # The apiserver's identity towards node agents (kubectl logs goes apiserver -> node).
         pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
         # A separate CA for the aggregation layer's front proxy, as kubeadm sets up; without it the
@@ -260,8 +298,8 @@ class Cluster:
         self.process("kube-apiserver").start([
             str(binaries.binary("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.host}",
+            f"--advertise-address={self.host}",  # the `kubernetes` Service's endpoint
             f"--secure-port={self.ports['apiserver']}",
             f"--tls-cert-file={cert}",
             f"--tls-private-key-file={key}",
@@ -324,6 +362,7 @@ class Cluster:
         ])  # fmt: skip
 
     def _start_real_node(self, pki: PKI, node: NodeConfig) -> None:
+        assert self.pod_network is not None  # made by _make_pod_network
         real = RealNode(
             name=node.name,
             state_dir=self.state_dir / "nodes" / node.name,
@@ -331,11 +370,13 @@ class Cluster:
             run_dir=self.run_dir,
             port=free_port(),
             healthz_port=free_port(),
+            network=self.pod_network,
+            proxy_ports=(free_port(), free_port()),
             images=list(node.images),
         )
         self.real_nodes[node.name] = real
-        self.processes[real.containerd.process.name] = real.containerd.process
-        self.processes[real.kubelet.name] = real.kubelet
+        for process in (real.containerd.process, real.kubelet, real.proxy.process):
+            self.processes[process.name] = process
         real.start(pki, self.server)
 
     def _start_node_agent(self, pki: PKI, node: NodeConfig) -> None:
@@ -399,12 +440,21 @@ class Cluster:
             "components": sorted(self.processes),
             "nodes": [asdict(node) for node in self.config.nodes],
             "kueue": self.config.kueue,
-        }
+            "podNetwork": None if self.pod_network is None else {
+                "name": self.pod_network.name, "subnet": str(self.pod_network.subnet),
+                "serviceCIDR": str(self.pod_network.service_cidr),
+            },
+        }  # fmt: skip
         self.info_file.write_text(json.dumps(info, indent=2) + "\n")
 
     def _load_info(self) -> None:
         info = json.loads(self.info_file.read_text())
         self.ports = info["ports"]
+        network = info.get("podNetwork")
+        if network:
+            self.pod_network = cni.BridgeNetwork(
+                network["name"], ipaddress.IPv4Network(network["subnet"]), ipaddress.IPv4Network(network["serviceCIDR"])
+            )
         for name in info["components"]:
             self.process(name)
 
