@@ -45,6 +45,14 @@ class RefinementSettings(_Model):
     geometry_color_weight: float = Field(
         0.3, ge=0, le=1, description="Share of the colour loss' gradient that moves vertices (silhouettes: 1)."
     )
+    appearance: Literal["shaded", "free"] = Field(
+        "shaded",
+        description="Appearance model fitted with the geometry: albedo x learned lighting + gloss (`shaded`), "
+        "or a free per-vertex colour with a linear view-dependent term (`free`).",
+    )
+    coarse_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of the steps rendered at half the resolution (coarse to fine)."
+    )
 
 
 class ExportSettings(_Model):

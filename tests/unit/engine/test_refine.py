@@ -8,7 +8,7 @@ import torch
 import trimesh
 
 from recon_worker.capture import load_capture
-from recon_worker.engine.refine import TrainingViews, refine_mesh, uniform_laplacian
+from recon_worker.engine.refine import Neighbours, TrainingViews, refine_mesh
 from recon_worker.engine.render import get_renderer
 from recon_worker.presets import RefinementSettings
 from tests.unit.engine.synthetic_sphere import write_sphere_capture
@@ -58,9 +58,12 @@ def test_cancellation_is_checked_between_iterations(views: TrainingViews) -> Non
 def test_uniform_laplacian_vanishes_on_a_plane_interior() -> None:
     grid = trimesh.creation.box().subdivide().subdivide()
     faces = torch.tensor(grid.faces)
-    lap = uniform_laplacian(faces, len(grid.vertices))
+    neighbours = Neighbours.from_faces(faces, len(grid.vertices))
     verts = torch.tensor(grid.vertices, dtype=torch.float32)
     # A constant field has no Laplacian, and a closed mesh's Laplacian points inwards on average.
     ones = torch.ones(len(grid.vertices), 1)
-    torch.testing.assert_close(lap @ ones, torch.zeros_like(ones))
-    assert float(((lap @ verts) * verts).sum()) > 0
+    torch.testing.assert_close(neighbours.laplacian(ones), torch.zeros_like(ones))
+    assert float((neighbours.laplacian(verts) * verts).sum()) > 0
+    # Vertex 0's row: itself minus the mean of its mesh neighbours.
+    ring = sorted({int(v) for f in grid.faces if 0 in f for v in f} - {0})
+    torch.testing.assert_close(neighbours.laplacian(verts)[0], verts[0] - verts[ring].mean(0))
