@@ -6,15 +6,20 @@ Representation and why:
   per-vertex offsets, regularised by a uniform Laplacian whose weight decays over the run: cheap on
   both backends, keeps the mesh closed and manifold (the topology never changes), and measured enough
   to pull the hull into concavities.
-- Appearance is a per-vertex base colour plus a per-vertex linear function of the viewing direction
-  (degree-1 spherical harmonics), so broad view-dependent shading (highlights) has somewhere to go
-  other than into the geometry. The texture stage bakes the final texture from the photos.
+- Appearance (`engine.shading`, setting `appearance`): `shaded` (default) is per-vertex albedo times one
+  learned second-order spherical-harmonic lighting of the (differentiable) vertex normal, plus a
+  per-vertex gloss strength times a few global lobes around the mirror direction of the *detached*
+  normal: shading can turn the surface, highlights cannot. `free` is the earlier per-vertex colour plus
+  a per-vertex linear function of the viewing direction, which can paint any picture on a false
+  surface. The texture stage bakes the final texture from the photos either way.
 - Silhouettes drive geometry at full strength (antialiased coverage against the masks); the colour
   loss reaches vertex positions only through a `geometry_color_weight` gradient scale and a robust
   (Charbonnier) penalty, so highlights that the appearance model cannot explain do not dent the surface.
 - A random background colour per step makes the coverage unambiguous for white or black objects.
 
-Per-step work stays on the device (no host syncs): the loss is read back only a few times a run.
+Per-step work stays on the device (no host syncs; the edge buffer of `SilhouetteCompositor.static`
+too): the loss is read back once, at the end. Views are kept as uint8 and converted per batch. An
+optional coarse-to-fine schedule (`coarse_fraction`) renders the first steps at half resolution.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ class SilhouetteCompositor:
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._neighbors = torch.zeros((0, 3), dtype=torch.long)
-        self.static = False
+        self.static = True
         self.overflows = 0
         self._capacity = 0
         self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
