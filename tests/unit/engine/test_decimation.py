@@ -90,3 +90,44 @@ def test_a_shape_that_falls_apart_is_not_passed_off_as_specks() -> None:
     # The thin torus decimated to 300 faces is all small pieces: re-meshed, not reduced to its largest bit.
     result = decimate(thin_torus(), 300)
     assert result.method == "remesh"
+
+
+def test_every_object_of_a_scene_survives_decimation_with_a_budget_by_area() -> None:
+    # Three separate spheres of very different size (a teapot and its cups): decimated to 1,500 faces,
+    # the whole scene would leave the smallest with almost nothing; by area each keeps its share.
+    spheres = [
+        trimesh.creation.icosphere(5, radius=1.0),
+        trimesh.creation.icosphere(4, radius=0.4).apply_translation((3.0, 0, 0)),
+        trimesh.creation.icosphere(4, radius=0.25).apply_translation((0, 3.0, 0)),
+    ]
+    result = decimate(trimesh.util.concatenate(spheres), 1500)
+    checks = check_mesh(result.mesh)
+    assert checks.valid and checks.components == 3, checks.problems()
+    assert len(result.mesh.faces) <= 1500
+    pieces = sorted(result.mesh.split(only_watertight=False), key=lambda p: -p.area)
+    faces = [len(p.faces) for p in pieces]
+    # Shares of the area 1 : 0.16 : 0.0625, so about 1225, 196 and 77 faces.
+    assert faces[0] > 1000 and 120 < faces[1] < 260 and 40 < faces[2] < 110, faces
+    assert any("3 components decimated separately" in n for n in result.notes)
+
+
+def test_face_budgets_share_by_area_and_keep_what_already_fits() -> None:
+    from recon_worker.engine.decimation import face_budgets
+
+    budgets = face_budgets(np.array([10_000, 10_000, 50]), np.array([3.0, 1.0, 1.0]), 1000)
+    assert budgets[2] == 50 and budgets.sum() <= 1000  # the small one fits its share: kept whole
+    assert budgets[0] == 712 and budgets[1] == 237  # the other 950 faces shared 3 : 1
+
+
+def test_pinched_vertices_are_split_into_one_vertex_per_sheet() -> None:
+    from recon_worker.engine.decimation import split_pinched_vertices
+
+    other = trimesh.creation.box().apply_translation([1.0, 1.0, 1.0])  # touches the first at one corner
+    mesh = trimesh.util.concatenate([trimesh.creation.box(), other])
+    mesh.merge_vertices()
+    assert closed_manifold_problems(mesh) == ["1 non-manifold vertices"]
+    split, count = split_pinched_vertices(mesh)
+    assert count == 1 and closed_manifold_problems(split) == []
+    checks = check_mesh(split)
+    assert checks.valid and checks.components == 2, checks.problems()
+    assert np.allclose(split.bounds, mesh.bounds, atol=0.05)  # a nudge, not a reshape

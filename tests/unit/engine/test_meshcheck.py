@@ -76,10 +76,49 @@ def test_boxes_touching_at_a_corner_have_a_non_manifold_vertex() -> None:
     checks = check_mesh(trimesh.util.concatenate([box(), other]))
     assert checks.watertight and checks.non_manifold_edges == 0
     assert checks.non_manifold_vertices == 1 and not checks.manifold
-    assert checks.components == 1
+    assert checks.components == 1 and not checks.valid
 
 
-def test_degenerate_duplicate_and_stray_faces_are_removed() -> None:
+def scene_of_boxes() -> trimesh.Trimesh:
+    """Three separate closed boxes (a scene of three objects) and a 1 %-of-the-area speck."""
+    pieces = [box(), box().apply_translation([3.0, 0, 0]), trimesh.creation.box((0.5, 2.0, 0.5))]
+    pieces[2].apply_translation([0, 4.0, 0])
+    speck = trimesh.creation.box((0.12, 0.12, 0.12)).apply_translation([0, -4.0, 0])  # area 0.086 < 2 % of 6
+    return trimesh.util.concatenate([*pieces, speck])
+
+
+def test_a_scene_of_several_closed_objects_is_valid() -> None:
+    checks = check_mesh(scene_of_boxes())
+    assert checks.components == 4 and checks.valid, checks.problems()
+
+
+def test_repair_keeps_every_object_of_a_scene_and_drops_only_specks() -> None:
+    repaired, done = repair_mesh(scene_of_boxes())
+    checks = check_mesh(repaired)
+    assert checks.components == 3 and checks.valid and checks.faces == 36
+    assert any("removed 1 specks" in d and "kept 3 components" in d for d in done), done
+
+
+def test_one_inside_out_object_of_a_scene_is_invalid_and_turned_outward() -> None:
+    small = box().apply_translation([3.0, 0, 0])
+    small.faces = small.faces[:, ::-1].copy()  # inside out; the scene's total volume stays positive
+    big = trimesh.creation.box((2.0, 2.0, 2.0))
+    checks = check_mesh(trimesh.util.concatenate([big, small]))
+    assert checks.volume is not None and checks.volume > 0
+    assert checks.inside_out_components == 1 and not checks.valid
+    assert "1 inside-out components" in checks.problems()
+    repaired, done = repair_mesh(trimesh.util.concatenate([big, small]))
+    assert check_mesh(repaired).valid and any("flipped 12 faces" in d for d in done), done
+
+
+def test_a_void_inside_an_object_is_not_inside_out() -> None:
+    inner = box()
+    inner.faces = inner.faces[:, ::-1].copy()  # the wall of a cavity faces into the cavity
+    checks = check_mesh(trimesh.util.concatenate([trimesh.creation.box((3.0, 3.0, 3.0)), inner]))
+    assert checks.inside_out_components == 0 and checks.valid
+
+
+def test_degenerate_and_duplicate_faces_are_removed_and_a_second_object_stays() -> None:
     mesh = box()
     far = box()
     far.apply_translation([5.0, 0.0, 0.0])
@@ -89,9 +128,9 @@ def test_degenerate_duplicate_and_stray_faces_are_removed() -> None:
     checks = check_mesh(messy)
     assert (checks.duplicate_faces, checks.degenerate_faces, checks.components) == (1, 1, 2)
     repaired, done = repair_mesh(messy)
-    assert len(done) == 3, done
+    assert len(done) == 2, done
     after = check_mesh(repaired)
-    assert after.valid and after.faces == 12
+    assert after.valid and after.faces == 24 and after.components == 2
 
 
 def test_nan_positions_are_reported() -> None:

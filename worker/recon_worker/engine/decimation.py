@@ -1,12 +1,19 @@
 """Decimation: a closed mesh simplified to at most N faces that stays closed and manifold, or says why.
 
-Refine (to `maxFaces`), texture and validate (to `targetFaces`) all call `decimate`. Quadric
+Refine (to `maxFaces`) and texture (to `targetFaces`) call `decimate`. A scene of several closed
+components (a tea set, a car and its backdrop) is decimated component by component: specks (under
+`meshcheck.SPECK_FRACTION` of the largest component's area) are dropped and said, and the face
+budget is shared by area (a component that already fits keeps its faces, the rest is shared among
+the others), so no object of the scene can vanish into another's budget and a fallback stays local
+to the component that needed it. Quadric
 decimation (fast-simplification) alone can break a closed surface (thin parts collapse into
 non-manifold edges and loose pieces) or stop short of the bound (thin slabs): both were kept
 silently before, so a preset's face bound did not hold. The strategy, cheapest first:
 
-1. `quadric`: quadric decimation to the bound; accepted when closed, manifold and within the bound,
-   if need be after dropping the tiny loose specks it pinches off thin parts (a few faces each).
+1. `quadric`: quadric decimation to the bound; accepted when closed, manifold (edges and vertices)
+   and within the bound, if need be after dropping the tiny loose specks it pinches off thin parts
+   (a few faces each) and after splitting pinched vertices (two sheets that quadric collapsed onto
+   one vertex: each fan gets its own vertex, moved 5 % of the way to its fan's centre).
 2. `remesh`: the surface is voxelised (dense surface samples mark voxels, a flood fill marks the
    inside) on a grid sized to the bound, marching cubes extracts a closed surface, quadric
    decimation takes it to the bound (checked the same way); the grid is coarsened until it works.
@@ -28,6 +35,14 @@ from typing import Literal
 import numpy as np
 import trimesh
 
+from recon_worker.engine.meshcheck import (
+    SPECK_FRACTION,
+    component_areas,
+    component_labels,
+    non_manifold_vertices,
+    speck_components,
+)
+
 log = logging.getLogger("recon_worker.engine.decimation")
 
 Method = Literal["none", "quadric", "remesh", "convex-hull"]
@@ -37,6 +52,8 @@ _REMESH_ATTEMPTS = 6
 _COARSEN = 1.5  # pitch factor between remesh attempts
 _SPECK_FACES = 50  # loose pieces below this many faces (and 0.5 % of the mesh) are decimation debris
 _SPECK_SHARE = 0.02  # ... as long as they hold at most this share of the faces together
+_PINCH_NUDGE = 0.05  # a pinched vertex's copies move this share of the way to their fan's centre
+_RANK = {"none": 0, "quadric": 1, "remesh": 2, "convex-hull": 3}
 
 
 @dataclass
@@ -76,6 +93,8 @@ def closed_manifold_problems(mesh: trimesh.Trimesh) -> list[str]:
         problems.append(f"{boundary} boundary edges")
     if (non_manifold := int((counts > 2).sum())) > 0:
         problems.append(f"{non_manifold} non-manifold edges")
+    if not problems and (pinched := len(non_manifold_vertices(mesh)[1])) > 0:
+        problems.append(f"{pinched} non-manifold vertices")
     if not problems and not mesh.is_winding_consistent:
         problems.append("inconsistent winding")
     return problems
@@ -110,6 +129,68 @@ def drop_specks(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, int, int]:
     out.update_faces(keep)
     out.remove_unreferenced_vertices()
     return out, int(small.sum()), int((~keep).sum())
+
+
+def split_pinched_vertices(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, int]:
+    """`mesh` with every non-manifold vertex split into one vertex per fan of faces around it.
+
+    Each copy moves `_PINCH_NUDGE` of the way towards the centre of its own fan's faces, so the
+    sheets no longer share a point (a welded-by-position check would merge them again otherwise).
+    Returns the mesh and the number of vertices split (0: `mesh` itself).
+    """
+    corner_fan, pinched = non_manifold_vertices(mesh)
+    if len(pinched) == 0:
+        return mesh, 0
+    faces = np.asarray(mesh.faces, np.int64)
+    verts = np.asarray(mesh.vertices, np.float64)
+    corner_vertex = faces.ravel()
+    at = np.flatnonzero(np.isin(corner_vertex, pinched))  # corners at a pinched vertex
+    groups, group = np.unique(np.stack([corner_vertex[at], corner_fan[at]], 1), axis=0, return_inverse=True)
+    group = group.ravel()
+    centres = np.zeros((len(groups), 3))
+    np.add.at(centres, group, verts[faces[at // 3]].mean(axis=1))
+    centres /= np.bincount(group, minlength=len(groups))[:, None]
+    origin = verts[groups[:, 0]]
+    moved = origin + _PINCH_NUDGE * (centres - origin)
+    new_index = len(verts) + np.arange(len(groups))
+    corners = corner_vertex.copy()
+    corners[at] = new_index[group]
+    out = trimesh.Trimesh(np.vstack([verts, moved]), corners.reshape(-1, 3), process=False)
+    out.remove_unreferenced_vertices()
+    return out, len(pinched)
+
+
+def component(mesh: trimesh.Trimesh, faces: np.ndarray) -> trimesh.Trimesh:
+    """The faces selected by the mask `faces` [F] as a mesh of their own (vertices re-indexed)."""
+    chosen = np.asarray(mesh.faces, np.int64)[faces]
+    used, inverse = np.unique(chosen, return_inverse=True)
+    return trimesh.Trimesh(np.asarray(mesh.vertices)[used], inverse.reshape(-1, 3), process=False)
+
+
+def face_budgets(faces: np.ndarray, areas: np.ndarray, max_faces: int) -> np.ndarray:
+    """Faces allowed per component: shares of `max_faces` by area; a component that fits its share
+    keeps all its faces and the rest is shared again among the others (sum <= max_faces)."""
+    budget = np.zeros(len(faces), dtype=np.int64)
+    fixed = np.zeros(len(faces), dtype=bool)
+    remaining = float(max_faces)
+    while True:
+        open_ = ~fixed
+        share = remaining * areas[open_] / max(float(areas[open_].sum()), 1e-300)
+        fits = faces[open_] <= share
+        if not fits.any():
+            break
+        index = np.flatnonzero(open_)[fits]
+        budget[index] = faces[index]
+        fixed[index] = True
+        remaining -= float(faces[index].sum())
+        if fixed.all():
+            return budget
+    open_ = np.flatnonzero(~fixed)
+    budget[open_] = np.maximum(4, np.floor(share).astype(np.int64))
+    excess = int(budget.sum()) - max_faces
+    if excess > 0:  # the floor of 4 faces a component pushed the sum over: the largest share pays
+        budget[open_[np.argmax(budget[open_])]] -= excess
+    return budget
 
 
 def quadric(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
@@ -155,13 +236,53 @@ def _convex_hull(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
 
 
 def decimate(mesh: trimesh.Trimesh, max_faces: int, *, what: str = "mesh") -> Decimation:
-    """`mesh` (closed, welded geometry) with at most `max_faces` faces, closed and manifold; see the module doc.
+    """`mesh` (closed, welded geometry) with at most `max_faces` faces, every component closed and
+    manifold; see the module doc.
 
     A mesh already within the bound is returned as it is (`method` "none"). `what` names the mesh in
     the notes and the log ("the coarse mesh", "the refined mesh").
     """
     if max_faces < 4:
         raise ValueError(f"decimate: max_faces must be at least 4, got {max_faces}")
+    before = len(mesh.faces)
+    if before <= max_faces:
+        return Decimation(mesh, "none", before)
+    labels = component_labels(mesh)
+    count = int(labels.max()) + 1
+    if count == 1:
+        return _decimate_one(mesh, max_faces, what)
+    notes: list[str] = []
+    areas = component_areas(mesh, labels)
+    specks = speck_components(areas)
+    if specks.any():
+        dropped = int(specks[labels].sum())
+        notes.append(
+            f"dropped {int(specks.sum())} loose specks ({dropped} faces) of {what}: components under "
+            f"{SPECK_FRACTION:.0%} of the largest one's area"
+        )
+        log.info("decimation of %s: %s", what, notes[-1])
+    kept = np.flatnonzero(~specks)
+    pieces = [component(mesh, labels == c) for c in kept]
+    budgets = face_budgets(np.array([len(p.faces) for p in pieces]), areas[kept], max_faces)
+    results = [
+        _decimate_one(piece, int(budget), f"{what}, component {i + 1} of {len(pieces)}")
+        for i, (piece, budget) in enumerate(zip(pieces, budgets, strict=True))
+    ]
+    joined = trimesh.util.concatenate([r.mesh for r in results])
+    assert isinstance(joined, trimesh.Trimesh)
+    method: Method = max((r.method for r in results), key=lambda m: _RANK[m])
+    if method == "none":
+        method = "quadric"  # only specks were dropped: still a change of the mesh
+    notes.append(
+        f"{len(pieces)} components decimated separately, budgets by area: {before} -> {len(joined.faces)} faces"
+    )
+    for r in results:
+        notes += r.notes
+    return Decimation(joined, method, before, notes)
+
+
+def _decimate_one(mesh: trimesh.Trimesh, max_faces: int, what: str) -> Decimation:
+    """One connected closed mesh to at most `max_faces`: quadric, then remesh, then convex hull."""
     before = len(mesh.faces)
     if before <= max_faces:
         return Decimation(mesh, "none", before)
@@ -173,9 +294,16 @@ def decimate(mesh: trimesh.Trimesh, max_faces: int, *, what: str = "mesh") -> De
         # Quadric decimation often leaves a few specks (loose faces pinched off thin parts): dropping them
         # is a repair when they are tiny, and the rest is judged again.
         cleaned, specks, speck_faces = drop_specks(simplified)
-        if specks and not closed_manifold_problems(cleaned):
-            simplified, problems = cleaned, []
+        if specks:
             done.append(f"dropped {specks} loose specks ({speck_faces} faces) it left")
+        # Two sheets pinched onto one vertex (edges still manifold): split it, one vertex per sheet.
+        cleaned, pinched = split_pinched_vertices(cleaned)
+        if pinched:
+            done.append(f"split {pinched} pinched (non-manifold) vertices it made")
+        if (specks or pinched) and not closed_manifold_problems(cleaned):
+            simplified, problems = cleaned, []
+        else:
+            done = done[:1]
     if len(simplified.faces) > max_faces:
         problems.append(f"stopped at {len(simplified.faces)} faces")
     if not problems:
@@ -192,7 +320,7 @@ def decimate(mesh: trimesh.Trimesh, max_faces: int, *, what: str = "mesh") -> De
     pitch = float(np.clip(pitch, extent / _MAX_GRID, extent / _MIN_GRID))
     for _ in range(_REMESH_ATTEMPTS):
         surface = voxel_surface(mesh, pitch)
-        candidate = quadric(surface, max_faces)
+        candidate, _ = split_pinched_vertices(quadric(surface, max_faces))
         problems = closed_manifold_problems(candidate)
         if len(candidate.faces) > max_faces:
             problems.append(f"{len(candidate.faces)} faces")

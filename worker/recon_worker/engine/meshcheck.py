@@ -10,6 +10,12 @@ Definitions (counts over the welded geometry):
 - inconsistent edge: a directed edge used twice in the same direction (neighbouring faces disagree
   on winding).
 - degenerate face: a repeated vertex, or an area below 1e-12 x the squared bounding-box diagonal.
+- component: faces connected through shared vertices. A scene (a tea set) is several closed components;
+  validity is judged per component: each must be closed, manifold and enclose a positive volume (a
+  component with a negative volume counts as a void only inside another component's bounding box).
+- speck: a component whose area is below `SPECK_FRACTION` of the largest component's (marching-cubes
+  noise, mask dirt, decimation debris). Repairs drop specks and say how many; real parts of a scene
+  (a cup beside a teapot, a wheel) are far larger.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from scipy.sparse.csgraph import connected_components
 
 # A face is degenerate below this area, relative to the squared bounding-box diagonal.
 _DEGENERATE_AREA = 1e-12
+# A component is a speck below this share of the largest component's area (the reconstruct stage's
+# rule too, `reconstruct.grid.without_specks`).
+SPECK_FRACTION = 0.02
 
 
 class MeshChecks(BaseModel):
-    """Validity counts of a mesh (all zero, one component and finite = valid)."""
+    """Validity counts of a mesh (all zero, every component closed and outward, finite = valid)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -39,7 +48,8 @@ class MeshChecks(BaseModel):
     inconsistent_edges: int
     degenerate_faces: int
     duplicate_faces: int
-    components: int
+    components: int = Field(description="Edge-connected components (each is judged on its own).")
+    inside_out_components: int = Field(0, description="Closed components with a negative volume, not inside another.")
     volume: float | None = Field(None, description="Enclosed volume when watertight (negative: inside out).")
     repairs: list[str] = Field(default_factory=list, description="Repairs applied before these counts.")
 
@@ -53,7 +63,7 @@ class MeshChecks(BaseModel):
 
     @property
     def valid(self) -> bool:
-        """Everything the export promises: closed, manifold, oriented, clean, finite, one piece."""
+        """Everything the export promises: every component closed, manifold, outward, clean; finite."""
         return (
             self.finite
             and self.watertight
@@ -61,7 +71,8 @@ class MeshChecks(BaseModel):
             and self.inconsistent_edges == 0
             and self.degenerate_faces == 0
             and self.duplicate_faces == 0
-            and self.components == 1
+            and self.components >= 1
+            and self.inside_out_components == 0
             and (self.volume is None or self.volume > 0)
         )
 
@@ -79,8 +90,10 @@ class MeshChecks(BaseModel):
             (self.duplicate_faces, "duplicate faces"),
         ]
         found += [f"{count} {what}" for count, what in named if count]
-        if self.components != 1:
-            found.append(f"{self.components} connected components (expected 1)")
+        if self.components == 0:
+            found.append("no faces")
+        if self.inside_out_components:
+            found.append(f"{self.inside_out_components} inside-out components")
         if self.volume is not None and self.volume <= 0:
             found.append(f"inside out (volume {self.volume:.4g})")
         return found
@@ -98,11 +111,73 @@ def welded(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray]:
     return geometry, np.asarray(unique)
 
 
-def _non_manifold_vertex_count(geometry: trimesh.Trimesh) -> int:
-    """Vertices whose incident faces form more than one edge-connected fan."""
+def component_labels(geometry: trimesh.Trimesh) -> np.ndarray:
+    """[F] label (0..C-1) of each face's component (welded geometry), O(faces).
+
+    Faces are connected through shared vertices: pieces touching at one vertex are one component
+    (and that vertex is reported as non-manifold).
+    """
+    faces = np.asarray(geometry.faces, np.int64)
+    if len(faces) == 0:
+        return np.zeros(0, dtype=np.int64)
+    n = len(geometry.vertices)
+    rows, cols = faces[:, [0, 1, 2]].ravel(), faces[:, [1, 2, 0]].ravel()
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, vertex_label = connected_components(graph, directed=False)
+    _, labels = np.unique(vertex_label[faces[:, 0]], return_inverse=True)
+    return np.asarray(labels, np.int64).ravel()
+
+
+def component_volumes(geometry: trimesh.Trimesh, labels: np.ndarray) -> np.ndarray:
+    """Signed volume enclosed by each component (meaningful where the component is closed)."""
+    tri = np.asarray(geometry.triangles, dtype=np.float64)
+    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
+    return np.bincount(labels, weights=signed, minlength=int(labels.max()) + 1 if len(labels) else 0)
+
+
+def component_areas(geometry: trimesh.Trimesh, labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels, weights=geometry.area_faces, minlength=int(labels.max()) + 1 if len(labels) else 0)
+
+
+def speck_components(areas: np.ndarray) -> np.ndarray:
+    """[C] True for components whose area is below SPECK_FRACTION of the largest one's."""
+    if len(areas) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(areas < SPECK_FRACTION * areas.max())
+
+
+def _voids(geometry: trimesh.Trimesh, labels: np.ndarray, volumes: np.ndarray) -> np.ndarray:
+    """[C] True for negative-volume components whose bounding box lies inside another component's: a
+    cavity's inner wall (its faces rightly point into the cavity), not an inside-out piece."""
+    count = len(volumes)
+    verts = np.asarray(geometry.vertices)[np.asarray(geometry.faces).ravel()]
+    corner_label = np.repeat(labels, 3)
+    lo = np.full((count, 3), np.inf)
+    hi = np.full((count, 3), -np.inf)
+    np.minimum.at(lo, corner_label, verts)
+    np.maximum.at(hi, corner_label, verts)
+    voids = np.zeros(count, dtype=bool)
+    for c in np.flatnonzero(volumes < 0):
+        inside = np.all(lo <= lo[c], axis=1) & np.all(hi >= hi[c], axis=1) & (volumes > 0)
+        inside[c] = False
+        voids[c] = bool(inside.any())
+    return voids
+
+
+def inside_out(geometry: trimesh.Trimesh, labels: np.ndarray) -> np.ndarray:
+    """[C] True for closed components that enclose a negative volume and are not a void of another."""
+    volumes = component_volumes(geometry, labels)
+    return np.asarray((volumes <= 0) & ~_voids(geometry, labels, volumes))
+
+
+def non_manifold_vertices(geometry: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices whose incident faces form more than one edge-connected fan.
+
+    Returns the [3F] fan label of every face corner (corner 3f + k) and the vertices with several fans.
+    """
     faces = np.asarray(geometry.faces)
     if len(faces) == 0:
-        return 0
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # Nodes are face corners (3f + k); corners of one vertex in two faces that share an edge through
     # that vertex are joined. Each vertex must end up with exactly one group of corners.
     adjacency = geometry.face_adjacency  # [P, 2] faces sharing an edge used by exactly two faces
@@ -121,7 +196,7 @@ def _non_manifold_vertex_count(geometry: trimesh.Trimesh) -> int:
     corner_vertex = faces.ravel()
     groups = np.unique(np.stack([corner_vertex, labels], axis=1), axis=0)  # one row per (vertex, fan)
     fans_per_vertex = np.bincount(groups[:, 0], minlength=len(geometry.vertices))
-    return int(np.count_nonzero(fans_per_vertex > 1))
+    return np.asarray(labels, np.int64), np.flatnonzero(fans_per_vertex > 1)
 
 
 def check_mesh(mesh: trimesh.Trimesh, repairs: list[str] | None = None) -> MeshChecks:
@@ -138,9 +213,7 @@ def check_mesh(mesh: trimesh.Trimesh, repairs: list[str] | None = None) -> MeshC
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
     tiny = geometry.area_faces <= _DEGENERATE_AREA * max(diagonal, 1e-30) ** 2 if finite else np.zeros(len(faces), bool)
     _, face_use = np.unique(np.sort(faces, axis=1), axis=0, return_counts=True)
-    # Components joined through shared vertices: pieces touching at one vertex are one component
-    # (and that vertex is reported as non-manifold).
-    components = trimesh.graph.connected_components(geometry.edges, nodes=np.unique(faces)) if len(faces) else []
+    labels = component_labels(geometry)
 
     checks = MeshChecks(
         faces=len(faces),
@@ -148,24 +221,27 @@ def check_mesh(mesh: trimesh.Trimesh, repairs: list[str] | None = None) -> MeshC
         finite=finite,
         boundary_edges=int(np.count_nonzero(edge_use == 1)),
         non_manifold_edges=int(np.count_nonzero(edge_use > 2)),
-        non_manifold_vertices=_non_manifold_vertex_count(geometry),
+        non_manifold_vertices=len(non_manifold_vertices(geometry)[1]),
         inconsistent_edges=int(np.count_nonzero(directed_use > 1)),
         degenerate_faces=int(np.count_nonzero(repeated | tiny)),
         duplicate_faces=int(np.sum(face_use - 1)),
-        components=len(components),
+        components=int(labels.max()) + 1 if len(labels) else 0,
         repairs=repairs or [],
     )
     if checks.watertight and finite and len(faces):
         checks.volume = float(geometry.volume)
+        checks.inside_out_components = int(inside_out(geometry, labels).sum())
     return checks
 
 
 def repair_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, list[str]]:
     """Fix what can be fixed without re-meshing; returns the repaired copy and what was done.
 
-    In order: drop degenerate and duplicate faces, keep the largest connected component, make the
-    winding consistent and outward, fill holes of three or four edges (trimesh's hole filler). Holes
-    that remain, non-manifold edges and vertices are left for the checks to report.
+    In order: drop degenerate and duplicate faces, drop specks (components under SPECK_FRACTION of the
+    largest one's area; every other component stays), make the winding consistent, turn every closed
+    component outward (voids inside another component stay inward), fill holes of three or four
+    edges (trimesh's hole filler). Holes that remain, non-manifold edges and vertices are left for
+    the checks to report.
     """
     mesh = mesh.copy()
     done: list[str] = []
@@ -191,20 +267,26 @@ def repair_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, list[str]]:
         mesh.remove_unreferenced_vertices()
         geometry, _ = welded(mesh)
 
-    labels = trimesh.graph.connected_component_labels(geometry.face_adjacency, node_count=len(geometry.faces))
-    counts = np.bincount(labels)
-    if len(counts) > 1:
-        largest = labels == counts.argmax()
-        done.append(f"removed {len(counts) - 1} small components ({int((~largest).sum())} faces)")
-        mesh.update_faces(largest)
+    labels = component_labels(geometry)
+    specks = speck_components(component_areas(geometry, labels))
+    if specks.any():
+        dropped = specks[labels]
+        done.append(
+            f"removed {int(specks.sum())} specks (components under {SPECK_FRACTION:.0%} of the largest one's area, "
+            f"{int(dropped.sum())} faces); kept {int((~specks).sum())} components"
+        )
+        mesh.update_faces(~dropped)
         mesh.remove_unreferenced_vertices()
         geometry, _ = welded(mesh)
 
     before = np.asarray(geometry.faces).copy()
     trimesh.repair.fix_winding(geometry)
     flipped = np.any(np.asarray(geometry.faces) != before, axis=1)
-    if geometry.is_watertight and geometry.volume < 0:
-        flipped = ~flipped
+    if geometry.is_watertight:
+        # Every closed component outward on its own (one volume over the whole scene would let an
+        # inside-out cup hide behind a larger teapot).
+        labels = component_labels(geometry)
+        flipped ^= inside_out(geometry, labels)[labels]
     if flipped.any():
         faces_t = np.asarray(mesh.faces).copy()
         faces_t[flipped] = faces_t[flipped][:, ::-1]

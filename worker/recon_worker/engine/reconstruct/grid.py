@@ -10,10 +10,9 @@ import numpy as np
 import torch
 import trimesh
 
+from recon_worker.engine.meshcheck import component_areas, component_labels, inside_out, speck_components
 from recon_worker.engine.reconstruct.views import SilhouetteViews
 from recon_worker.errors import InputsInvalid
-
-SPECK_FRACTION = 0.02  # pieces of the surface smaller than this share of the largest one's faces are dropped
 
 
 @dataclass(frozen=True)
@@ -84,25 +83,23 @@ def surface(volume: torch.Tensor, grid: Grid, level: float) -> trimesh.Trimesh:
     # Voxel indices (z, y, x) of the padded grid -> world (x, y, z).
     xyz = (verts[:, ::-1].astype(np.float64) - 1.0) * grid.step + grid.lo.double().cpu().numpy()
     mesh = trimesh.Trimesh(xyz, faces, process=True)
-    pieces = mesh.split(only_watertight=False)
-    if len(pieces) > 1:
+    labels = component_labels(mesh)
+    if len(labels) and labels.max() > 0:
         # A scene of several objects (a tea set: ten pieces side by side) keeps every object; only
-        # specks go (pieces under SPECK_FRACTION of the largest one's faces: carving noise, mask dirt).
-        mesh = join([_outward(piece) for piece in without_specks(pieces)])
+        # specks go (`meshcheck.SPECK_FRACTION` of the largest one's area: carving noise, mask dirt).
+        specks = speck_components(component_areas(mesh, labels))
+        if specks.any():
+            mesh.update_faces(~specks[labels])
+            mesh.remove_unreferenced_vertices()
+        # Each object outward on its own (a void inside another stays as it is).
+        labels = component_labels(mesh)
+        flip = inside_out(mesh, labels)[labels]
+        if flip.any():
+            faces = np.asarray(mesh.faces).copy()
+            faces[flip] = faces[flip][:, ::-1]
+            mesh.faces = faces
+        return mesh
     return _outward(mesh)
-
-
-def without_specks(pieces: list[trimesh.Trimesh]) -> list[trimesh.Trimesh]:
-    """The pieces with at least SPECK_FRACTION of the largest one's faces."""
-    largest = max(len(piece.faces) for piece in pieces)
-    return [piece for piece in pieces if len(piece.faces) >= SPECK_FRACTION * largest]
-
-
-def join(pieces: list[trimesh.Trimesh]) -> trimesh.Trimesh:
-    """One mesh of `pieces` (each kept closed and separate)."""
-    joined = pieces[0] if len(pieces) == 1 else trimesh.util.concatenate(pieces)
-    assert isinstance(joined, trimesh.Trimesh)
-    return joined
 
 
 def _outward(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
