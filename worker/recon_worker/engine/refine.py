@@ -143,7 +143,7 @@ class Neighbours:
 
     def laplacian(self, x: torch.Tensor) -> torch.Tensor:
         """(L x)_i = x_i - mean of x over i's neighbours, for x [V, C]."""
-        return x - torch.zeros_like(x).index_add_(0, self.src, x[self.dst]) * self.inv_degree
+        return x - torch.zeros_like(x).index_add_(0, self.src, x.index_select(0, self.dst)) * self.inv_degree
 
 
 def to_clip(mvp: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,8 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """[V, 3] area-weighted unit vertex normals (outward for counter-clockwise faces), differentiable."""
     faces = faces.long()
-    v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+    # index_select: its backward is an atomic index_add, not advanced indexing's sort-based scatter.
+    v0, v1, v2 = (verts.index_select(0, faces[:, i]) for i in range(3))
     face_normals = torch.cross(v1 - v0, v2 - v0, dim=-1)  # length: twice the area
     summed = torch.zeros_like(verts).index_add_(0, faces.reshape(-1), face_normals.repeat_interleave(3, dim=0))
     return F.normalize(summed, dim=-1, eps=1e-12)

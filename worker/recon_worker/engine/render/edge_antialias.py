@@ -39,7 +39,7 @@ def edge_antialias(
     height, width = triangle_id.shape[1:]
     channels = image.shape[-1]
     screen = (pos_clip[..., :2] / pos_clip[..., 3:4] + 1) * 0.5 * pos_clip.new_tensor([width, height])  # [B, V, 2]
-    corners_all = screen[:, tri.long()]  # [B, F, 3, 2]
+    corners_all = screen.index_select(1, tri.reshape(-1).long()).reshape(screen.shape[0], -1, 3, 2)  # [B, F, 3, 2]
     e1, e2 = corners_all[:, :, 1] - corners_all[:, :, 0], corners_all[:, :, 2] - corners_all[:, :, 0]
     facing = (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) > 0  # [B, F] screen-space winding
 
