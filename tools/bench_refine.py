@@ -60,7 +60,7 @@ def main() -> int:
     from recon_worker.engine.metrics import geometry_metrics
     from recon_worker.engine.reconstruct.views import SilhouetteViews
     from recon_worker.engine.reconstruct.visual_hull import VisualHull
-    from recon_worker.engine.refine import TrainingViews, refine_mesh
+    from recon_worker.engine.refine import TrainingViews, read_mesh, refine_mesh
     from recon_worker.engine.render import get_renderer
     from recon_worker.engine.rendering import render_mesh
     from recon_worker.engine.synth import SynthOptions, synthesize
@@ -95,7 +95,7 @@ def main() -> int:
         capture = load_capture(capture_dir)
         coarse = VisualHull()(SilhouetteViews.from_capture(capture, device), args.grid)
         views = TrainingViews.from_capture(capture, args.resolution, renderer.device)
-        truth = trimesh.load(capture_dir / "ground_truth.obj", process=False)
+        truth = read_mesh(capture_dir / "ground_truth.obj")
         if not rows:  # warm-up: CUDA context, nvdiffrast's plugin build, allocator
             refine_mesh(coarse, views, renderer, settings_of(variants[args.variants[0]], iterations=20))
         for name in args.profile:
