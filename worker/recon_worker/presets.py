@@ -45,6 +45,14 @@ class RefinementSettings(_Model):
     geometry_color_weight: float = Field(
         0.3, ge=0, le=1, description="Share of the colour loss' gradient that moves vertices (silhouettes: 1)."
     )
+    appearance: Literal["shaded", "free"] = Field(
+        "shaded",
+        description="Appearance model fitted with the geometry: albedo x learned lighting + gloss (`shaded`), "
+        "or a free per-vertex colour with a linear view-dependent term (`free`).",
+    )
+    coarse_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of the steps rendered at half the resolution (coarse to fine)."
+    )
 
 
 class ExportSettings(_Model):
@@ -79,10 +87,13 @@ PRESETS: dict[PresetName, dict[str, Any]] = {
     "standard": {
         "reconstruction": {"backend": "visual-hull", "resolution": 192},
         # maxFaces bounds xatlas' unwrap time in the texture stage (~6 s for 20k faces on one CPU core).
+        # 300 steps of 16 views, the first half at 256²: the same views seen as 600 steps of 8, with half the
+        # per-step launch overhead (refine is bound by the host's kernel launches, docs/geometry.md).
         "refinement": {
-            "iterations": 600,
+            "iterations": 300,
             "renderResolution": 512,
-            "batchViews": 8,
+            "batchViews": 16,
+            "coarseFraction": 0.5,
             "textureSize": 1024,
             "maxFaces": 20_000,
         },

@@ -8,7 +8,8 @@ import torch
 import trimesh
 
 from recon_worker.capture import load_capture
-from recon_worker.engine.refine import TrainingViews, refine_mesh, uniform_laplacian
+from recon_worker.engine.cameras import Cameras
+from recon_worker.engine.refine import Neighbours, TrainingViews, refine_mesh
 from recon_worker.engine.render import get_renderer
 from recon_worker.presets import RefinementSettings
 from tests.unit.engine.synthetic_sphere import write_sphere_capture
@@ -58,9 +59,30 @@ def test_cancellation_is_checked_between_iterations(views: TrainingViews) -> Non
 def test_uniform_laplacian_vanishes_on_a_plane_interior() -> None:
     grid = trimesh.creation.box().subdivide().subdivide()
     faces = torch.tensor(grid.faces)
-    lap = uniform_laplacian(faces, len(grid.vertices))
+    neighbours = Neighbours.from_faces(faces, len(grid.vertices))
     verts = torch.tensor(grid.vertices, dtype=torch.float32)
     # A constant field has no Laplacian, and a closed mesh's Laplacian points inwards on average.
     ones = torch.ones(len(grid.vertices), 1)
-    torch.testing.assert_close(lap @ ones, torch.zeros_like(ones))
-    assert float(((lap @ verts) * verts).sum()) > 0
+    torch.testing.assert_close(neighbours.laplacian(ones), torch.zeros_like(ones))
+    assert float((neighbours.laplacian(verts) * verts).sum()) > 0
+    # Vertex 0's row: itself minus the mean of its mesh neighbours.
+    ring = sorted({int(v) for f in grid.faces if 0 in f for v in f} - {0})
+    torch.testing.assert_close(neighbours.laplacian(verts)[0], verts[0] - verts[ring].mean(0))
+
+
+def test_views_are_stored_as_uint8_and_halve_by_area(views: TrainingViews) -> None:
+    assert views.images.dtype == torch.uint8
+    background = torch.tensor([0.1, 0.2, 0.9])
+    rgb, alpha = views.target(torch.tensor([0, 3]), background)
+    # Premultiplied storage: where the sphere is absent the target is the background.
+    empty = alpha[0] == 0
+    torch.testing.assert_close(rgb[0][empty], background.expand(int(empty.sum()), 3))
+    assert views.halved() is None  # 48²: too small to halve
+    big = TrainingViews(
+        torch.randint(0, 256, (2, 64, 96, 4), dtype=torch.uint8),
+        Cameras(views.cameras.c2w[:2], views.cameras.proj[:2], (64, 96)),
+    )
+    half = big.halved()
+    assert half is not None and half.cameras.resolution == (32, 48)
+    expected = big.images.float().reshape(2, 32, 2, 48, 2, 4).mean(dim=(2, 4))
+    assert float((half.images.float() - expected).abs().max()) <= 0.5

@@ -6,15 +6,20 @@ Representation and why:
   per-vertex offsets, regularised by a uniform Laplacian whose weight decays over the run: cheap on
   both backends, keeps the mesh closed and manifold (the topology never changes), and measured enough
   to pull the hull into concavities.
-- Appearance is a per-vertex base colour plus a per-vertex linear function of the viewing direction
-  (degree-1 spherical harmonics), so broad view-dependent shading (highlights) has somewhere to go
-  other than into the geometry. The texture stage bakes the final texture from the photos.
+- Appearance (`engine.shading`, setting `appearance`): `shaded` (default) is per-vertex albedo times one
+  learned second-order spherical-harmonic lighting of the (differentiable) vertex normal, plus a
+  per-vertex gloss strength times a few global lobes around the mirror direction of the *detached*
+  normal: shading can turn the surface, highlights cannot. `free` is the earlier per-vertex colour plus
+  a per-vertex linear function of the viewing direction, which can paint any picture on a false
+  surface. The texture stage bakes the final texture from the photos either way.
 - Silhouettes drive geometry at full strength (antialiased coverage against the masks); the colour
   loss reaches vertex positions only through a `geometry_color_weight` gradient scale and a robust
   (Charbonnier) penalty, so highlights that the appearance model cannot explain do not dent the surface.
 - A random background colour per step makes the coverage unambiguous for white or black objects.
 
-Per-step work stays on the device (no host syncs): the loss is read back only a few times a run.
+Per-step work stays on the device (no host syncs; the edge buffer of `SilhouetteCompositor.static`
+too): the loss is read back once, at the end. Views are kept as uint8 and converted per batch. An
+optional coarse-to-fine schedule (`coarse_fraction`) renders the first steps at half resolution.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from recon_worker.capture import Capture
 from recon_worker.engine.cameras import Cameras, make_cameras, scaled_intrinsics
 from recon_worker.engine.decimation import decimate
 from recon_worker.engine.render.base import Renderer
+from recon_worker.engine.shading import FreeAppearance, ShadedAppearance, vertex_normals
 from recon_worker.presets import RefinementSettings
 from recon_worker.stage import StageContext
 
@@ -44,7 +50,11 @@ VIEWS_PER_LOAD = 8  # views decoded and resized at a time when building the trai
 
 @dataclass
 class TrainingViews:
-    images: torch.Tensor  # [N, H, W, 4] straight-alpha RGBA in [0, 1], at the refinement resolution
+    """The training photos at the refinement resolution, kept as uint8 (a quarter of float32's memory)
+    and converted per batch. Colour is stored premultiplied by alpha, so compositing over a background
+    and downsampling (coarse-to-fine) are both linear and commute."""
+
+    images: torch.Tensor  # [N, H, W, 4] uint8: premultiplied RGB and alpha
     cameras: Cameras  # N cameras at that resolution
 
     @classmethod
@@ -52,27 +62,53 @@ class TrainingViews:
         k = capture.intrinsics
         intrinsics = scaled_intrinsics(k, min(longest_side, max(k.height, k.width)))
         size = (intrinsics.height, intrinsics.width)
-        batches = []
-        # Views stream in as uint8 and only the (possibly smaller) refinement copy is kept as floats.
+        out = torch.empty((len(capture.indices("train")), *size, 4), dtype=torch.uint8, device=device)
+        filled = 0
         for _, stored in capture.iter_views("train", VIEWS_PER_LOAD):
-            images = torch.as_tensor(stored, device=device).float() / 255  # [B, H, W, 4]
-            if tuple(images.shape[1:3]) != size:
-                # Premultiplied area resampling, then back to straight alpha.
-                premult = torch.cat([images[..., :3] * images[..., 3:], images[..., 3:]], dim=-1).permute(0, 3, 1, 2)
-                small = F.interpolate(premult, size=size, mode="area").permute(0, 2, 3, 1)
-                alpha = small[..., 3:]
-                images = torch.cat([small[..., :3] / alpha.clamp(min=1e-4), alpha], dim=-1).clamp(0, 1)
-            batches.append(images)
-        images = torch.cat(batches) if batches else torch.zeros((0, *size, 4), device=device)
-        return cls(images.contiguous(), make_cameras(intrinsics, capture.poses("train"), device=device))
+            out[filled : filled + len(stored)] = _premultiplied(torch.as_tensor(stored, device=device), size)
+            filled += len(stored)
+        return cls(out[:filled], make_cameras(intrinsics, capture.poses("train"), device=device))
+
+    def target(self, index: torch.Tensor, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB [B, H, W, 3] of views `index` composited over `background` [3], and alpha [B, H, W]."""
+        batch = self.images[index].float() / 255
+        alpha = batch[..., 3]
+        return batch[..., :3] + background * (1 - alpha[..., None]), alpha
+
+    def halved(self) -> TrainingViews | None:
+        """The same views at half the resolution (2x2 area average), or None for an odd size.
+
+        The cameras' clip-space matrices do not change: pixel centres of the halved image are exactly the
+        centres of the 2x2 blocks, so only the rasterizer's resolution does.
+        """
+        height, width = self.cameras.resolution
+        if height % 2 or width % 2 or min(height, width) < 64:
+            return None
+        small = torch.empty(
+            (len(self.images), height // 2, width // 2, 4), dtype=torch.uint8, device=self.images.device
+        )
+        for start in range(0, len(self.images), VIEWS_PER_LOAD):
+            chunk = self.images[start : start + VIEWS_PER_LOAD].permute(0, 3, 1, 2).float()
+            small[start : start + VIEWS_PER_LOAD] = F.avg_pool2d(chunk, 2).round().permute(0, 2, 3, 1).to(torch.uint8)
+        cams = self.cameras
+        return TrainingViews(small, Cameras(cams.c2w, cams.proj, (height // 2, width // 2)))
+
+
+def _premultiplied(stored: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 straight-alpha RGBA [B, H, W, 4] -> uint8 premultiplied RGBA at `size` (area resampling)."""
+    images = stored.float() / 255
+    premult = torch.cat([images[..., :3] * images[..., 3:], images[..., 3:]], dim=-1)
+    if tuple(premult.shape[1:3]) != size:
+        premult = F.interpolate(premult.permute(0, 3, 1, 2), size=size, mode="area").permute(0, 2, 3, 1)
+    return (premult * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 @dataclass
 class RefineResult:
     verts: np.ndarray  # [V, 3]
     faces: np.ndarray  # [F, 3]
-    colors: np.ndarray  # [V, 3] base (view-independent) colour
-    view_dependence: np.ndarray  # [V, 3, 3] colour change per unit of viewing direction (x, y, z)
+    colors: np.ndarray  # [V, 3] base (view-independent) colour: the albedo of the shaded model
+    appearance: dict[str, torch.Tensor] = field(default_factory=dict)  # the appearance model's fitted state
     losses: list[tuple[int, float]] = field(default_factory=list)  # (iteration, total loss) samples
     decimation: dict[str, object] = field(default_factory=dict)  # Decimation.summary() of the coarse mesh
     seconds: float = 0.0
@@ -86,19 +122,28 @@ def read_mesh(path: Path) -> trimesh.Trimesh:
     return mesh
 
 
-def uniform_laplacian(faces: torch.Tensor, num_verts: int) -> torch.Tensor:
-    """Sparse [V, V] L = I - D^-1 A over the mesh's edges: (L v)_i = v_i - mean of i's neighbours."""
-    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
-    edges = torch.cat([edges, edges.flip(1)])
-    edges = torch.unique(edges, dim=0)
-    degree = torch.zeros(num_verts, device=faces.device).index_add_(
-        0, edges[:, 0], torch.ones(len(edges), device=faces.device)
-    )
-    values = -1.0 / degree[edges[:, 0]].clamp(min=1)
-    diag = torch.arange(num_verts, device=faces.device)
-    index = torch.cat([edges.T, torch.stack([diag, diag])], dim=1)
-    values = torch.cat([values, torch.ones(num_verts, device=faces.device)])
-    return torch.sparse_coo_tensor(index, values, (num_verts, num_verts), check_invariants=False).coalesce()
+@dataclass
+class Neighbours:
+    """A mesh's vertex adjacency as a fixed edge table: the uniform Laplacian is one gather and one
+    segment sum (`index_add_`), two kernels forward and two backward, where a sparse COO matrix product
+    cost a few more and a coalesce."""
+
+    src: torch.Tensor  # [E] directed edges i -> j, both directions of every mesh edge
+    dst: torch.Tensor  # [E]
+    inv_degree: torch.Tensor  # [V, 1]
+
+    @classmethod
+    def from_faces(cls, faces: torch.Tensor, num_verts: int) -> Neighbours:
+        edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).long()
+        edges = torch.unique(torch.cat([edges, edges.flip(1)]), dim=0)
+        degree = torch.zeros(num_verts, device=faces.device).index_add_(
+            0, edges[:, 0], torch.ones(len(edges), device=faces.device)
+        )
+        return cls(edges[:, 0].contiguous(), edges[:, 1].contiguous(), (1 / degree.clamp(min=1))[:, None])
+
+    def laplacian(self, x: torch.Tensor) -> torch.Tensor:
+        """(L x)_i = x_i - mean of x over i's neighbours, for x [V, C]."""
+        return x - torch.zeros_like(x).index_add_(0, self.src, x.index_select(0, self.dst)) * self.inv_degree
 
 
 def to_clip(mvp: torch.Tensor, verts: torch.Tensor) -> torch.Tensor:
@@ -128,22 +173,19 @@ def refine_mesh(
     verts0 = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
     faces = torch.tensor(np.asarray(mesh.faces), dtype=torch.int32, device=device)
     num_verts = verts0.shape[0]
-    laplacian = uniform_laplacian(faces, num_verts)
+    neighbours = Neighbours.from_faces(faces, num_verts)
     edge_len = float(np.asarray(mesh.edges_unique_length).mean())
     diag = float(np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]))
 
     offsets = torch.zeros_like(verts0, requires_grad=True)
-    colors = torch.full((num_verts, 3), 0.5, device=device, requires_grad=True)
-    view_dep = torch.zeros((num_verts, 3, 3), device=device, requires_grad=True)
+    appearance: ShadedAppearance | FreeAppearance = (
+        ShadedAppearance(num_verts, device) if settings.appearance == "shaded" else FreeAppearance(num_verts, device)
+    )
     iterations = settings.iterations
     optimizer = torch.optim.Adam(
-        [
-            {"params": [offsets], "lr": settings.position_lr * diag},
-            {"params": [colors], "lr": 0.03},
-            {"params": [view_dep], "lr": 0.01},
-        ],
+        [{"params": [offsets], "lr": settings.position_lr * diag}, *appearance.param_groups()],
         betas=(0.9, 0.99),
-        fused=device.type == "cuda",  # one kernel for all three groups instead of a few per tensor
+        fused=device.type == "cuda",  # one kernel for every parameter group instead of a few per tensor
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(it / max(iterations, 1), 1.0)))
@@ -151,9 +193,12 @@ def refine_mesh(
     generator = torch.Generator().manual_seed(seed)
     num_views = len(views.cameras)
     batch = min(settings.batch_views, num_views)
-    resolution = views.cameras.resolution
-    losses: list[tuple[int, float]] = []
+    # Coarse to fine: the first `coarse_fraction` of the steps render at half the resolution.
+    coarse = views.halved() if settings.coarse_fraction > 0 else None
+    coarse_steps = round(settings.coarse_fraction * iterations) if coarse is not None else 0
     record_every = max(iterations // 10, 1)
+    recorded = list(range(0, iterations, record_every)) + ([iterations - 1] if (iterations - 1) % record_every else [])
+    loss_log = torch.zeros(len(recorded), device=device)  # filled on the device, read once at the end
     scale = settings.geometry_color_weight
     # Everything random is drawn up front and moved to the device once: no host-to-device copy (an
     # implicit sync on CUDA) inside the loop. Views are visited in shuffled epochs.
@@ -167,27 +212,29 @@ def refine_mesh(
 
     for it in range(iterations):
         check_cancelled()
+        stage_views = coarse if coarse is not None and it < coarse_steps else views
         index = view_index[it]
         mvp, centers = mvp_all[index], centers_all[index]
-        target = views.images[index]  # [B, H, W, 4]
+        background = backgrounds[it]
+        target_rgb, target_alpha = stage_views.target(index, background)
 
         verts = verts0 + offsets
-        # Same positions, but the colour loss' gradient reaches them scaled by `geometry_color_weight`.
-        verts_for_color = verts.detach() + scale * (verts - verts.detach())
+        # Same positions, but the colour loss' gradient reaches them scaled by `geometry_color_weight`
+        # (clip space is linear in the positions, so one projection serves both).
         pos_clip = to_clip(mvp, verts)
-        raster = renderer.rasterize(to_clip(mvp, verts_for_color), faces, resolution)
+        pos_color = pos_clip.detach() + scale * (pos_clip - pos_clip.detach())
+        verts_for_color = verts.detach() + scale * (verts - verts.detach())
+        raster = renderer.rasterize(pos_color, faces, stage_views.cameras.resolution)
         view_dirs = F.normalize(verts.detach()[None] - centers[:, None], dim=-1)  # [B, V, 3]
-        vertex_rgb = colors[None] + torch.einsum("vcj,bvj->bvc", view_dep, view_dirs)  # [B, V, 3]
+        vertex_rgb = appearance(vertex_normals(verts_for_color, faces), view_dirs)  # [B, V, 3]
         rgb = renderer.interpolate(vertex_rgb, raster, faces)
-        background = backgrounds[it]
         fg = torch.cat([rgb, torch.ones_like(rgb[..., :1])], dim=-1)
         bg = torch.cat([background, zero])
         out = renderer.antialias(fg, bg, raster, pos_clip, faces)  # [B, H, W, 4]
 
-        target_rgb = target[..., :3] * target[..., 3:] + background * (1 - target[..., 3:])
-        mask_loss = (out[..., 3] - target[..., 3]).abs().mean()
+        mask_loss = (out[..., 3] - target_alpha).abs().mean()
         color_loss = charbonnier(out[..., :3] - target_rgb).mean()
-        smooth = laplacian @ verts
+        smooth = neighbours.laplacian(verts)
         laplacian_loss = (smooth * smooth).sum(-1).mean() / (edge_len * edge_len)
         # Laplacian weight decays from 10x to 1x its base: stiff while the hull moves, softer for detail.
         lap_weight = settings.laplacian_weight * (1 + 9 * (1 - it / max(iterations, 1)) ** 2)
@@ -195,23 +242,24 @@ def refine_mesh(
             settings.mask_weight * mask_loss
             + color_loss
             + lap_weight * laplacian_loss
-            + 0.01 * (view_dep * view_dep).mean()
+            + 0.01 * appearance.regulariser()
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         if it % record_every == 0 or it == iterations - 1:
-            losses.append((it, float(loss.detach())))
+            loss_log[recorded.index(it)] = loss.detach()
         progress((it + 1) / iterations)
 
     final = (verts0 + offsets).detach()
+    state = appearance.state()
     return RefineResult(
         verts=final.cpu().numpy().astype(np.float64),
         faces=faces.cpu().numpy().astype(np.int64),
-        colors=colors.detach().clamp(0, 1).cpu().numpy(),
-        view_dependence=view_dep.detach().cpu().numpy(),
-        losses=losses,
+        colors=state["colors"].numpy(),
+        appearance=state,
+        losses=list(zip(recorded, loss_log.tolist(), strict=True)),
         decimation=decimation.summary(),
         seconds=time.perf_counter() - start,
     )
@@ -229,16 +277,15 @@ def run_refine(ctx: StageContext) -> None:
     result = refine_mesh(coarse, views, renderer, settings, progress=ctx.progress, check_cancelled=ctx.check_cancelled)
     out = ctx.stage_dir("refine")
     trimesh.Trimesh(result.verts, result.faces, process=False).export(out / REFINED_MESH)
-    torch.save(
-        {"colors": torch.from_numpy(result.colors), "view_dependence": torch.from_numpy(result.view_dependence)},
-        out / APPEARANCE,
-    )
+    torch.save({"model": settings.appearance, **result.appearance}, out / APPEARANCE)
     info = {
         "renderer": renderer.name,
         "device": str(renderer.device),
         "iterations": settings.iterations,
         "renderResolution": list(views.cameras.resolution),
         "batchViews": settings.batch_views,
+        "appearance": settings.appearance,
+        "coarseFraction": settings.coarse_fraction,
         "faces": len(result.faces),
         "decimation": result.decimation,
         "losses": result.losses,

@@ -5,7 +5,7 @@ Files each stage leaves under `ctx.workdir` (all in the capture's world coordina
     reconstruct/coarse.ply        closed coarse mesh (backend `settings.reconstruction.backend`)
     reconstruct/info.json         backend, grid resolution, faces, seconds
     refine/refined.ply            refined closed mesh (same topology as the decimated coarse mesh)
-    refine/appearance.pt          {"colors": [V, 3], "view_dependence": [V, 3, 3]} per-vertex appearance
+    refine/appearance.pt          {"model", "colors": [V, 3], ...} the fitted appearance (engine/shading.py)
     refine/info.json              renderer, iterations, resolution, loss samples, seconds
     texture/textured.obj          the refined mesh with UVs (vertices split along seams)
     texture/textured.mtl, texture/texture.png

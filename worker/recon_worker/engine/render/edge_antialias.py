@@ -39,7 +39,7 @@ def edge_antialias(
     height, width = triangle_id.shape[1:]
     channels = image.shape[-1]
     screen = (pos_clip[..., :2] / pos_clip[..., 3:4] + 1) * 0.5 * pos_clip.new_tensor([width, height])  # [B, V, 2]
-    corners_all = screen[:, tri.long()]  # [B, F, 3, 2]
+    corners_all = screen.index_select(1, tri.reshape(-1).long()).reshape(screen.shape[0], -1, 3, 2)  # [B, F, 3, 2]
     e1, e2 = corners_all[:, :, 1] - corners_all[:, :, 0], corners_all[:, :, 2] - corners_all[:, :, 0]
     facing = (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) > 0  # [B, F] screen-space winding
 
@@ -74,18 +74,23 @@ def edge_antialias(
     qy, qx = torch.where(p_first, y + step_y, y), torch.where(p_first, x + step_x, x)
     cp = torch.stack([px, py], dim=-1).to(screen.dtype) + 0.5
     cq = torch.stack([qx, qy], dim=-1).to(screen.dtype) + 0.5
-    s = _silhouette_crossing(triangle_id[b, py, px], b, corners_all, neighbors, facing, cp, cq)
+    # The buffer's unused slots (clamped to pixel 0 of view 0) can start on the background (-1): walk
+    # them from face 0 instead; `valid` zeroes what they add.
+    s = _silhouette_crossing(triangle_id[b, py, px].clamp(min=0), b, corners_all, neighbors, facing, cp, cq)
 
     flat = image.reshape(-1, channels)
     p_index = (b * height + py) * width + px
     q_index = (b * height + qy) * width + qx
-    fg_p, bg_q = flat[p_index], flat[q_index]
+    # index_select / index_add (atomic adds) rather than `flat[i]` / index_put(accumulate=True): the
+    # latter sort their indices, forward and backward, and serialise duplicates; the edge buffer's
+    # unused slots all point at pixel 0, which made that sort-based path cost 1.6 ms a call (H200).
+    fg_p, bg_q = flat.index_select(0, p_index), flat.index_select(0, q_index)
     # Edge beyond the midpoint: q is partly covered by p's triangle; before it: p is partly bare.
     grow = (s - 0.5).clamp(min=0)[:, None] * (fg_p - bg_q)
     shrink = (0.5 - s).clamp(min=0)[:, None] * (bg_q - fg_p)
     if valid is not None:  # the buffer's unused slots point at pixel 0 and add nothing
         grow, shrink = grow * valid[:, None], shrink * valid[:, None]
-    out = flat.index_put((q_index,), grow, accumulate=True).index_put((p_index,), shrink, accumulate=True)
+    out = flat.index_add(0, q_index, grow).index_add(0, p_index, shrink)
     return out.reshape(image.shape), found
 
 
@@ -106,10 +111,13 @@ def _silhouette_crossing(
     """
     result = torch.full_like(cp[:, 0], 0.5)
     done = torch.zeros_like(face, dtype=torch.bool)
+    num_faces = corners_all.shape[1]
+    corners_flat, facing_flat = corners_all.reshape(-1, 3, 2), facing.reshape(-1)  # [B * F, ...]
     for _ in range(max_steps):
-        s, edge = _exit_fraction(corners_all[batch, face], cp, cq)
+        s, edge = _exit_fraction(corners_flat.index_select(0, batch * num_faces + face), cp, cq)
         across = neighbors[face, edge]
-        silhouette = (across < 0) | (facing[batch, across.clamp(min=0)] != facing[batch, face])
+        across_facing = facing_flat[batch * num_faces + across.clamp(min=0)]
+        silhouette = (across < 0) | (across_facing != facing_flat[batch * num_faces + face])
         hit = ~done & silhouette
         result = torch.where(hit, s, result)
         done = done | silhouette | (s >= 1)
@@ -153,17 +161,18 @@ class SilhouetteCompositor:
 
     Keeps the face adjacency of the last mesh: an optimisation renders the same faces every step.
 
-    With `static = True` (off by default until an A/B on the GPU shows it helps: tools/bench_geometry.py
-    --refine-ab), on CUDA and in an optimisation the edge pairs go into a fixed buffer (no host sync per
-    call). Its size is twice the largest count seen; each call's count is copied to the host without
-    waiting and checked at the next call, which grows the buffer when a call overflowed it (that call
-    blended only the pairs that fitted; `overflows` counts such calls).
+    With `static = True` (the default), on CUDA and in an optimisation the edge pairs go into a fixed
+    buffer (no host sync per call; measured slower before the gathers became index_select/index_add,
+    see `edge_antialias`; tools/bench_refine.py times both). Its size is twice the largest count seen;
+    each call's count is copied to the host without waiting and checked at the next call, which grows
+    the buffer when a call overflowed it (that call blended only the pairs that fitted; `overflows`
+    counts such calls).
     """
 
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._neighbors = torch.zeros((0, 3), dtype=torch.long)
-        self.static = False
+        self.static = True
         self.overflows = 0
         self._capacity = 0
         self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
