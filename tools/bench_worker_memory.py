@@ -2,6 +2,8 @@
 
     python tools/bench_worker_memory.py run --out .scratch/bench-memory.json   # measure (CPU, draft)
     python tools/bench_worker_memory.py docs .scratch/bench-memory.json        # write the docs
+    python tools/bench_worker_memory.py stages --out .scratch/stages.json      # peak of each stage (CPU)
+    python tools/bench_worker_memory.py gpu --out gpu-memory.json              # peak CUDA memory (a GPU host)
 
 Each case writes a capture of a sphere seen from a ring of cameras (PIL, outside the measured process),
 then runs `recon-worker local --quality draft --device cpu --no-resume` (refinement cut to a few
@@ -10,6 +12,13 @@ peak resident set size from the kernel (`wait4`'s ru_maxrss). A least-squares fi
 per_view x views + per_pixel x decoded pixels over the rows is what `memory.memory_model` is
 calibrated against (`recon_worker/memory.py`). `docs` rewrites the "## Worker memory" section of docs/benchmarks.md and
 docs/benchmarks/worker-memory.json.
+
+`stages` and `gpu` run the same pipeline in a child process with a listener that records, for each stage,
+the peak resident memory (the kernel's VmHWM, reset at every stage start through /proc/self/clear_refs)
+and, on CUDA, torch's peak allocated and reserved device memory (reset at every stage start as well), so
+a stage whose memory grows with the views shows as its own row. `gpu` measures a views series and a
+resolution series on CUDA and fits peak device memory = base + per_view x views + per_pixel x pixels, the
+figure the GPU capture limits need (`memory.BYTES_PER_PIXEL["cuda"]`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,11 @@ SECTION = "## Worker memory"
 CAMERA_ANGLE_X, DISTANCE, RADIUS = 0.8, 3.0, 1.0
 # (views, resolution): a views series at a small resolution, a resolution series at few views.
 CASES = [(16, 32), (128, 32), (512, 32), (16, 512), (16, 1024)]
+# Per-stage peaks on the CPU: a views series at 16² (images are ~nothing, so growth is the engine's own).
+STAGE_CASES = [(16, 16), (128, 16), (512, 16)]
+# Peak CUDA memory (one H200 in about a minute, with nvdiffrast's plugin compiled on first use): views
+# series at 64², resolution series at 16 views.
+GPU_CASES = [(16, 64), (128, 64), (512, 64), (16, 256), (16, 512), (16, 1024)]
 
 
 def look_at(position: np.ndarray) -> np.ndarray:
@@ -119,11 +133,170 @@ def loading_peaks(views: int = 64, size: int = 512) -> dict[str, float]:
     return {"views": views, "resolution": size, **peaks}
 
 
-def fit(rows: list[dict[str, Any]]) -> dict[str, float]:
+# ---- per-stage peaks (the child process runs the pipeline with this listener) ---------------------------
+
+
+class StagePeaks:
+    """A progress listener: peak host RSS and (on CUDA) peak device memory of each stage, in MiB."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.stage: str | None = None
+        self.rows: list[dict[str, Any]] = []
+
+    @staticmethod
+    def _status_kib(field: str) -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+    def _reset(self) -> None:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def close(self) -> None:
+        """The row of the stage that ran until now."""
+        if self.stage is None:
+            return
+        row: dict[str, Any] = {
+            "stage": self.stage,
+            "startRssMiB": round(self._start_kib / 1024, 1),
+            "peakRssMiB": round(self._status_kib("VmHWM") / 1024, 1),
+        }
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            row["peakCudaAllocatedMiB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            row["peakCudaReservedMiB"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+        self.rows.append(row)
+        self.stage = None
+
+    def __call__(self, event: Any) -> None:
+        if not event.stage_changed:
+            return
+        self.close()
+        self._reset()
+        self.stage, self._start_kib = event.stage, self._status_kib("VmRSS")
+
+
+def stage_child(capture: str, output: str, device: str, iterations: int) -> int:
+    """In the child process: run the pipeline on `capture` with StagePeaks; print its rows as JSON."""
+    sys.path.insert(0, str(REPO / "worker"))
+    from recon_worker.capture_checks import CaptureLimits
+    from recon_worker.presets import resolve_quality
+    from recon_worker.runner import execute
+    from recon_worker.task import load_task
+
+    settings = resolve_quality("draft", {"refinement": {"iterations": iterations}})
+    quality = settings.model_dump(mode="json", by_alias=True)
+    document = {
+        "apiVersion": "recon.dev/v1alpha1",
+        "input": {"uri": Path(capture).resolve().as_uri()},
+        "output": {"uri": Path(output).resolve().as_uri()},
+        "quality": quality,
+        "compute": {"gpus": 1 if device == "cuda" else 0, "minGpuMemoryGiB": 0},
+    }
+    peaks = StagePeaks(cuda=device == "cuda")
+    limits = CaptureLimits(max_views=10**6, max_total_pixels=10**12)
+    outcome = execute(load_task(json.dumps(document)), listeners=[peaks], limits=limits, use_checkpoints=False)
+    peaks.close()
+    print(json.dumps({"exitCode": outcome.exit_code, "reason": outcome.reason, "stages": peaks.rows}))
+    return 0
+
+
+def measure_stages(views: int, size: int, iterations: int, device: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
+        capture = Path(tmp) / "capture"
+        write_sphere_capture(capture, views, size)
+        command = [sys.executable, __file__, "stage-child", str(capture), str(Path(tmp) / "out"), device]
+        command += [str(iterations)]
+        env = {**os.environ, "RECON_SCRATCH": str(Path(tmp) / "scratch"), "RECON_LOG_LEVEL": "WARNING"}
+        started = time.monotonic()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.monotonic() - started
+        stdout = process.stdout.read().decode(errors="replace") if process.stdout else ""
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    exit_code = os.waitstatus_to_exitcode(status)
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    child = json.loads(lines[-1]) if lines else {"exitCode": exit_code, "stages": []}
+    row = {
+        "views": views,
+        "resolution": size,
+        "decodedPixels": views * size * size,
+        "peakRssMiB": round(usage.ru_maxrss / 1024, 1),
+        "seconds": round(seconds, 1),
+        "exitCode": child["exitCode"] if exit_code == 0 else exit_code,
+        "stages": child["stages"],
+    }
+    if row["exitCode"] and stderr.strip():
+        row["error"] = stderr.strip().splitlines()[-1][:300]
+    if row["stages"] and "peakCudaAllocatedMiB" in row["stages"][0]:
+        row["peakCudaAllocatedMiB"] = max(s["peakCudaAllocatedMiB"] for s in row["stages"])
+        row["peakCudaReservedMiB"] = max(s["peakCudaReservedMiB"] for s in row["stages"])
+    return row
+
+
+def growth(rows: list[dict[str, Any]], key: str = "peakRssMiB") -> dict[str, float]:
+    """Per stage, MiB per view of its peak over the rows (least squares on views; rows share a resolution)."""
+    stages = {s["stage"] for r in rows for s in r["stages"]}
+    slopes = {}
+    for stage in sorted(stages):
+        points = [(r["views"], s[key]) for r in rows for s in r["stages"] if s["stage"] == stage and key in s]
+        if len({v for v, _ in points}) >= 2:
+            v, m = np.array(points, dtype=float).T
+            slopes[stage] = round(float(np.polyfit(v, m, 1)[0]), 3)
+    return slopes
+
+
+def stages(args: argparse.Namespace) -> int:
+    device = "cuda" if args.command == "gpu" else args.device
+    default = GPU_CASES if args.command == "gpu" else STAGE_CASES
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.case] if args.case else default
+    rows = []
+    for views, size in cases:
+        row = measure_stages(views, size, args.iterations, device)
+        print(json.dumps({k: v for k, v in row.items() if k != "stages"}), flush=True)
+        rows.append(row)
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(device),
+        "preset": f"draft, {args.iterations} refinement iterations",
+        "device": device,
+        "rows": rows,
+        "perViewMiBByStage": growth([r for r in rows if r["resolution"] == rows[0]["resolution"]]),
+    }
+    if device == "cuda":
+        result["cudaFit"] = fit(rows, "peakCudaAllocatedMiB")
+        result["hostFit"] = fit(rows)
+        result["perViewCudaMiBByStage"] = growth(
+            [r for r in rows if r["resolution"] == rows[0]["resolution"]], "peakCudaAllocatedMiB"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("rows",)}))
+    return 0
+
+
+def machine(device: str) -> str:
+    text = f"{platform.machine()}, {os.cpu_count()} CPUs, {physical_gib():.0f} GiB, {platform.system()}"
+    if device == "cuda":
+        import torch
+
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
+def fit(rows: list[dict[str, Any]], key: str = "peakRssMiB") -> dict[str, float]:
     """peak bytes = base + per_view * views + per_pixel * pixels, least squares over the successful rows."""
-    ok = [r for r in rows if r["exitCode"] == 0]
+    ok = [r for r in rows if r["exitCode"] == 0 and key in r]
     a = np.array([[1.0, r["views"], r["decodedPixels"]] for r in ok])
-    b = np.array([r["peakRssMiB"] * 2**20 for r in ok])
+    b = np.array([r[key] * 2**20 for r in ok])
     (base, per_view, per_pixel), *_ = np.linalg.lstsq(a, b, rcond=None)
     return {
         "baseMiB": round(base / 2**20, 1),
@@ -226,6 +399,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--rows", metavar="JSON", help="keep the rows of an earlier results file, measure the rest")
     r.add_argument("--case", action="append", metavar="VIEWSxRESOLUTION", help="e.g. 16x512 (default: the grid)")
     r.set_defaults(handler=run)
+    for name, what in (("stages", "peak memory of each stage"), ("gpu", "peak CUDA memory on a GPU host")):
+        st = commands.add_parser(name, help=f"{what}: a results JSON file")
+        st.add_argument("--out", required=True)
+        st.add_argument("--iterations", type=int, default=2, help="refinement steps")
+        st.add_argument("--case", action="append", metavar="VIEWSxRESOLUTION", help="e.g. 128x16")
+        if name == "stages":
+            st.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        st.set_defaults(handler=stages)
+    child = commands.add_parser("stage-child", help=argparse.SUPPRESS)
+    child.add_argument("capture")
+    child.add_argument("output")
+    child.add_argument("device")
+    child.add_argument("iterations", type=int)
+    child.set_defaults(handler=lambda a: stage_child(a.capture, a.output, a.device, a.iterations))
     d = commands.add_parser("docs", help="write docs/benchmarks.md's section and worker-memory.json")
     d.add_argument("results", nargs="+")
     d.set_defaults(handler=docs)

@@ -1,8 +1,11 @@
 """How much memory this worker may use: the figure the capture limits are derived from.
 
-In order: RECON_MEMORY_BYTES (the operator sets it from the pod's memory request through the downward
-API, `resourceFieldRef: {resource: requests.memory}`), else the cgroup's memory limit (v2, then v1), else
-the machine's RAM. The smallest figure that is present wins: a request above the cgroup limit cannot be used.
+Three figures, the smallest present wins: RECON_MEMORY_BYTES (the operator sets it to the pod's memory
+request through the downward API, `resourceFieldRef: {containerName: worker, resource: requests.memory}`,
+so it is the request the API server admitted, in bytes; "0" there means the pod has no request), the
+cgroup's memory limit (v2, then v1), and the machine's RAM. The request is what the scheduler reserved for
+the pod: a worker that stays within it is never the one the node's memory pressure evicts, and a request
+above the cgroup limit (or the RAM) cannot be used.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ BASE_BYTES = 1_500 * 2**20
 BYTES_PER_VIEW = 12 * 2**20
 BYTES_PER_PIXEL = {"cpu": 360, "cuda": 40}
 
+MEMORY_ENV = "RECON_MEMORY_BYTES"
 CGROUP_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 UNLIMITED = 2**60  # cgroup v1 writes a number near 2^63 for "no limit"
 
@@ -47,11 +51,12 @@ def worker_memory_bytes(
 ) -> int | None:
     """The memory this worker may use, in bytes, or None when nothing says (see the module's docstring)."""
     figures = []
-    requested = environ.get("RECON_MEMORY_BYTES", "").strip()
+    requested = environ.get(MEMORY_ENV, "").strip()
     if requested:
-        if not requested.isdigit() or int(requested) <= 0:
-            raise ValueError(f"RECON_MEMORY_BYTES must be a positive number of bytes, not {requested!r}")
-        figures.append(int(requested))
+        if not requested.isdigit():
+            raise ValueError(f"{MEMORY_ENV} must be a number of bytes, not {requested!r}")
+        if int(requested) > 0:  # the downward API's "0": no memory request
+            figures.append(int(requested))
     cgroup = next((b for p in cgroup_files if (b := _read_bytes(p)) is not None), None)
     figures += [b for b in (cgroup, physical_memory_bytes()) if b is not None]
     return min(figures) if figures else None
