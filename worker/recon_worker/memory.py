@@ -22,6 +22,9 @@ from pathlib import Path
 # per pixel over the base; 2,002 views of 16² at 21.3 GB, ~10 MB per view).
 BASE_BYTES = 1_500 * 2**20
 BYTES_PER_VIEW = 12 * 2**20
+# The "cuda" figure is still issue 11's, not measured here: `python tools/bench_worker_memory.py gpu` (on a GPU
+# host; standard preset, views x pixels series) measures it, as `hostFit.perPixelBytes` (host memory of a GPU
+# run, what this figure is) beside `cudaFit` (the device's own peak per view and per pixel).
 BYTES_PER_PIXEL = {"cpu": 360, "cuda": 40}
 
 MEMORY_ENV = "RECON_MEMORY_BYTES"
