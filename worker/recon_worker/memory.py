@@ -16,12 +16,14 @@ from pathlib import Path
 
 # The worker's peak host memory: a fixed base (Python, PyTorch, the engine's buffers), a cost per view and a
 # cost per decoded pixel. On the CPU every buffer of the engine is host memory (`make bench-worker-memory`,
-# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 6.5 MiB per view + 344 bytes per pixel over views
-# 16-128 and 32²-1024²); on a GPU the renders and rasters live on the device and the host keeps the decoded views
-# and the validate stage's copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes
-# per pixel over the base; 2,002 views of 16² at 21.3 GB, ~10 MB per view).
+# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 344 bytes per pixel over 32²-1024²); on a GPU the
+# renders and rasters live on the device and the host keeps the decoded views and the validate stage's
+# copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes per pixel over the base).
+# Per view: the reconstruct stage's [views, points] chunks were the cost that grew (8.7 MiB per view, 512
+# views of 16² at 5.1 GB); with chunks sized by the views it measured 0.12-0.22 MiB per view alone (16 to
+# 2,002 views) and the whole run 0.16 MiB per view (16 to 128 views, per stage): 2 MiB leaves a margin.
 BASE_BYTES = 1_500 * 2**20
-BYTES_PER_VIEW = 12 * 2**20
+BYTES_PER_VIEW = 2 * 2**20
 # The "cuda" figure is still issue 11's, not measured here: `python tools/bench_worker_memory.py gpu` (on a GPU
 # host; standard preset, views x pixels series) measures it, as `hostFit.perPixelBytes` (host memory of a GPU
 # run, what this figure is) beside `cudaFit` (the device's own peak per view and per pixel).

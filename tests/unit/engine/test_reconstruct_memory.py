@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from recon_worker.capture import load_capture
-from recon_worker.engine.reconstruct import get_reconstructor, photo_hull, silhouette_sdf, views, visual_hull
+from recon_worker.engine.reconstruct import get_reconstructor, silhouette_sdf, views, visual_hull
 from recon_worker.engine.reconstruct.grid import Grid, evaluate
 from recon_worker.engine.reconstruct.photo_hull import PhotoHull
 from recon_worker.engine.reconstruct.views import POINT_VIEW_VALUES, SilhouetteViews
@@ -76,7 +76,7 @@ def test_photo_hull_carves_the_same_a_chunk_of_voxels_at_a_time(
     loaded = SilhouetteViews.from_capture(capture, with_color=True)
     grid, volume = hull_occupancy(loaded, 32)
     whole = PhotoHull().carve(loaded, grid, volume > 0.5)
-    monkeypatch.setattr(photo_hull, "POINT_VIEW_VALUES", 16 * 500)  # 500 voxels a chunk: several chunks
+    monkeypatch.setattr(views, "POINT_VIEW_VALUES", 16 * 500)  # 500 voxels a chunk: several chunks
     chunked = PhotoHull().carve(loaded, grid, volume > 0.5)
     assert int(whole.sum()) > 0  # the cup's cavity: something is carved
     assert torch.equal(chunked, whole)

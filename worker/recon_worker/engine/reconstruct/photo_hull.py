@@ -36,12 +36,7 @@ import torch.nn.functional as F
 import trimesh
 
 from recon_worker.engine.reconstruct.grid import Grid, surface
-from recon_worker.engine.reconstruct.views import (
-    FLOAT_BATCH_VALUES,
-    POINT_VIEW_VALUES,
-    SilhouetteViews,
-    as_unit_float,
-)
+from recon_worker.engine.reconstruct.views import FLOAT_BATCH_VALUES, SilhouetteViews, as_unit_float
 from recon_worker.engine.reconstruct.visual_hull import hull_occupancy
 
 log = logging.getLogger(__name__)
@@ -108,7 +103,7 @@ class PhotoHull:
         critical = torch.zeros(len(index), dtype=torch.bool, device=index.device)
         seen_total = torch.zeros(len(index), device=index.device)
         agree_total = torch.zeros(len(index), device=index.device)
-        chunk = max(1, POINT_VIEW_VALUES // images.count)
+        chunk = max(1, images.views.point_view_values() // images.count)
         for first in range(0, len(index), chunk):
             last = min(first + chunk, len(index))
             pixels, depth = images.project(points[first:last], 0, images.count)  # [N, p, 2], [N, p]

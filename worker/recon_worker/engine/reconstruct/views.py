@@ -18,7 +18,10 @@ import torch.nn.functional as F
 from recon_worker.capture import Capture, Intrinsics
 from recon_worker.errors import InputsInvalid
 
-POINT_VIEW_VALUES = 1 << 22  # views x points of one chunk: ~16 MiB per [N, P] float tensor
+POINT_VIEW_VALUES = 1 << 22  # views x points of one chunk on the CPU: ~16 MiB per [N, P] float tensor
+# On a GPU the chunk may be larger (fewer, fuller kernels): up to 128 views it is the 2^18 points it always
+# was, and a chunk's temporaries stay about 2 GB of device memory whatever the number of views.
+CUDA_POINT_VIEW_VALUES = 1 << 25
 MAX_CHUNK_POINTS = 1 << 18
 FLOAT_BATCH_VALUES = 1 << 24  # pixels of the views turned into floats at once (64 MiB of float32)
 VIEWS_PER_LOAD = 8  # views decoded at once while loading
@@ -90,9 +93,13 @@ class SilhouetteViews:
         y = k.cy - k.fy * cam[..., 1] / safe
         return torch.stack([x, y], dim=-1), depth
 
+    def point_view_values(self) -> int:
+        """How many (view, point) values one chunk may hold on this device."""
+        return CUDA_POINT_VIEW_VALUES if self.device.type == "cuda" else POINT_VIEW_VALUES
+
     def points_per_chunk(self) -> int:
-        """Points to evaluate at once so that [views, points] tensors stay small (POINT_VIEW_VALUES)."""
-        return max(256, min(MAX_CHUNK_POINTS, POINT_VIEW_VALUES // max(len(self), 1)))
+        """Points to evaluate at once so that [views, points] tensors stay bounded (`point_view_values`)."""
+        return max(256, min(MAX_CHUNK_POINTS, self.point_view_values() // max(len(self), 1)))
 
     def sample(self, image: torch.Tensor, pixels: torch.Tensor, outside: float) -> torch.Tensor:
         """Bilinear samples [N, P] of per-view `image` [N, H, W] (uint8 reads as /255) at `pixels` [N, P, 2];
