@@ -454,7 +454,8 @@ def _stage_lines(result: dict[str, Any]) -> list[str]:
     cuda = result["device"] == "cuda"
     names = [s["stage"] for s in next((r["stages"] for r in result["rows"] if r.get("stages")), [])]
     lines = [
-        f"Per stage, {result['date']}, {result['machine']}, preset {result['preset']}, {result['device']}"
+        (f"{result['note']}: p" if result.get("note") else "P")
+        + f"er stage, {result['date']}, {result['machine']}, preset {result['preset']}, {result['device']}"
         + (" (peak host RSS / peak CUDA allocated, MiB):" if cuda else " (peak RSS during the stage, MiB):"),
         "",
         "| views | resolution | " + " | ".join(names) + " | seconds |",
