@@ -512,7 +512,8 @@ def _reconstruct_lines(results: list[dict[str, Any]]) -> list[str]:
 
 
 def docs(args: argparse.Namespace) -> int:
-    results = [json.loads(Path(p).read_text()) for p in args.results]
+    results = json.loads(DOCS_JSON.read_text()) if args.keep and DOCS_JSON.exists() else []
+    results += [json.loads(Path(p).read_text()) for p in args.results]
     DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
     DOCS_JSON.write_text(json.dumps(results, indent=1) + "\n")
     lines = [
@@ -582,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     rchild.set_defaults(handler=lambda a: reconstruct_child(a.capture, a.backend, a.resolution))
     d = commands.add_parser("docs", help="write docs/benchmarks.md's section and worker-memory.json")
     d.add_argument("results", nargs="+")
+    d.add_argument("--keep", action="store_true", help="add to the records already in worker-memory.json")
     d.set_defaults(handler=docs)
     args = parser.parse_args(argv)
     return int(args.handler(args))

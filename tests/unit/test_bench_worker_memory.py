@@ -72,3 +72,12 @@ def test_docs_render_every_kind_of_record(tmp_path: Path, monkeypatch: pytest.Mo
     assert "| 16 | 16² | 700 | 1.0 |" in text and "reconstruct +0.010" in text
     assert "| 2,002 | 16² | visual-hull | 64³ | 90 (3.0 s) |" in text
     assert "old" not in text and text.endswith("## Next\n\nkept\n")
+    # --keep adds a record (e.g. a GPU host's) to those already there.
+    gpu = {**stages, "kind": "gpu", "device": "cuda", "note": "H200"}
+    gpu["rows"] = [
+        {"views": 16, "resolution": 64, "seconds": 2.0, "stages": [{**stage_rows[0], "peakCudaAllocatedMiB": 42.0}]}
+    ]
+    (tmp_path / "g.json").write_text(json.dumps(gpu))
+    bench.main(["docs", "--keep", str(tmp_path / "g.json")])
+    assert len(json.loads((tmp_path / "worker-memory.json").read_text())) == 3
+    assert "| 16 | 64² | 700 / 42 | 2.0 |" in (tmp_path / "benchmarks.md").read_text()
