@@ -490,8 +490,12 @@ def _stage_lines(result: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _reconstruct_lines(results: list[dict[str, Any]]) -> list[str]:
-    """The reconstruct stage alone, one column per record (e.g. before and after a change)."""
+def _reconstruct_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The reconstruct stage alone, one column per note (e.g. before and after a change)."""
+    notes = list(dict.fromkeys(r["note"] for r in records))
+    results = [
+        {**records[0], "note": n, "rows": [x for r in records if r["note"] == n for x in r["rows"]]} for n in notes
+    ]
     keys = sorted({(r["views"], r["resolution"], r["backend"], r["grid"]) for res in results for r in res["rows"]})
     lines = [
         f"The reconstruct stage alone (masks loaded and carved; peak RSS above its start, MiB; {results[0]['date']},"
