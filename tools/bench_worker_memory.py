@@ -3,7 +3,9 @@
     python tools/bench_worker_memory.py run --out .scratch/bench-memory.json   # measure (CPU, draft)
     python tools/bench_worker_memory.py docs .scratch/bench-memory.json        # write the docs
     python tools/bench_worker_memory.py stages --out .scratch/stages.json      # peak of each stage (CPU)
+    python tools/bench_worker_memory.py reconstruct --out .scratch/recon.json  # the reconstruct stage alone
     python tools/bench_worker_memory.py gpu --out gpu-memory.json              # peak CUDA memory (a GPU host)
+    python tools/bench_worker_memory.py docs --keep gpu-memory.json            # add a record to the docs
 
 Each case writes a capture of a sphere seen from a ring of cameras (PIL, outside the measured process),
 then runs `recon-worker local --quality draft --device cpu --no-resume` (refinement cut to a few
@@ -16,9 +18,12 @@ docs/benchmarks/worker-memory.json.
 `stages` and `gpu` run the same pipeline in a child process with a listener that records, for each stage,
 the peak resident memory (the kernel's VmHWM, reset at every stage start through /proc/self/clear_refs)
 and, on CUDA, torch's peak allocated and reserved device memory (reset at every stage start as well), so
-a stage whose memory grows with the views shows as its own row. `gpu` measures a views series and a
-resolution series on CUDA and fits peak device memory = base + per_view x views + per_pixel x pixels, the
-figure the GPU capture limits need (`memory.BYTES_PER_PIXEL["cuda"]`).
+a stage whose memory grows with the views shows as its own row (a child per case; `wait4`'s figure is
+reset with VmHWM, so a case's peak is its stages' largest). `gpu` runs the standard preset (2 refinement
+steps) over a views series and a resolution series on CUDA in one child, within `--budget-s`, and fits
+peak device memory and peak host memory = base + per_view x views + per_pixel x pixels: `hostFit` is the
+figure the GPU capture limits need (`memory.BYTES_PER_PIXEL["cuda"]`), `cudaFit` the device's own.
+`reconstruct` runs only the reconstruct stage's work (masks loaded, grid carved), for before/after figures.
 """
 
 from __future__ import annotations
