@@ -21,7 +21,8 @@ from pathlib import Path
 # copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes per pixel over the base).
 # Per view: the reconstruct stage's [views, points] chunks were the cost that grew (8.7 MiB per view, 512
 # views of 16² at 5.1 GB); with chunks sized by the views it measured 0.12-0.22 MiB per view alone (16 to
-# 2,002 views) and the whole run peaked at 901/919/915 MiB for 16/128/512 views: 2 MiB leaves a margin.
+# 2,002 views; the rest is glibc's heap: 173 MiB at 2,002 views with a fixed mmap threshold, as at 16) and
+# the whole run peaked at 901/919/915 MiB for 16/128/512 views: 2 MiB leaves a margin.
 BASE_BYTES = 1_500 * 2**20
 BYTES_PER_VIEW = 2 * 2**20
 # The "cuda" figure is still issue 11's, not measured here: `python tools/bench_worker_memory.py gpu` (on a GPU
