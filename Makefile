@@ -65,10 +65,12 @@ bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where C
 	  $(PY) tools/bench_recon.py run --suite gpu --out .scratch/bench-gpu.json; fi
 	$(PY) tools/bench_recon.py docs .scratch/bench-*.json
 
-bench-worker-memory: venv ## Worker memory benchmark: peak RSS of `recon-worker local` against views and resolution (docs/benchmarks.md, docs/benchmarks/worker-memory.json)
+bench-worker-memory: venv ## Worker memory benchmark: peak RSS of `recon-worker local` against views and resolution, per stage, and the reconstruct stage alone (docs/benchmarks.md, docs/benchmarks/worker-memory.json; on a GPU host: `tools/bench_worker_memory.py gpu`)
 	mkdir -p .scratch
 	$(PY) tools/bench_worker_memory.py run --out .scratch/bench-memory.json
-	$(PY) tools/bench_worker_memory.py docs .scratch/bench-memory.json
+	$(PY) tools/bench_worker_memory.py stages --out .scratch/bench-memory-stages.json
+	$(PY) tools/bench_worker_memory.py reconstruct --note "$$(git rev-parse --short HEAD)" --out .scratch/bench-memory-reconstruct.json
+	$(PY) tools/bench_worker_memory.py docs .scratch/bench-memory.json .scratch/bench-memory-stages.json .scratch/bench-memory-reconstruct.json
 
 lint: venv ## ruff (lint and format check), mypy, and generated files up to date
 	$(VENV)/bin/ruff check .

@@ -23,6 +23,8 @@ TERMINATION_LOG = "/dev/termination-log"
 EXIT_INVALID_INPUT = 2  # the worker's contract: invalid input or spec, retrying cannot help
 EXIT_NODE_UNFIT = 3  # the node cannot run it (e.g. too little GPU memory): retry elsewhere
 CREDENTIAL_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+# The worker derives its capture limits (views, decoded pixels) from this many bytes (recon_worker/memory.py).
+MEMORY_ENV = "RECON_MEMORY_BYTES"
 
 
 def _env(spec: ReconstructionJobSpec, task: str) -> list[dict[str, Any]]:
@@ -31,6 +33,12 @@ def _env(spec: ReconstructionJobSpec, task: str) -> list[dict[str, Any]]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        # The pod's memory request in bytes, as the API server admitted it (a LimitRange default included;
+        # the limit when only a limit is set; "0" when neither is): the worker sizes its capture limits by it.
+        {
+            "name": MEMORY_ENV,
+            "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "requests.memory"}},
+        },
         # The root filesystem is read-only: temporary files and caches go to the scratch volume.
         {"name": "TMPDIR", "value": SCRATCH_PATH},
         {"name": "HOME", "value": SCRATCH_PATH},

@@ -76,6 +76,25 @@ def test_resource_field_ref_uses_limits_else_node_allocatable() -> None:
     assert resource_field_ref({}, {"resource": "limits.cpu", "divisor": "1m"}, {"cpu": "500m"}) == "500"
 
 
+def test_resource_field_ref_of_an_unset_request_is_zero_as_in_kubelet() -> None:
+    allocatable = {"memory": "24Gi"}
+    assert resource_field_ref({}, {"resource": "requests.memory"}, allocatable) == "0"
+    requested = {"resources": {"requests": {"memory": "3Gi"}, "limits": {"memory": "4Gi"}}}
+    assert resource_field_ref(requested, {"resource": "requests.memory"}, allocatable) == str(3 * 2**30)
+    # The API server stores an unset divisor as "0", which kubelet reads as 1.
+    assert resource_field_ref(requested, {"resource": "requests.memory", "divisor": "0"}, allocatable) == str(3 * 2**30)
+
+
+def test_resource_field_ref_reads_the_named_container() -> None:
+    worker = {"name": "worker", "resources": {"requests": {"memory": "3Gi"}}}
+    sidecar = {"name": "sidecar", "env": [
+        {"name": "M", "valueFrom": {"resourceFieldRef": {"containerName": "worker", "resource": "requests.memory"}}}
+    ]}  # fmt: skip
+    pod = {**POD, "spec": {**POD["spec"], "containers": [worker, sidecar]}}
+    env = container_env(pod, sidecar, lambda ns, n: None, lambda ns, n: None, {"memory": "24Gi"})
+    assert env["M"] == str(3 * 2**30)
+
+
 def test_path_map_rewrites_container_paths_under_mounts() -> None:
     paths = PathMap({"/scratch": "/tmp/pod/volumes/scratch", "/scratch/cache": "/tmp/pod/volumes/cache"})
     assert paths.rewrite("/scratch") == "/tmp/pod/volumes/scratch"

@@ -1,8 +1,9 @@
 """Issue 11, the operator's side, on the local control plane: each test failed before its fix.
 
-Identity by name (point 2), the worker token and the operator's status fields (3), Jobs the API refuses
-(5), scheduling powers (7), where the preflight sends requests (8), output-prefix claims and pods the
-API refuses to create (9). The operator and its stand-in worker are those of test_operator_lifecycle.
+The pod's memory request reaching the worker (1), identity by name (point 2), the worker token and the
+operator's status fields (3), Jobs the API refuses (5), scheduling powers (7), where the preflight sends
+requests (8), output-prefix claims and pods the API refuses to create (9). The operator and its
+stand-in worker are those of test_operator_lifecycle.
 """
 
 # ruff: noqa: F811  (fixtures imported from test_operator_lifecycle are redefined as parameters)
@@ -55,6 +56,30 @@ def worker_api(core: client.CoreV1Api, namespace: str, account: str) -> client.C
 
 def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
     return list(core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items)
+
+
+# ---- point 1: the worker sizes its capture limits by the pod's memory request ------------------------
+
+
+def test_the_worker_process_sees_the_pods_memory_request_in_bytes(
+    operator: KopfRunner,
+    store: S3Server,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    batch: client.BatchV1Api,
+    namespace: str,
+) -> None:
+    # The stand-in exits 2 with RECON_MEMORY_BYTES as its message: what the worker's memory.py reads.
+    echo = {"exit": 2, "reason": "InputsInvalid", "messageFromEnv": "RECON_MEMORY_BYTES"}
+    apply(custom, store, namespace, "mem", echo, resources={"gpus": 0, "memory": "3Gi"})
+    status = wait_phase(custom, namespace, "mem", "Failed")
+    assert f"RECON_MEMORY_BYTES={3 * 2**30}" in status["message"], status
+    (job,) = jobs_of(batch, namespace, "mem")
+    (container,) = job.spec.template.spec.containers
+    (variable,) = [v for v in container.env if v.name == "RECON_MEMORY_BYTES"]
+    ref = variable.value_from.resource_field_ref
+    assert (ref.container_name, ref.resource) == ("worker", "requests.memory")
+    assert container.resources.requests["memory"] == "3Gi"
 
 
 # ---- point 2: never an account, Role or RoleBinding this CR does not own ---------------------------

@@ -72,6 +72,8 @@ STAND_IN = textwrap.dedent(
             s3.put_object(Bucket=out_bucket, Key=out_prefix + "mesh.glb", Body=mesh)
         manifest = json.dumps({"files": [entry]}).encode()
         s3.put_object(Bucket=out_bucket, Key=out_prefix + "manifest.json", Body=manifest)
+    if plan.get("messageFromEnv"):  # report a variable of the pod's environment (what the worker would see)
+        plan["message"] = plan["messageFromEnv"] + "=" + os.environ.get(plan["messageFromEnv"], "<unset>")
     if plan.get("reason"):
         with open(os.environ.get("RECON_TERMINATION_MESSAGE_PATH", "/dev/termination-log"), "w") as f:
             json.dump({"reason": plan["reason"], "message": plan.get("message", "")}, f)

@@ -119,7 +119,9 @@ def _quantity(text: str) -> Decimal:
 
 
 def resource_field_ref(container: Obj, ref: Obj, allocatable: dict[str, str]) -> str:
-    """resourceFieldRef: the limit (or the node's allocatable when unset) divided by divisor, rounded up."""
+    """resourceFieldRef divided by divisor (0 or unset: 1), rounded up: an unset limit is the node's
+    allocatable, an unset request 0 (kubelet's defaultPodLimitsForDownwardAPI fills limits only; the API
+    server has already copied a limit into an unset request)."""
     resource = ref["resource"]  # e.g. limits.cpu, requests.memory
     kind, _, name = resource.partition(".")
     resources = container.get("resources") or {}
@@ -127,10 +129,9 @@ def resource_field_ref(container: Obj, ref: Obj, allocatable: dict[str, str]) ->
     if value is None and kind == "requests":
         value = (resources.get("limits") or {}).get(name)
     if value is None:
-        value = allocatable.get(name, "0")
-    divisor = _quantity(str(ref.get("divisor") or "1"))
-    if divisor == 0:
-        raise ConfigError(f"resourceFieldRef {resource}: divisor must not be 0")
+        value = allocatable.get(name, "0") if kind == "limits" else "0"
+    # The API server stores an unset divisor as "0"; kubelet reads a zero divisor as 1.
+    divisor = _quantity(str(ref.get("divisor") or "1")) or Decimal(1)
     return str(math.ceil(_quantity(str(value)) / divisor))
 
 
@@ -187,7 +188,11 @@ def container_env(
         if "fieldRef" in source:
             env[name] = field_ref(pod, source["fieldRef"]["fieldPath"])
         elif "resourceFieldRef" in source:
-            env[name] = resource_field_ref(container, source["resourceFieldRef"], allocatable)
+            ref = source["resourceFieldRef"]
+            named = [
+                c for c in pod.get("spec", {}).get("containers") or [] if c.get("name") == ref.get("containerName")
+            ]
+            env[name] = resource_field_ref(named[0] if named else container, ref, allocatable)
         elif "configMapKeyRef" in source or "secretKeyRef" in source:
             secret = "secretKeyRef" in source
             ref = source["secretKeyRef" if secret else "configMapKeyRef"]

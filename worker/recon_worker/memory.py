@@ -1,8 +1,11 @@
 """How much memory this worker may use: the figure the capture limits are derived from.
 
-In order: RECON_MEMORY_BYTES (the operator sets it from the pod's memory request through the downward
-API, `resourceFieldRef: {resource: requests.memory}`), else the cgroup's memory limit (v2, then v1), else
-the machine's RAM. The smallest figure that is present wins: a request above the cgroup limit cannot be used.
+Three figures, the smallest present wins: RECON_MEMORY_BYTES (the operator sets it to the pod's memory
+request through the downward API, `resourceFieldRef: {containerName: worker, resource: requests.memory}`,
+so it is the request the API server admitted, in bytes; "0" there means the pod has no request), the
+cgroup's memory limit (v2, then v1), and the machine's RAM. The request is what the scheduler reserved for
+the pod: a worker that stays within it is never the one the node's memory pressure evicts, and a request
+above the cgroup limit (or the RAM) cannot be used.
 """
 
 from __future__ import annotations
@@ -13,14 +16,21 @@ from pathlib import Path
 
 # The worker's peak host memory: a fixed base (Python, PyTorch, the engine's buffers), a cost per view and a
 # cost per decoded pixel. On the CPU every buffer of the engine is host memory (`make bench-worker-memory`,
-# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 6.5 MiB per view + 344 bytes per pixel over views
-# 16-128 and 32²-1024²); on a GPU the renders and rasters live on the device and the host keeps the decoded views
-# and the validate stage's copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes
-# per pixel over the base; 2,002 views of 16² at 21.3 GB, ~10 MB per view).
+# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 344 bytes per pixel over 32²-1024²); on a GPU the
+# renders and rasters live on the device and the host keeps the decoded views and the validate stage's
+# copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes per pixel over the base).
+# Per view: the reconstruct stage's [views, points] chunks were the cost that grew (8.7 MiB per view, 512
+# views of 16² at 5.1 GB); with chunks sized by the views it measured 0.12-0.22 MiB per view alone (16 to
+# 2,002 views; the rest is glibc's heap: 173 MiB at 2,002 views with a fixed mmap threshold, as at 16) and
+# the whole run peaked at 901/919/915 MiB for 16/128/512 views: 2 MiB leaves a margin.
 BASE_BYTES = 1_500 * 2**20
-BYTES_PER_VIEW = 12 * 2**20
+BYTES_PER_VIEW = 2 * 2**20
+# The "cuda" figure is still issue 11's, not measured here: `python tools/bench_worker_memory.py gpu` (on a GPU
+# host; standard preset, views x pixels series) measures it, as `hostFit.perPixelBytes` (host memory of a GPU
+# run, what this figure is) beside `cudaFit` (the device's own peak per view and per pixel).
 BYTES_PER_PIXEL = {"cpu": 360, "cuda": 40}
 
+MEMORY_ENV = "RECON_MEMORY_BYTES"
 CGROUP_FILES = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 UNLIMITED = 2**60  # cgroup v1 writes a number near 2^63 for "no limit"
 
@@ -47,11 +57,12 @@ def worker_memory_bytes(
 ) -> int | None:
     """The memory this worker may use, in bytes, or None when nothing says (see the module's docstring)."""
     figures = []
-    requested = environ.get("RECON_MEMORY_BYTES", "").strip()
+    requested = environ.get(MEMORY_ENV, "").strip()
     if requested:
-        if not requested.isdigit() or int(requested) <= 0:
-            raise ValueError(f"RECON_MEMORY_BYTES must be a positive number of bytes, not {requested!r}")
-        figures.append(int(requested))
+        if not requested.isdigit():
+            raise ValueError(f"{MEMORY_ENV} must be a number of bytes, not {requested!r}")
+        if int(requested) > 0:  # the downward API's "0": no memory request
+            figures.append(int(requested))
     cgroup = next((b for p in cgroup_files if (b := _read_bytes(p)) is not None), None)
     figures += [b for b in (cgroup, physical_memory_bytes()) if b is not None]
     return min(figures) if figures else None

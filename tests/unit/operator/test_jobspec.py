@@ -94,6 +94,15 @@ def test_downward_api_names_pod_and_node() -> None:
     assert variables["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
 
 
+def test_the_memory_request_reaches_the_worker_in_bytes() -> None:
+    # Through the downward API, so the figure is the request the API server admitted (a LimitRange's
+    # default too), in bytes whatever unit the CR used.
+    for body in (cr(resources={"memory": "3Gi"}), cr()):
+        variables = env(job_for(body))
+        ref = {"resourceFieldRef": {"containerName": "worker", "resource": "requests.memory"}}
+        assert variables["RECON_MEMORY_BYTES"] == ref
+
+
 def test_gpu_limit_of_the_named_resource() -> None:
     limits = container(job_for(cr(resources={"gpus": 2, "gpuResourceName": "nvidia.com/mig-3g.40gb"})))["resources"]
     assert limits["limits"]["nvidia.com/mig-3g.40gb"] == "2"

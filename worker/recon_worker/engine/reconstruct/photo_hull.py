@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import trimesh
 
 from recon_worker.engine.reconstruct.grid import Grid, surface
-from recon_worker.engine.reconstruct.views import SilhouetteViews
+from recon_worker.engine.reconstruct.views import FLOAT_BATCH_VALUES, SilhouetteViews, as_unit_float
 from recon_worker.engine.reconstruct.visual_hull import hull_occupancy
 
 log = logging.getLogger(__name__)
@@ -97,35 +97,32 @@ class PhotoHull:
         """[P] bool for the surface voxels `index` (flat, (z, y, x)-major): carve this one."""
         points = _voxel_centres(grid, index)
         tol = 1.5 * grid.step
-        # Views in chunks so that the splatting's [n, P] temporaries stay small.
-        chunk = max(1, (1 << 24) // max(len(index), 1))
+        # Every view's depth buffers from the whole shell (coarse pixels: small), then the voxels a chunk at
+        # a time, so that the [N, P] colours and masks hold a bounded number of voxels whatever N is.
+        near_buffers, far_buffers = images.depth_buffers(points)  # [N, h * w]
         critical = torch.zeros(len(index), dtype=torch.bool, device=index.device)
-        colors_all: list[torch.Tensor] = []
-        visible_all: list[torch.Tensor] = []
-        slack_all: list[torch.Tensor] = []
-        for start in range(0, images.count, chunk):
-            stop = min(start + chunk, images.count)
-            pixels, depth = images.project(points, start, stop)  # [n, P, 2], [n, P]
-            near, far = images.depth_buffers(pixels, depth)  # [n, P] nearest / farthest depth at the pixel
+        seen_total = torch.zeros(len(index), device=index.device)
+        agree_total = torch.zeros(len(index), device=index.device)
+        chunk = max(1, images.views.point_view_values() // images.count)
+        for first in range(0, len(index), chunk):
+            last = min(first + chunk, len(index))
+            pixels, depth = images.project(points[first:last], 0, images.count)  # [N, p, 2], [N, p]
+            near, far = images.at_pixels(near_buffers, pixels), images.at_pixels(far_buffers, pixels)
             on_image = images.on_image(pixels) & (depth > 0)
             visible = on_image & (depth <= near + tol)
-            inside = images.sample(images.inside, pixels, start, stop) > 0.5  # silhouette interior
-            in_mask = images.sample(images.alpha, pixels, start, stop) > 0.5
+            inside = images.sample(images.inside, pixels) > 0.5  # silhouette interior
+            in_mask = images.sample(images.alpha, pixels) > 0.5
             # The last voxel on a ray through the silhouette: carving it would cut the silhouette.
-            critical |= (visible & in_mask & (far <= depth + tol)).any(dim=0)
+            critical[first:last] = (visible & in_mask & (far <= depth + tol)).any(dim=0)
             use = visible & inside
-            colors_all.append(images.sample_rgb(pixels, start, stop))  # [n, P, 3]
-            slack_all.append(images.sample(images.gradient, pixels, start, stop))
-            visible_all.append(use)
-        colors = torch.cat(colors_all)  # [N, P, 3]
-        use = torch.cat(visible_all)  # [N, P]
-        slack = torch.cat(slack_all)  # [N, P]
-        seen_total = use.sum(dim=0).float()
-        masked = torch.where(use[..., None], colors, torch.full_like(colors, math.nan))
-        median = masked.nanmedian(dim=0).values  # [P, 3]
-        distance = (colors - median[None]).abs().amax(dim=-1)  # [N, P]
-        agree = use & (distance <= self.tolerance + slack)
-        agree_total = agree.sum(dim=0).float()
+            colors = images.sample_rgb(pixels)  # [N, p, 3]
+            slack = images.sample(images.gradient, pixels)  # [N, p]
+            masked = torch.where(use[..., None], colors, torch.full_like(colors, math.nan))
+            median = masked.nanmedian(dim=0).values  # [p, 3]
+            distance = (colors - median[None]).abs().amax(dim=-1)  # [N, p]
+            agree = use & (distance <= self.tolerance + slack)
+            seen_total[first:last] = use.sum(dim=0).float()
+            agree_total[first:last] = agree.sum(dim=0).float()
         # The agreement share, averaged over each voxel's judged shell neighbours (3x3x3): one voxel of a
         # false surface that agrees by chance is carved with its neighbours instead of staying as a speck.
         judged = seen_total >= self.min_views
@@ -164,7 +161,10 @@ def _voxel_centres(grid: Grid, index: torch.Tensor) -> torch.Tensor:
 
 
 class _CoarseImages:
-    """The views at the resolution where one voxel covers about one pixel, with their depth buffers."""
+    """The views at the resolution where one voxel covers about one pixel, with their depth buffers.
+
+    Built a batch of views at a time from the views' uint8 masks and colours: only the coarse images
+    (h x w per view) are kept as floats."""
 
     def __init__(self, views: SilhouetteViews, scale: float) -> None:
         assert views.rgb is not None
@@ -174,22 +174,29 @@ class _CoarseImages:
         self.height = max(8, round(k.height * scale))
         self.width = max(8, round(k.width * scale))
         self.sx, self.sy = self.width / k.width, self.height / k.height
-        alpha = views.alpha[:, None]  # [N, 1, H, W]
-        premult = torch.cat([views.rgb.permute(0, 3, 1, 2) * alpha, alpha], dim=1)
-        small = F.interpolate(premult, size=(self.height, self.width), mode="area")
-        self.alpha = small[:, 3]  # [N, h, w]
-        self.rgb = (small[:, :3] / small[:, 3:].clamp(min=1e-4)).clamp(0, 1)  # [N, 3, h, w]
-        mask = (self.alpha > 0.5).float()[:, None]
-        # Interior: the mask eroded by one pixel (a 3x3 min-filter).
-        self.inside = -F.max_pool2d(-mask, 3, stride=1, padding=1)[:, 0]
-        # Local colour gradient: the colour change across one pixel, the largest channel.
-        gx = (self.rgb[..., :, 2:] - self.rgb[..., :, :-2]).abs() * 0.5
-        gy = (self.rgb[..., 2:, :] - self.rgb[..., :-2, :]).abs() * 0.5
-        grad = torch.maximum(F.pad(gx, (1, 1, 0, 0)), F.pad(gy, (0, 0, 1, 1))).amax(dim=1)
-        # Half a voxel (half a coarse pixel) of misregistration costs half the change across a pixel.
-        self.gradient = 0.25 * grad  # [N, h, w]
-        self._near = torch.empty(0)
-        self._far = torch.empty(0)
+        n, device = self.count, views.device
+        self.alpha = torch.empty((n, self.height, self.width), device=device)  # [N, h, w]
+        self.rgb = torch.empty((n, 3, self.height, self.width), device=device)  # [N, 3, h, w]
+        self.inside = torch.empty_like(self.alpha)  # [N, h, w]
+        self.gradient = torch.empty_like(self.alpha)  # [N, h, w]
+        step = max(1, FLOAT_BATCH_VALUES // max(4 * k.width * k.height, 1))
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            alpha = as_unit_float(views.alpha[start:stop])[:, None]  # [b, 1, H, W]
+            rgb = as_unit_float(views.rgb[start:stop]).permute(0, 3, 1, 2)  # [b, 3, H, W]
+            small = F.interpolate(torch.cat([rgb * alpha, alpha], dim=1), size=(self.height, self.width), mode="area")
+            self.alpha[start:stop] = small[:, 3]
+            self.rgb[start:stop] = (small[:, :3] / small[:, 3:].clamp(min=1e-4)).clamp(0, 1)
+            mask = (small[:, 3] > 0.5).float()[:, None]
+            # Interior: the mask eroded by one pixel (a 3x3 min-filter).
+            self.inside[start:stop] = -F.max_pool2d(-mask, 3, stride=1, padding=1)[:, 0]
+            # Local colour gradient: the colour change across one pixel, the largest channel.
+            color = self.rgb[start:stop]
+            gx = (color[..., :, 2:] - color[..., :, :-2]).abs() * 0.5
+            gy = (color[..., 2:, :] - color[..., :-2, :]).abs() * 0.5
+            grad = torch.maximum(F.pad(gx, (1, 1, 0, 0)), F.pad(gy, (0, 0, 1, 1))).amax(dim=1)
+            # Half a voxel (half a coarse pixel) of misregistration costs half the change across a pixel.
+            self.gradient[start:stop] = 0.25 * grad
 
     @classmethod
     def build(cls, views: SilhouetteViews, grid: Grid) -> _CoarseImages:
@@ -208,37 +215,46 @@ class _CoarseImages:
         x, y = pixels[..., 0], pixels[..., 1]
         return (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
 
-    def depth_buffers(self, pixels: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Nearest and farthest splatted depth [n, P] at each point's own pixel (2x2 splats)."""
-        n = depth.shape[0]
+    def depth_buffers(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest and farthest depth [N, h * w] of `points` splatted into every view (2x2 splats).
+
+        Views in chunks so that the splatting's [n, P] temporaries stay small."""
         size = self.height * self.width
-        base = torch.arange(n, device=depth.device)[:, None] * size
-        x0 = (pixels[..., 0] - 0.5).floor().long()
-        y0 = (pixels[..., 1] - 0.5).floor().long()
-        valid = self.on_image(pixels) & (depth > 0)
-        near = torch.full((n * size,), math.inf, device=depth.device)
-        far = torch.full((n * size,), -math.inf, device=depth.device)
-        for dy in (0, 1):
-            for dx in (0, 1):
-                x, y = (x0 + dx).clamp(0, self.width - 1), (y0 + dy).clamp(0, self.height - 1)
-                flat = torch.where(valid, base + y * self.width + x, 0).reshape(-1)
-                d = depth.reshape(-1)
-                ok = valid.reshape(-1)
-                near.scatter_reduce_(0, flat, torch.where(ok, d, math.inf), reduce="amin")
-                far.scatter_reduce_(0, flat, torch.where(ok, d, -math.inf), reduce="amax")
-        own = base + pixels[..., 1].long().clamp(0, self.height - 1) * self.width
+        near = torch.full((self.count, size), math.inf, device=points.device)
+        far = torch.full((self.count, size), -math.inf, device=points.device)
+        chunk = max(1, (1 << 24) // max(len(points), 1))
+        for start in range(0, self.count, chunk):
+            stop = min(start + chunk, self.count)
+            pixels, depth = self.project(points, start, stop)  # [n, P, 2], [n, P]
+            base = torch.arange(stop - start, device=depth.device)[:, None] * size
+            x0 = (pixels[..., 0] - 0.5).floor().long()
+            y0 = (pixels[..., 1] - 0.5).floor().long()
+            ok = (self.on_image(pixels) & (depth > 0)).reshape(-1)
+            d = depth.reshape(-1)
+            near_view, far_view = near[start:stop].view(-1), far[start:stop].view(-1)
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    x, y = (x0 + dx).clamp(0, self.width - 1), (y0 + dy).clamp(0, self.height - 1)
+                    flat = torch.where(ok, (base + y * self.width + x).reshape(-1), 0)
+                    near_view.scatter_reduce_(0, flat, torch.where(ok, d, math.inf), reduce="amin")
+                    far_view.scatter_reduce_(0, flat, torch.where(ok, d, -math.inf), reduce="amax")
+        return near, far
+
+    def at_pixels(self, buffers: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, P] values of per-view `buffers` [N, h * w] at each point's own pixel `pixels` [N, P, 2]."""
+        own = pixels[..., 1].long().clamp(0, self.height - 1) * self.width
         own = own + pixels[..., 0].long().clamp(0, self.width - 1)
-        return near[own], far[own]
+        return torch.gather(buffers, 1, own)
 
     def _grid(self, pixels: torch.Tensor) -> torch.Tensor:
         return torch.stack([2 * pixels[..., 0] / self.width - 1, 2 * pixels[..., 1] / self.height - 1], dim=-1)
 
-    def sample(self, image: torch.Tensor, pixels: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Bilinear samples [n, P] of per-view `image` [N, h, w] at `pixels` [n, P, 2]."""
+    def sample(self, image: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples [N, P] of per-view `image` [N, h, w] at `pixels` [N, P, 2]."""
         grid = self._grid(pixels)[:, None]
-        return F.grid_sample(image[start:stop, None], grid, mode="bilinear", align_corners=False)[:, 0, 0]
+        return F.grid_sample(image[:, None], grid, mode="bilinear", align_corners=False)[:, 0, 0]
 
-    def sample_rgb(self, pixels: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def sample_rgb(self, pixels: torch.Tensor) -> torch.Tensor:
         grid = self._grid(pixels)[:, None]
-        out = F.grid_sample(self.rgb[start:stop], grid, mode="bilinear", align_corners=False)  # [n, 3, 1, P]
+        out = F.grid_sample(self.rgb, grid, mode="bilinear", align_corners=False)  # [N, 3, 1, P]
         return out[:, :, 0].permute(0, 2, 1)

@@ -15,7 +15,7 @@ import trimesh
 from scipy import ndimage
 
 from recon_worker.engine.reconstruct.grid import evaluate, fit_grid, initial_grid, surface
-from recon_worker.engine.reconstruct.views import SilhouetteViews
+from recon_worker.engine.reconstruct.views import SilhouetteViews, as_unit_float
 
 COARSE_RESOLUTION = 48
 
@@ -38,10 +38,9 @@ class SilhouetteSdf:
         self.outlier_fraction = outlier_fraction
 
     def __call__(self, views: SilhouetteViews, resolution: int) -> trimesh.Trimesh:
-        alpha = views.alpha.cpu().numpy()
-        sdf_px = torch.as_tensor(
-            np.stack([signed_distance_px(a) for a in alpha]), dtype=torch.float32, device=views.device
-        )  # [N, H, W]
+        sdf_px = torch.empty(views.alpha.shape, dtype=torch.float32, device=views.device)  # [N, H, W]
+        for n in range(len(views)):  # one view's float copy at a time
+            sdf_px[n] = torch.as_tensor(signed_distance_px(as_unit_float(views.alpha[n]).cpu().numpy()))
         k = 1 + int(self.outlier_fraction * len(views))
         focal = 0.5 * (views.intrinsics.fx + views.intrinsics.fy)
 
@@ -56,6 +55,7 @@ class SilhouetteSdf:
             return torch.where(seen, bound, bound.abs().clamp(min=1e-3))
 
         coarse = initial_grid(views, COARSE_RESOLUTION)
-        grid = fit_grid(evaluate(coarse, distance) < 0, coarse, resolution)
-        volume = evaluate(grid, distance)
+        chunk = views.points_per_chunk()  # [N, P] temporaries bounded whatever the number of views
+        grid = fit_grid(evaluate(coarse, distance, chunk) < 0, coarse, resolution)
+        volume = evaluate(grid, distance, chunk)
         return surface(volume.clamp(-4 * grid.step, 4 * grid.step), grid, 0.0)

@@ -41,5 +41,6 @@ def hull_occupancy(views: SilhouetteViews, resolution: int, outlier_fraction: fl
         return torch.where(seen, kth_smallest(alpha, k), torch.zeros_like(alpha[0]))
 
     coarse = initial_grid(views, COARSE_RESOLUTION)
-    grid = fit_grid(evaluate(coarse, occupancy) > 0.5, coarse, resolution)
-    return grid, evaluate(grid, occupancy)
+    chunk = views.points_per_chunk()  # [N, P] temporaries bounded whatever the number of views
+    grid = fit_grid(evaluate(coarse, occupancy, chunk) > 0.5, coarse, resolution)
+    return grid, evaluate(grid, occupancy, chunk)
