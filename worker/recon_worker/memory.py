@@ -14,20 +14,20 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-# The worker's peak host memory: a fixed base (Python, PyTorch, the engine's buffers), a cost per view and a
-# cost per decoded pixel. On the CPU every buffer of the engine is host memory (`make bench-worker-memory`,
-# docs/benchmarks.md "Worker memory": a fit of 922 MiB + 344 bytes per pixel over 32²-1024²); on a GPU the
-# renders and rasters live on the device and the host keeps the decoded views and the validate stage's
-# copies (issue 11's measurement: 18 views of 2048² peaked at 3.7 GB, ~30 bytes per pixel over the base).
+# The worker's peak host memory: a fixed base (Python, PyTorch, the engine's buffers; on a GPU also the CUDA
+# context and the nvdiffrast plugin), a cost per view and a cost per decoded pixel (`make bench-worker-memory`,
+# docs/benchmarks.md "Worker memory"):
+# - CPU: every buffer of the engine is host memory: a fit of 922 MiB + 344 bytes per pixel over 32²-1024².
+# - GPU (H200, `tools/bench_worker_memory.py gpu`, standard preset): the renders and rasters live on the device;
+#   the host keeps the decoded views and the validate stage's copies: a fit of 2,109 MiB + 0.39 MiB per view +
+#   23 bytes per pixel of host memory (the device's own peak: 550 MiB + 1.5 MiB per view + 54 bytes per pixel).
 # Per view: the reconstruct stage's [views, points] chunks were the cost that grew (8.7 MiB per view, 512
 # views of 16² at 5.1 GB); with chunks sized by the views it measured 0.12-0.22 MiB per view alone (16 to
 # 2,002 views; the rest is glibc's heap: 173 MiB at 2,002 views with a fixed mmap threshold, as at 16) and
-# the whole run peaked at 901/919/915 MiB for 16/128/512 views: 2 MiB leaves a margin.
-BASE_BYTES = 1_500 * 2**20
+# the whole run peaked at 901/919/915 MiB for 16/128/512 views: 2 MiB leaves a margin. The figures below
+# keep a margin over each fit.
+BASE_BYTES = {"cpu": 1_500 * 2**20, "cuda": 2_300 * 2**20}
 BYTES_PER_VIEW = 2 * 2**20
-# The "cuda" figure is still issue 11's, not measured here: `python tools/bench_worker_memory.py gpu` (on a GPU
-# host; standard preset, views x pixels series) measures it, as `hostFit.perPixelBytes` (host memory of a GPU
-# run, what this figure is) beside `cudaFit` (the device's own peak per view and per pixel).
 BYTES_PER_PIXEL = {"cpu": 360, "cuda": 40}
 
 MEMORY_ENV = "RECON_MEMORY_BYTES"
@@ -72,6 +72,7 @@ def memory_model(memory_bytes: int, device: str = "cuda") -> tuple[int, int]:
     """(most views, most decoded pixels) for a worker with `memory_bytes` computing on `device` ("cuda" or
     "cpu"): half of what the base leaves goes to the views' term and half to the pixels' term, so a capture
     at both limits still fits."""
-    spare = max(memory_bytes - BASE_BYTES, 0) // 2
-    per_pixel = BYTES_PER_PIXEL["cpu" if device == "cpu" else "cuda"]
+    kind = "cpu" if device == "cpu" else "cuda"
+    spare = max(memory_bytes - BASE_BYTES[kind], 0) // 2
+    per_pixel = BYTES_PER_PIXEL[kind]
     return max(1, spare // BYTES_PER_VIEW), max(1, spare // per_pixel)

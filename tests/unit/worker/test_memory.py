@@ -47,7 +47,7 @@ def test_the_capture_limits_follow_the_request(
 ) -> None:
     """The figure the operator passes decides how many views `validate` (and `run`) accept."""
     write_capture(tmp_path, views=12, size=16)
-    request = BASE_BYTES + 2 * 10 * BYTES_PER_VIEW  # room for 10 views on the CPU
+    request = BASE_BYTES["cpu"] + 2 * 10 * BYTES_PER_VIEW  # room for 10 views on the CPU
     assert memory_model(request, "cpu")[0] == 10
     monkeypatch.setenv("RECON_MEMORY_BYTES", str(request))
     assert main(["validate", "--input", str(tmp_path), "--device", "cpu"]) == 2
@@ -58,8 +58,8 @@ def test_the_capture_limits_follow_the_request(
 
 
 def test_limits_for_the_worker_name_their_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RECON_MEMORY_BYTES", str(2 * 2**30))
+    monkeypatch.setenv("RECON_MEMORY_BYTES", str(4 * 2**30))
     limits = CaptureLimits.for_worker("cpu", min_views=3)
-    assert limits.memory_bytes == 2 * 2**30 and limits.min_views == 3
-    assert limits == CaptureLimits.for_memory(2 * 2**30, "cpu", min_views=3)
+    assert limits.memory_bytes == 4 * 2**30 and limits.min_views == 3
+    assert limits == CaptureLimits.for_memory(4 * 2**30, "cpu", min_views=3)
     assert limits.max_total_pixels < CaptureLimits.for_worker("cuda").max_total_pixels
