@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from recon_worker.presets import QualitySettings
+from recon_worker.presets import PRESETS, QualitySettings
 from recon_worker.stage import STAGES, StageName
 
 # Relative cost of each stage at the standard preset on a GPU; refinement dominates.
@@ -69,8 +69,13 @@ def stage_weights(settings: QualitySettings | None = None, *, cuda: bool = True)
         return weights
     weights = dict(DEFAULT_WEIGHTS)
     if settings is not None:
-        standard_iterations = 600
-        scale = min(4.0, settings.refinement.iterations / standard_iterations)
+        # A step costs about the same host time whatever its batch (the GPU waits on kernel launches), but
+        # the views rendered are what a longer or bigger run adds: scale by steps x views per step.
+        standard = PRESETS["standard"]["refinement"]
+        refinement = settings.refinement
+        scale = min(
+            4.0, refinement.iterations * refinement.batch_views / (standard["iterations"] * standard["batchViews"])
+        )
         weights["refine"] = max(1.0, DEFAULT_WEIGHTS["refine"] * scale)
     return weights
 
