@@ -19,10 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from recon_operator.claims import output_conflict
 from recon_operator.events import Event, event_manifest, transition_event
 from recon_operator.identity import build_identity
-from recon_operator.jobspec import build_job
+from recon_operator.jobspec import build_job, build_poses_job
 from recon_operator.labels import JOB_LABEL
 from recon_operator.metrics import OperatorMetrics
-from recon_operator.names import job_name, label_value
+from recon_operator.names import job_name, label_value, poses_job_name
 from recon_operator.outputs import MAX_MANIFEST_BYTES, listing_problem, outputs_status, parse_manifest
 from recon_operator.phases import TERMINAL, Observation, Phase, Reason, confirm_outputs, parse_time
 from recon_operator.policy import violations
@@ -151,7 +151,7 @@ class Reconciler:
             # Decisions come from the operator's own record, never from owned fields a worker token wrote.
             body = self._not_older_than_published(trusted(observed, jobs))
             decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
-            if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
+            if decision.action in (Action.CREATE_JOB, Action.CREATE_POSED_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
                     return
                 # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
@@ -224,12 +224,20 @@ class Reconciler:
                     return status_fields(
                         body, spec, Phase.FAILED, refused.reason, refused.message, decision.attempt - 1, now
                     )
+            case Action.CREATE_POSED_JOB:
+                try:
+                    self._start_worker(body, spec, decision.attempt)
+                except Refused as refused:
+                    return status_fields(
+                        body, spec, Phase.FAILED, refused.reason, refused.message, decision.attempt, now
+                    )
             case Action.DELETE_JOB:
-                wanted = job_name(name, decision.attempt)
-                # Stopping a failed attempt is decided from cached Jobs, which can lag the Job controller;
-                # a Job it has already finished keeps its pods as evidence, so ask the API before deleting.
-                if decision.status.get("phase") == Phase.SUSPENDED or not self._job_finished(namespace, wanted):
-                    self._delete_job(namespace, wanted)
+                # Whichever of the attempt's Jobs runs: its poses Job, or its worker Job.
+                for wanted in (job_name(name, decision.attempt), poses_job_name(name, decision.attempt)):
+                    # Stopping a failed attempt is decided from cached Jobs, which can lag the Job controller;
+                    # a Job it has already finished keeps its pods as evidence, so ask the API before deleting.
+                    if decision.status.get("phase") == Phase.SUSPENDED or not self._job_finished(namespace, wanted):
+                        self._delete_job(namespace, wanted)
             case Action.CHECK_OUTPUTS:
                 assert decision.observation is not None
                 observation = self._verify_outputs(spec, namespace, decision.observation)
@@ -272,7 +280,7 @@ class Reconciler:
         if conflict:
             raise Refused(Reason.OUTPUT_CONFLICT, conflict)
         try:
-            preflight(spec, self._store_access(spec, namespace))
+            needs_poses = preflight(spec, self._store_access(spec, namespace))
         except PreflightError as error:
             self.metrics.preflight_failures.labels(error.reason.value).inc()
             if error.reason == Reason.STORAGE_UNREACHABLE and retry + 1 < self.settings.preflight_retries:
@@ -284,14 +292,37 @@ class Reconciler:
         uid = body["metadata"]["uid"]
         for child in build_identity(body):
             self._create_owned(child, uid)
-        job = build_job(body, spec, decision.attempt, self.settings)
+        status = decision.status
+        if needs_poses:
+            # Structure from motion first, in a CPU Job; its success creates the worker Job (CREATE_POSED_JOB).
+            job = build_poses_job(body, spec, decision.attempt, self.settings)
+            message = f"creating poses Job {job['metadata']['name']} (photos to pose by structure from motion)"
+            status = status_fields(
+                body,
+                spec,
+                Phase.POSING,
+                Reason.JOB_CREATED,
+                message,
+                decision.attempt,
+                now,
+                job=job["metadata"]["name"],
+            )
+        else:
+            job = build_job(body, spec, decision.attempt, self.settings)
         self._create_owned(job, uid)
         if decision.attempt == 1:
             created = parse_time(body["metadata"]["creationTimestamp"])
             self.metrics.time_to_job.observe(max(0.0, (now - created).total_seconds()))
         else:
             self.metrics.retries.labels("attempt").inc()
-        return decision.status
+        return status
+
+    def _start_worker(self, body: Obj, spec: ReconstructionJobSpec, attempt: int) -> None:
+        """The worker Job of `attempt`, once its poses Job has succeeded (preflight and identity came before it)."""
+        refused = violations(spec, self.settings)  # the spec may have changed while the photos were posed
+        if refused:
+            raise Refused(Reason.POLICY_VIOLATION, "; ".join(refused))
+        self._create_owned(build_job(body, spec, attempt, self.settings), body["metadata"]["uid"])
 
     def _publish(
         self,
