@@ -6,6 +6,9 @@ shrunk draft preset) against the S3 server.
   Posing → Pending → Running → Succeeded; the poses Job requests no GPU and has finished before the worker
   Job exists, and the worker restores its poses instead of running structure from motion again.
 - Textureless photos fail with PosesUnrecoverable from the poses Job: no worker Job is ever created.
+- With test_operator_lifecycle's STAND_IN as both commands (it waits for a marker object): an operator
+  restarted while posing makes no second Job or Event; cancel and suspend stop the poses Job, and resume
+  poses again in attempt 2.
 
 One render (24 + 2 views, 320^2), two structure from motion runs, one short engine run; nothing is timed.
 """
@@ -17,6 +20,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from kubernetes import client, watch
 from localcluster import Cluster
 from localcluster.kube import raw, wait_for
 from tests.conftest import MESHES
+from tests.integration.test_operator_lifecycle import STAND_IN
 from tests.s3server import TEST_CREDENTIALS, S3Server, free_port
 from tests.unit.worker.test_poses import textureless_photos
 
@@ -44,38 +49,67 @@ TINY_QUALITY = {
 }
 
 
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The operator as its own process, the real worker as each pod's process; yields its log."""
-    log = tmp_path_factory.mktemp("recon-operator") / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "RECON_OPERATOR_WORKER_COMMAND": json.dumps([*WORKER, "run"]),
-        "RECON_OPERATOR_POSES_COMMAND": json.dumps([*WORKER, "poses"]),
-        "RECON_OPERATOR_POSES_CPU": "500m",
-        "RECON_OPERATOR_POSES_MEMORY": "2Gi",
-        "RECON_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
-        "RECON_OPERATOR_DEFAULT_CPU": "500m",
-        "RECON_OPERATOR_DEFAULT_MEMORY": "2Gi",
-        "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
-        "RECON_OPERATOR_PREFLIGHT_RETRIES": "1",
-        "RECON_OPERATOR_PREFLIGHT_BACKOFF_S": "1",
-        "RECON_OPERATOR_METRICS_PORT": str(free_port()),
-        "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "recon-operator")], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield log
-    finally:
-        process.terminate()
+class Operator:
+    """The operator as its own process (it reads its settings once, at start); pods run `commands`."""
+
+    def __init__(self, cluster: Cluster, s3: S3Server, log: Path, worker: list[str], poses: list[str]) -> None:
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "RECON_OPERATOR_WORKER_COMMAND": json.dumps(worker),
+            "RECON_OPERATOR_POSES_COMMAND": json.dumps(poses),
+            "RECON_OPERATOR_POSES_CPU": "500m",
+            "RECON_OPERATOR_POSES_MEMORY": "2Gi",
+            "RECON_OPERATOR_S3_ENDPOINT": s3.endpoint,
+            "RECON_OPERATOR_DEFAULT_CPU": "500m",
+            "RECON_OPERATOR_DEFAULT_MEMORY": "4Gi",
+            "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
+            "RECON_OPERATOR_PREFLIGHT_RETRIES": "1",
+            "RECON_OPERATOR_PREFLIGHT_BACKOFF_S": "1",
+            "RECON_OPERATOR_METRICS_PORT": str(free_port()),
+            "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+        }
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(BIN / "recon-operator")],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
         try:
-            process.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def operator(cluster: Cluster, s3_server: S3Server, tmp_path: Path) -> Iterator[Operator]:
+    """The real worker as each pod's process: `recon-worker poses`, then `recon-worker run`."""
+    running = Operator(cluster, s3_server, tmp_path / "operator.log", [*WORKER, "run"], [*WORKER, "poses"])
+    yield running.start()
+    running.stop()
+
+
+@pytest.fixture
+def stand_in(cluster: Cluster, s3_server: S3Server, tmp_path: Path) -> Iterator[Operator]:
+    """STAND_IN as both commands, not started: the test starts (and restarts) it."""
+    command = [sys.executable, "-c", STAND_IN]
+    running = Operator(cluster, s3_server, tmp_path / "operator.log", command, command)
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -183,7 +217,12 @@ def limits_of(job: dict[str, Any]) -> dict[str, str]:
 
 
 def test_photos_are_posed_by_a_cpu_job_then_reconstructed_by_the_worker_job(
-    operator: Path, api: client.ApiClient, batch: client.BatchV1Api, buckets: S3Server, namespace: str, turntable: Path
+    operator: Operator,
+    api: client.ApiClient,
+    batch: client.BatchV1Api,
+    buckets: S3Server,
+    namespace: str,
+    turntable: Path,
 ) -> None:
     upload(buckets, turntable, "spot-photos/")
     phases = PhaseLog(api, namespace, "spot-photos")
@@ -197,9 +236,18 @@ def test_photos_are_posed_by_a_cpu_job_then_reconstructed_by_the_worker_job(
         assert status["phase"] == "Succeeded", (status["reason"], status["message"])
     finally:
         phases.stop()
-    assert phases.phases == ["Posing", "Pending", "Running", "Succeeded"], phases.phases
-
     jobs = jobs_of(batch, namespace, "spot-photos")
+    pods = raw(client.CoreV1Api(api).list_namespaced_pod, namespace, label_selector="recon.dev/job=spot-photos")
+    evidence = [
+        (
+            p["metadata"]["name"],
+            p["status"].get("phase"),
+            [c.get("state") for c in p["status"].get("containerStatuses") or []],
+        )
+        for p in pods["items"]
+    ]
+    assert phases.phases == ["Posing", "Pending", "Running", "Succeeded"], (phases.phases, evidence)
+
     assert set(jobs) == {"spot-photos-1-poses", "spot-photos-1"}
     poses, worker = jobs["spot-photos-1-poses"], jobs["spot-photos-1"]
     assert poses["metadata"]["labels"]["app.kubernetes.io/component"] == "poses"
@@ -219,7 +267,12 @@ def test_photos_are_posed_by_a_cpu_job_then_reconstructed_by_the_worker_job(
 
 
 def test_unposable_photos_fail_from_the_poses_job_before_any_worker_job(
-    operator: Path, api: client.ApiClient, batch: client.BatchV1Api, buckets: S3Server, namespace: str, tmp_path: Path
+    operator: Operator,
+    api: client.ApiClient,
+    batch: client.BatchV1Api,
+    buckets: S3Server,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     textureless_photos(tmp_path / "ball")
     upload(buckets, tmp_path / "ball", "ball/")
@@ -230,3 +283,90 @@ def test_unposable_photos_fail_from_the_poses_job_before_any_worker_job(
     assert set(jobs_of(batch, namespace, "ball")) == {"ball-1-poses"}  # no worker Job, no GPU asked for
     failed = {c["type"]: c for c in status["conditions"]}["Failed"]
     assert (failed["status"], failed["reason"]) == ("True", "PosesUnrecoverable")
+
+
+# ---- the poses Job's life, with the stand-in worker -----------------------------------------------
+
+
+def stand_in_capture(s3: S3Server, name: str, behaviour: dict[str, Any]) -> None:
+    """A photo (no transforms file: the poses Job comes first) and the stand-in's plan."""
+    s3.client().put_object(Bucket="captures", Key=f"{name}/IMG_0001.jpg", Body=b"\xff\xd8\xff")
+    s3.client().put_object(Bucket="captures", Key=f"{name}/behaviour.json", Body=json.dumps(behaviour).encode())
+
+
+def release(s3: S3Server, name: str) -> None:
+    s3.client().put_object(Bucket="captures", Key=f"{name}/go", Body=b"")
+
+
+def patch_spec(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> None:
+    custom = client.CustomObjectsApi(api)
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
+
+
+def wait_posing(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    """Posing with the poses Job's pod running."""
+
+    def running() -> dict[str, Any] | None:
+        status = resource(api, namespace, name).get("status") or {}
+        return status if status.get("reason") == "EstimatingPoses" else None
+
+    found: dict[str, Any] = wait_for(f"{name}: EstimatingPoses", running, 90, interval=0.5)
+    return found
+
+
+def test_an_operator_restarted_while_posing_makes_no_second_job_or_event(
+    stand_in: Operator, api: client.ApiClient, batch: client.BatchV1Api, buckets: S3Server, namespace: str
+) -> None:
+    stand_in_capture(buckets, "steady", {"sleep": 2, "waitFor": "go"})
+    stand_in.start()
+    try:
+        submit(api, namespace, "steady")
+        wait_posing(api, namespace, "steady")
+    finally:
+        stand_in.stop()
+    stand_in.start()
+    time.sleep(3)  # the new operator has listed everything and reconciled it at least once
+    status = resource(api, namespace, "steady")["status"]
+    assert (status["phase"], status["jobName"]) == ("Posing", "steady-1-poses")
+    assert set(jobs_of(batch, namespace, "steady")) == {"steady-1-poses"}
+    release(buckets, "steady")
+    status = wait_phase(api, namespace, "steady", {"Succeeded", "Failed", "Cancelled"}, timeout=120)
+    assert status["phase"] == "Succeeded", (status["reason"], status["message"])
+    assert set(jobs_of(batch, namespace, "steady")) == {"steady-1-poses", "steady-1"} and status["attempts"] == 1
+    events = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector="involvedObject.name=steady")
+    moves = [e.message.split(":")[0] for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)]
+    assert moves == ["New → Posing", "Posing → Pending", "Pending → Running", "Running → Succeeded"], moves
+
+
+def test_cancel_while_posing_stops_the_poses_job_and_creates_no_worker_job(
+    stand_in: Operator, api: client.ApiClient, batch: client.BatchV1Api, buckets: S3Server, namespace: str
+) -> None:
+    stand_in_capture(buckets, "doomed", {"waitFor": "go"})
+    stand_in.start()
+    submit(api, namespace, "doomed")
+    wait_posing(api, namespace, "doomed")
+    patch_spec(api, namespace, "doomed", cancel=True)
+    status = wait_phase(api, namespace, "doomed", {"Cancelled"}, timeout=60)
+    assert status["reason"] == "CancelRequested" and "doomed-1-poses is stopped" in status["message"]
+    wait_for("the poses Job to go", lambda: not jobs_of(batch, namespace, "doomed"), 60)
+    release(buckets, "doomed")
+    time.sleep(3)
+    assert not jobs_of(batch, namespace, "doomed")  # cancelled is final: no worker Job afterwards
+
+
+def test_suspend_while_posing_stops_it_and_resume_poses_again_in_attempt_2(
+    stand_in: Operator, api: client.ApiClient, batch: client.BatchV1Api, buckets: S3Server, namespace: str
+) -> None:
+    stand_in_capture(buckets, "pausable", {"waitFor": "go"})
+    stand_in.start()
+    submit(api, namespace, "pausable")
+    wait_posing(api, namespace, "pausable")
+    patch_spec(api, namespace, "pausable", suspend=True)
+    wait_phase(api, namespace, "pausable", {"Suspended"}, timeout=60)
+    wait_for("the poses Job to go", lambda: not jobs_of(batch, namespace, "pausable"), 60)
+    release(buckets, "pausable")
+    patch_spec(api, namespace, "pausable", suspend=False)
+    status = wait_phase(api, namespace, "pausable", {"Succeeded", "Failed", "Cancelled"}, timeout=120)
+    assert status["phase"] == "Succeeded", (status["reason"], status["message"])
+    assert status["attempts"] == 2 and status["jobName"] == "pausable-2"
+    assert set(jobs_of(batch, namespace, "pausable")) == {"pausable-2-poses", "pausable-2"}
