@@ -158,7 +158,13 @@ class Reconciler:
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
                 jobs = self._list_jobs(meta["namespace"], meta["name"])
                 body = self._not_older_than_published(trusted(observed, jobs))
+                creating = decision.action in (Action.CREATE_JOB, Action.CREATE_POSED_JOB)
                 decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
+                if creating and decision.action not in (Action.CREATE_JOB, Action.CREATE_POSED_JOB):
+                    # The Job to create exists already: the cached view was stale, and its pods are too (a
+                    # running worker would read as Pending). A watch event or the next sweep decides from a
+                    # view that has them.
+                    return
                 if decision.action == Action.CONFIRM_JOB_GONE:
                     decision = Decision(Action.NONE, decision.attempt, status=decision.status)
                 elif decision.action == Action.CREATE_JOB and not allow_create:
