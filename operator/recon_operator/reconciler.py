@@ -79,6 +79,12 @@ def load_kube_config() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+def _version(body: Any) -> int:
+    """A CR's metadata.resourceVersion as a number (etcd's revision); -1 when it is not one."""
+    value = str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else -1
+
+
 def raw_json(response: object) -> Any:
     """The body of a call made with `_preload_content=False` (the client's stubs type it as the model)."""
     return json.loads(cast("Any", response).data)
@@ -108,6 +114,8 @@ class Reconciler:
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     # (uid, operator-owned status) last patched onto each CR: guards against cached bodies that lag it.
     published: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
+    # resourceVersion of the CR after the operator's last write to it: a listing older than that predates it.
+    written: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Reconciler:
@@ -127,6 +135,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.published.pop((namespace, name), None)
+        self.written.pop((namespace, name), None)
         self.metrics.phases.forget(namespace, name)
         self.locks.drop((namespace, name))
 
@@ -142,11 +151,16 @@ class Reconciler:
         retry: int,
         claims: Sequence[Obj] = (),
         workloads: Sequence[Obj] = (),
+        listing: bool = False,
     ) -> None:
         """Decide and act for `body`; `claims`: the other ReconstructionJobs known (for output-prefix claims);
-        `workloads`: Kueue's Workloads of its Jobs (when they are watched)."""
+        `workloads`: Kueue's Workloads of its Jobs (when they are watched). `listing`: `body`, `jobs` and
+        `pods` are one listing (the healer's), skipped when it predates this operator's last write to the CR:
+        the Jobs and Pods it holds are older than what that write was decided from."""
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
+            if listing and _version(body) < self.written.get((meta["namespace"], meta["name"]), -1):
+                return
             observed = body
             # Decisions come from the operator's own record, never from owned fields a worker token wrote.
             body = self._not_older_than_published(trusted(observed, jobs))
@@ -353,9 +367,10 @@ class Reconciler:
                 patch = {"metadata": {"annotations": {RECORD_ANNOTATION: record}}}
                 self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
             if owned_status(shown) != owned_status(status):
-                self.custom.patch_namespaced_custom_object_status(
+                patched = self.custom.patch_namespaced_custom_object_status(
                     API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
                 )
+                self.written[(namespace, name)] = _version(patched)
         except ApiException as exc:
             if exc.status == 404:
                 return
