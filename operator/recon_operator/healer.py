@@ -107,6 +107,7 @@ class Healer(threading.Thread):
                         retry=0,
                         claims=claims,
                         workloads=workloads,
+                        listing=True,
                     )
                 except kopf.TemporaryError:
                     pass  # preflight retries belong to the create handler's backoff

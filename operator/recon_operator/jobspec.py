@@ -1,4 +1,9 @@
-"""The worker Job of one attempt, derived from the CR and the operator settings by one pure function."""
+"""The Jobs of one attempt, derived from the CR and the operator settings by pure functions.
+
+`build_job` is the worker Job (GPU); `build_poses_job` the CPU Job that poses a photo capture by structure
+from motion before it (`recon-worker poses`: its result is the run's `poses` checkpoint under the output's
+staging prefix, which the worker Job's `poses` stage then restores instead of posing again).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import Any, cast
 import kopf
 
 from recon_operator.labels import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, child_labels
-from recon_operator.names import identity_name, job_name
+from recon_operator.names import identity_name, job_name, poses_job_name
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import ReconstructionJobSpec, ResourceCoordinates
 from recon_operator.task import build_task, task_json
@@ -54,17 +59,21 @@ def _env(spec: ReconstructionJobSpec, task: str) -> list[dict[str, Any]]:
 
 
 def _resources(spec: ReconstructionJobSpec, settings: OperatorSettings) -> dict[str, Any]:
-    amounts: dict[str, str] = {}
     cpu = spec.resources.cpu if spec.resources.cpu is not None else settings.default_cpu
     memory = spec.resources.memory if spec.resources.memory is not None else settings.default_memory
+    gpus = {spec.resources.gpu_resource_name: spec.resources.gpus} if spec.resources.gpus > 0 else {}
+    return _amounts(cpu, memory, gpus)
+
+
+def _amounts(cpu: object | None, memory: object | None, extended: Mapping[str, int]) -> dict[str, Any]:
+    amounts: dict[str, str] = {}
     if cpu is not None:
         amounts["cpu"] = str(cpu)
     if memory is not None:
         amounts["memory"] = str(memory)
     limits = dict(amounts)
-    if spec.resources.gpus > 0:
-        # Extended resources are limits only; the API server copies them into requests.
-        limits[spec.resources.gpu_resource_name] = str(spec.resources.gpus)
+    # Extended resources (GPUs) are limits only; the API server copies them into requests.
+    limits.update({name: str(count) for name, count in extended.items()})
     return {"requests": amounts, "limits": limits} if amounts else {"limits": limits}
 
 
@@ -82,14 +91,20 @@ def _pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def _container(spec: ReconstructionJobSpec, task: str, settings: OperatorSettings) -> dict[str, Any]:
+def _container(
+    spec: ReconstructionJobSpec,
+    task: str,
+    settings: OperatorSettings,
+    command: tuple[str, ...],
+    resources: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "name": CONTAINER,
         "image": spec.image or settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": list(settings.worker_command),
+        "command": list(command),
         "env": _env(spec, task),
-        "resources": _resources(spec, settings),
+        "resources": resources,
         "volumeMounts": [
             {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
             {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_PATH},
@@ -107,9 +122,11 @@ def _container(spec: ReconstructionJobSpec, task: str, settings: OperatorSetting
     }
 
 
-def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: OperatorSettings) -> dict[str, Any]:
-    scheduling = spec.scheduling
-    pod: dict[str, Any] = {
+def _pod_spec(
+    spec: ReconstructionJobSpec, cr_name: str, container: dict[str, Any], settings: OperatorSettings
+) -> dict[str, Any]:
+    """The pod of either Job: identity, security, volumes; placement is added by the caller."""
+    return {
         "restartPolicy": "Never",  # retries are the Job's, so each attempt's evidence stays in its own pod
         "serviceAccountName": identity_name(cr_name),
         "automountServiceAccountToken": True,  # the worker patches its own CR's status
@@ -120,12 +137,18 @@ def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: Op
             "fsGroup": settings.run_as_user,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(spec, task, settings)],
+        "containers": [container],
         "volumes": [
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shm_size)}},
             {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": settings.scratch_size}},
         ],
     }
+
+
+def _worker_pod(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: OperatorSettings) -> dict[str, Any]:
+    scheduling = spec.scheduling
+    container = _container(spec, task, settings, settings.worker_command, _resources(spec, settings))
+    pod = _pod_spec(spec, cr_name, container, settings)
     # The admin's placement wins over the CR's: a CR may narrow where it runs, not move off the GPU pool.
     node_selector = {**scheduling.node_selector, **settings.worker_node_selector}
     if node_selector:
@@ -144,10 +167,23 @@ def _pod_spec(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: Op
     return pod
 
 
+def _poses_pod(spec: ReconstructionJobSpec, cr_name: str, task: str, settings: OperatorSettings) -> dict[str, Any]:
+    """CPU only: no GPU request, and none of the CR's GPU placement (it would wait for a GPU node)."""
+    resources = _amounts(settings.poses_cpu, settings.poses_memory, {})
+    pod = _pod_spec(spec, cr_name, _container(spec, task, settings, settings.poses_command, resources), settings)
+    if settings.poses_node_selector:
+        pod["nodeSelector"] = dict(settings.poses_node_selector)
+    if settings.poses_tolerations:
+        pod["tolerations"] = [copy.deepcopy(t) for t in settings.poses_tolerations]
+    if spec.scheduling.priority_class_name:
+        pod["priorityClassName"] = spec.scheduling.priority_class_name
+    return pod
+
+
 def build_job(
     owner: Mapping[str, Any], spec: ReconstructionJobSpec, attempt: int, settings: OperatorSettings
 ) -> dict[str, Any]:
-    """The batch/v1 Job for `attempt` (1-based) of the ReconstructionJob `owner` (its body)."""
+    """The batch/v1 worker Job for `attempt` (1-based) of the ReconstructionJob `owner` (its body)."""
     coords = ResourceCoordinates.of(owner)
     task = task_json(build_task(spec, coords, attempt, settings))
     labels = {**child_labels(coords.name, "worker"), ATTEMPT_LABEL: str(attempt)}
@@ -159,22 +195,50 @@ def build_job(
         priority = ((owner.get("metadata") or {}).get("labels") or {}).get(PRIORITY_CLASS_LABEL)
         if priority:
             job_labels[PRIORITY_CLASS_LABEL] = priority
+    pod = _worker_pod(spec, coords.name, task, settings)
+    name = job_name(coords.name, attempt)
+    # Kueue admits the Job by unsuspending it; the operator never toggles it itself.
+    return _job(owner, spec, settings, name, job_labels, labels, pod, suspend=bool(kueue))
+
+
+def build_poses_job(
+    owner: Mapping[str, Any], spec: ReconstructionJobSpec, attempt: int, settings: OperatorSettings
+) -> dict[str, Any]:
+    """The batch/v1 CPU Job that poses the photos of `attempt` before its worker Job (`recon-worker poses`).
+
+    Its task document is the worker Job's: the same run key, so the worker restores the poses it saved.
+    """
+    coords = ResourceCoordinates.of(owner)
+    task = task_json(build_task(spec, coords, attempt, settings))
+    labels = {**child_labels(coords.name, "poses"), ATTEMPT_LABEL: str(attempt)}
+    pod = _poses_pod(spec, coords.name, task, settings)
+    name = poses_job_name(coords.name, attempt)
+    return _job(owner, spec, settings, name, dict(labels), labels, pod, suspend=False)
+
+
+def _job(
+    owner: Mapping[str, Any],
+    spec: ReconstructionJobSpec,
+    settings: OperatorSettings,
+    name: str,
+    job_labels: dict[str, str],
+    pod_labels: dict[str, str],
+    pod: dict[str, Any],
+    *,
+    suspend: bool,
+) -> dict[str, Any]:
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(coords.name, attempt), "namespace": coords.namespace, "labels": job_labels},
+        "metadata": {"name": name, "namespace": owner["metadata"]["namespace"], "labels": job_labels},
         "spec": {
             "backoffLimit": spec.backoff_limit,
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "ttlSecondsAfterFinished": settings.job_ttl_seconds,
             "podFailurePolicy": _pod_failure_policy(),
             "podReplacementPolicy": "Failed",  # never two workers at once on a terminating pod's GPU
-            # Kueue admits the Job by unsuspending it; the operator never toggles it itself.
-            "suspend": bool(kueue),
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": _pod_spec(spec, coords.name, task, settings),
-            },
+            "suspend": suspend,
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod},
         },
     }
     kopf.adopt(job, owner=kopf.Body(cast("kopf.RawBody", dict(owner))), nested=["spec.template"])

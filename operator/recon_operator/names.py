@@ -22,6 +22,14 @@ def job_name(cr_name: str, attempt: int) -> str:
     return shorten(cr_name, f"-{attempt}")
 
 
+def poses_job_name(cr_name: str, attempt: int) -> str:
+    """`<cr-name>-<attempt>-poses`: the CPU Job that poses the photos before the worker Job of `attempt`.
+
+    Worker Job names end in the attempt's digits, so no CR's worker Job can take this name.
+    """
+    return shorten(cr_name, f"-{attempt}-poses")
+
+
 def identity_name(cr_name: str) -> str:
     """Name of the worker's ServiceAccount, Role and RoleBinding."""
     return shorten(cr_name, "-worker")

@@ -22,6 +22,7 @@ Obj = Mapping[str, Any]
 
 class Phase(StrEnum):
     PENDING = "Pending"
+    POSING = "Posing"  # the CPU Job poses the photos by structure from motion; no GPU is held yet
     QUEUED = "Queued"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
@@ -35,6 +36,9 @@ TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 class Reason(StrEnum):
     JOB_CREATED = "JobCreated"
+    ESTIMATING_POSES = "EstimatingPoses"  # the poses Job's pod runs structure from motion
+    POSES_ESTIMATED = "PosesEstimated"  # the poses Job succeeded: the worker Job of the attempt is created
+    POSES_UNRECOVERABLE = "PosesUnrecoverable"  # too few photos registered (the worker's exit 2, its reason)
     WAITING_FOR_ADMISSION = "WaitingForAdmission"  # suspended Job, waiting for Kueue
     PREEMPTED = "Preempted"  # Kueue evicted the running Job for a higher-priority one; it waits again
     UNSCHEDULABLE = "Unschedulable"
@@ -107,6 +111,15 @@ def _created(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("creationTimestamp") or "")
 
 
+def worker_reason(terminated: Obj | None) -> str | None:
+    """The `reason` of the worker's JSON termination message, when it wrote one."""
+    try:
+        data = json.loads(str((terminated or {}).get("message") or "").strip())
+    except json.JSONDecodeError:
+        return None
+    return str(data["reason"]) if isinstance(data, dict) and data.get("reason") else None
+
+
 def worker_message(terminated: Obj | None) -> str:
     """The worker's termination message `{"reason", "message"}` as `reason: message` (raw text otherwise)."""
     if not terminated:
@@ -152,7 +165,9 @@ def _failure(job: Obj, condition: Obj, pods: Sequence[Obj]) -> tuple[Reason, str
     if job_reason == "DeadlineExceeded":
         reason = Reason.DEADLINE_EXCEEDED
     elif exit_code == EXIT_INVALID_INPUT:
-        reason = Reason.INPUTS_INVALID
+        # Structure from motion that registers too few photos is the input's fault too, by its own name.
+        unposed = worker_reason(terminated) == Reason.POSES_UNRECOVERABLE
+        reason = Reason.POSES_UNRECOVERABLE if unposed else Reason.INPUTS_INVALID
     elif exit_code == EXIT_NODE_UNFIT:
         reason = Reason.INSUFFICIENT_GPU_MEMORY
     elif terminated and terminated.get("reason") == "OOMKilled":

@@ -64,7 +64,7 @@ def _has_photos(access: StoreAccess, inp: Location) -> bool:
     return any(o["Key"].lower().endswith(PHOTO_SUFFIXES) for page in pages for o in page.get("Contents", []))
 
 
-def _check_photos(access: StoreAccess, inp: Location) -> None:
+def _check_photos(access: StoreAccess, inp: Location) -> bool:
     """Poses to estimate: no transforms file is needed, photos are."""
     try:
         found = _has_photos(access, inp)
@@ -72,19 +72,22 @@ def _check_photos(access: StoreAccess, inp: Location) -> None:
         raise _client_failure(exc, f"input {inp.uri}", access) from None
     if not found:
         raise PreflightError(Reason.INPUTS_INVALID, f"input {inp.uri} holds no PNG or JPEG photos to pose")
+    return True
 
 
-def _check_input(spec: ReconstructionJobSpec, access: StoreAccess, inp: Location) -> None:
+def _check_input(spec: ReconstructionJobSpec, access: StoreAccess, inp: Location) -> bool:
+    """Raise unless the capture is there; True when its photos are to be posed by structure from motion."""
     if spec.input.poses == "estimate":
         return _check_photos(access, inp)
     try:
-        return _check_transforms(spec, access, inp)
+        _check_transforms(spec, access, inp)
+        return False
     except PreflightError as missing:
         if spec.input.poses != "auto" or missing.reason != Reason.INPUTS_INVALID:
             raise
         # auto: a folder of photos without a transforms file is posed by structure from motion.
         try:
-            _check_photos(access, inp)
+            return _check_photos(access, inp)
         except PreflightError as no_photos:
             raise PreflightError(no_photos.reason, f"{missing.message}, and {no_photos.message}") from None
 
@@ -125,10 +128,15 @@ def _check_output(access: StoreAccess, out: Location) -> None:
         raise _client_failure(exc, f"output {out.uri} is not writable (probe {out.child(probe)})", access) from None
 
 
-def preflight(spec: ReconstructionJobSpec, access: StoreAccess) -> None:
-    """Raise PreflightError unless the transforms file is readable and the output prefix writable."""
-    _check_input(spec, access, parse_location(spec.input.uri))
+def preflight(spec: ReconstructionJobSpec, access: StoreAccess) -> bool:
+    """Raise PreflightError unless the capture is readable and the output prefix writable.
+
+    Returns whether the capture is a folder of photos to pose (`spec.input.poses` estimate, or auto without
+    a transforms file): the operator then runs the CPU poses Job before the worker Job.
+    """
+    needs_poses = _check_input(spec, access, parse_location(spec.input.uri))
     _check_output(access, parse_location(spec.output.uri))
+    return needs_poses
 
 
 def credentials_from_secret(secret: Any, namespace: str, name: str) -> tuple[tuple[str, str], ...]:

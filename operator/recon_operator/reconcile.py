@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from recon_operator.labels import ATTEMPT_LABEL
-from recon_operator.names import job_name
+from recon_operator.labels import ATTEMPT_LABEL, COMPONENT_LABEL
+from recon_operator.names import job_name, poses_job_name
 from recon_operator.phases import (
     TERMINAL,
     Observation,
@@ -51,8 +51,9 @@ RECORD_ANNOTATION = "recon.dev/operator-status"
 
 class Action(StrEnum):
     NONE = "None"
-    CREATE_JOB = "CreateJob"  # preflight, then the worker identity and the Job of `attempt`
-    DELETE_JOB = "DeleteJob"  # stop the current attempt (suspend, or failed while its pod still holds a GPU)
+    CREATE_JOB = "CreateJob"  # preflight, then the worker identity and the poses Job or worker Job of `attempt`
+    CREATE_POSED_JOB = "CreatePosedJob"  # the poses Job of `attempt` succeeded: its worker Job, no new preflight
+    DELETE_JOB = "DeleteJob"  # stop the current attempt's Job (suspend, cancel, or failed while its pod runs)
     CHECK_OUTPUTS = "CheckOutputs"  # the Job completed: Succeeded only if the manifest is published
     CONFIRM_JOB_GONE = "ConfirmJobGone"  # the expected Job is not in the cache: ask the API before cancelling
     DELETE_RESOURCE = "DeleteResource"  # spec.ttlSecondsAfterFinished has run out
@@ -107,10 +108,12 @@ def status_fields(
     finished_at: str | None = None,
     outputs: Mapping[str, Any] | None = None,
     admission: Admission | None = None,
+    job: str | None = None,
 ) -> dict[str, Any]:
     """The complete operator-owned status for `phase`, keeping earlier times and condition transitions.
 
     `outputs` (from the verified manifest) shows only on Succeeded; a Succeeded status keeps its own.
+    `job`: the Job the status is about when it is not the attempt's worker Job (its poses Job).
     """
     status = body.get("status") or {}
     generation = int((body.get("metadata") or {}).get("generation") or 0)
@@ -126,7 +129,7 @@ def status_fields(
             phase, reason, message, quality, status.get("conditions") or [], rfc3339(now), generation, admission
         ),
         "attempts": attempt,
-        "jobName": job_name(body["metadata"]["name"], attempt) if attempt else None,
+        "jobName": job or (job_name(body["metadata"]["name"], attempt) if attempt else None),
         "startTime": status.get("startTime") or started_at,
         "completionTime": None,
         "observedGeneration": generation,
@@ -207,6 +210,8 @@ def decide(
 ) -> Decision:
     """The next step for the ReconstructionJob `body`, given the Jobs and Pods it owns (and Kueue's Workloads).
 
+    An attempt whose photos need poses has two Jobs in turn: the CPU poses Job, then (once it succeeded)
+    the worker Job; the worker Job, once it exists, is the one the attempt is about.
     `create_refusals`: Job name -> the Job controller's latest FailedCreate message, where one was looked up.
     """
     spec = ReconstructionJobSpec.model_validate(body["spec"])
@@ -216,11 +221,17 @@ def decide(
     attempt = max([int(status.get("attempts") or 0), *(attempt_of(job) for job in jobs)])
     wanted = job_name(name, attempt) if attempt else None
     current = next((job for job in jobs if job["metadata"]["name"] == wanted), None)
+    posing = None
+    if current is None and attempt:
+        posing = next((job for job in jobs if job["metadata"]["name"] == poses_job_name(name, attempt)), None)
+    stage = current if current is not None else posing  # the attempt's Job now in charge, if any
     phase = Phase(status["phase"]) if status.get("phase") in Phase.__members__.values() else None
 
     if phase in TERMINAL:
-        kept = status_fields(body, spec, phase, status.get("reason", ""), status.get("message", ""), attempt, now)
-        if current is not None and not is_finished(current):
+        kept = status_fields(
+            body, spec, phase, status.get("reason", ""), status.get("message", ""), attempt, now, job=_job_of(status)
+        )
+        if stage is not None and not is_finished(stage):
             return Decision(Action.DELETE_JOB, attempt, status=kept)
         finished = status.get("completionTime")
         ttl = spec.ttl_seconds_after_finished
@@ -228,37 +239,43 @@ def decide(
             return Decision(Action.DELETE_RESOURCE, attempt, status=kept)
         return Decision(Action.NONE, attempt, status=kept)
 
+    stopping = stage is not None and not is_finished(stage)  # a pod of it may still run
+    stage_name = stage["metadata"]["name"] if stage is not None else None
     if spec.cancel and not (current is not None and is_finished(current)):
         # Cancelled is terminal: from the next reconcile on, the branch above deletes a Job still running.
-        message = "spec.cancel is true: the job was cancelled" + (f" and Job {wanted} is stopped" if current else "")
+        message = "spec.cancel is true: the job was cancelled" + (f" and Job {stage_name} is stopped" if stage else "")
         cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.CANCEL_REQUESTED, message, attempt, now)
-        return Decision(Action.DELETE_JOB if current is not None else Action.NONE, attempt, status=cancelled)
+        return Decision(Action.DELETE_JOB if stopping else Action.NONE, attempt, status=cancelled)
 
-    if current is not None and (current.get("metadata") or {}).get("deletionTimestamp"):
+    if stage is not None and (stage.get("metadata") or {}).get("deletionTimestamp"):
         # The Job is going away. Ours (suspend): stay Suspended until it is gone, then resume creates the
         # next attempt. Someone else's: the attempt is cancelled.
-        gone = current["metadata"]["name"]
         if spec.suspend or phase == Phase.SUSPENDED:
             message = "spec.suspend is true: the worker is stopped and its GPU released"
             if not spec.suspend:
-                message = f"resuming once Job {gone} has finished terminating"
+                message = f"resuming once Job {stage_name} has finished terminating"
             suspended = status_fields(body, spec, Phase.SUSPENDED, Reason.SUSPENDED, message, attempt, now)
             return Decision(Action.NONE, attempt, status=suspended)
-        message = f"worker Job {gone} was deleted before it finished"
+        message = f"{_kind(stage)} Job {stage_name} was deleted before it finished"
         cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.JOB_DELETED, message, attempt, now)
         return Decision(Action.NONE, attempt, status=cancelled)
 
     if spec.suspend and not (current is not None and is_finished(current)):
         message = "spec.suspend is true: the worker is stopped and its GPU released"
         suspended = status_fields(body, spec, Phase.SUSPENDED, Reason.SUSPENDED, message, attempt, now)
-        return Decision(Action.DELETE_JOB if current is not None else Action.NONE, attempt, status=suspended)
+        return Decision(Action.DELETE_JOB if stopping else Action.NONE, attempt, status=suspended)
+
+    if current is None and posing is not None:
+        return _posing(body, spec, posing, pods, attempt, now)
 
     if current is None:
         if attempt == 0 or phase == Phase.SUSPENDED:
             message = f"creating Job {job_name(name, attempt + 1)}"
             created = status_fields(body, spec, Phase.PENDING, Reason.JOB_CREATED, message, attempt + 1, now)
             return Decision(Action.CREATE_JOB, attempt + 1, status=created)
-        message = f"worker Job {wanted} was deleted before it finished"
+        gone = _job_of(status) or wanted
+        kind = "poses" if gone == poses_job_name(name, attempt) else "worker"
+        message = f"{kind} Job {gone} was deleted before it finished"
         cancelled = status_fields(body, spec, Phase.CANCELLED, Reason.JOB_DELETED, message, attempt, now)
         return Decision(Action.CONFIRM_JOB_GONE, attempt, status=cancelled)
 
@@ -273,6 +290,41 @@ def decide(
     if observation.phase == Phase.FAILED and observation.job_active:
         return Decision(Action.DELETE_JOB, attempt, observation, derived)
     return Decision(Action.NONE, attempt, observation, derived)
+
+
+def _job_of(status: Obj) -> str | None:
+    return str(status["jobName"]) if status.get("jobName") else None
+
+
+def _kind(job: Obj) -> str:
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    return "poses" if labels.get(COMPONENT_LABEL) == "poses" else "worker"
+
+
+def _posing(
+    body: Obj, spec: ReconstructionJobSpec, job: Obj, pods: Sequence[Obj], attempt: int, now: datetime
+) -> Decision:
+    """The attempt's poses Job, before its worker Job exists: Posing while it waits or runs, then the worker
+    Job (CREATE_POSED_JOB), or Failed with its typed reason (PosesUnrecoverable: too few photos registered)."""
+    name = job["metadata"]["name"]
+    observation = observe_job(job, pods_of(job, pods), now, spec.pending_deadline_seconds)
+    if observation.phase == Phase.SUCCEEDED:
+        worker = job_name(body["metadata"]["name"], attempt)
+        message = f"poses Job {name} posed the photos; creating Job {worker}"
+        created = status_fields(
+            body, spec, Phase.PENDING, Reason.POSES_ESTIMATED, message, attempt, now, observation.started_at
+        )
+        return Decision(Action.CREATE_POSED_JOB, attempt, status=created)
+    if observation.phase == Phase.FAILED:
+        failed = replace(observation, message=f"poses Job {name}: {observation.message}")
+        derived = from_observation(body, spec, failed, attempt, now) | {"jobName": name}
+        action = Action.DELETE_JOB if observation.job_active else Action.NONE
+        return Decision(action, attempt, failed, derived)
+    # Waiting (pod pending, unschedulable) or running: the reason is the pod's, the phase Posing.
+    reason = Reason.ESTIMATING_POSES if observation.phase == Phase.RUNNING else observation.reason
+    message = f"poses Job {name}: {observation.message}"
+    posing = status_fields(body, spec, Phase.POSING, reason, message, attempt, now, observation.started_at, job=name)
+    return Decision(Action.NONE, attempt, replace(observation, phase=Phase.POSING, reason=reason), posing)
 
 
 def owned_status(status: Obj) -> dict[str, Any]:

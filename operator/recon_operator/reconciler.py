@@ -19,10 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from recon_operator.claims import output_conflict
 from recon_operator.events import Event, event_manifest, transition_event
 from recon_operator.identity import build_identity
-from recon_operator.jobspec import build_job
+from recon_operator.jobspec import build_job, build_poses_job
 from recon_operator.labels import JOB_LABEL
 from recon_operator.metrics import OperatorMetrics
-from recon_operator.names import job_name, label_value
+from recon_operator.names import job_name, label_value, poses_job_name
 from recon_operator.outputs import MAX_MANIFEST_BYTES, listing_problem, outputs_status, parse_manifest
 from recon_operator.phases import TERMINAL, Observation, Phase, Reason, confirm_outputs, parse_time
 from recon_operator.policy import violations
@@ -79,6 +79,12 @@ def load_kube_config() -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
+def _version(body: Any) -> int:
+    """A CR's metadata.resourceVersion as a number (etcd's revision); -1 when it is not one."""
+    value = str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+    return int(value) if value.isdigit() else -1
+
+
 def raw_json(response: object) -> Any:
     """The body of a call made with `_preload_content=False` (the client's stubs type it as the model)."""
     return json.loads(cast("Any", response).data)
@@ -108,6 +114,8 @@ class Reconciler:
     locks: KeyedLocks = field(default_factory=KeyedLocks)
     # (uid, operator-owned status) last patched onto each CR: guards against cached bodies that lag it.
     published: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
+    # resourceVersion of the CR after the operator's last write to it: a listing older than that predates it.
+    written: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Reconciler:
@@ -127,6 +135,7 @@ class Reconciler:
 
     def forget(self, namespace: str, name: str) -> None:
         self.published.pop((namespace, name), None)
+        self.written.pop((namespace, name), None)
         self.metrics.phases.forget(namespace, name)
         self.locks.drop((namespace, name))
 
@@ -142,23 +151,34 @@ class Reconciler:
         retry: int,
         claims: Sequence[Obj] = (),
         workloads: Sequence[Obj] = (),
+        listing: bool = False,
     ) -> None:
         """Decide and act for `body`; `claims`: the other ReconstructionJobs known (for output-prefix claims);
-        `workloads`: Kueue's Workloads of its Jobs (when they are watched)."""
+        `workloads`: Kueue's Workloads of its Jobs (when they are watched). `listing`: `body`, `jobs` and
+        `pods` are one listing (the healer's), skipped when it predates this operator's last write to the CR:
+        the Jobs and Pods it holds are older than what that write was decided from."""
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
+            if listing and _version(body) < self.written.get((meta["namespace"], meta["name"]), -1):
+                return
             observed = body
             # Decisions come from the operator's own record, never from owned fields a worker token wrote.
             body = self._not_older_than_published(trusted(observed, jobs))
             decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
-            if decision.action in (Action.CREATE_JOB, Action.CONFIRM_JOB_GONE):
+            if decision.action in (Action.CREATE_JOB, Action.CREATE_POSED_JOB, Action.CONFIRM_JOB_GONE):
                 if not allow_create and decision.action == Action.CREATE_JOB:
                     return
                 # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
                 jobs = self._list_jobs(meta["namespace"], meta["name"])
                 body = self._not_older_than_published(trusted(observed, jobs))
+                creating = decision.action in (Action.CREATE_JOB, Action.CREATE_POSED_JOB)
                 decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
+                if creating and decision.action not in (Action.CREATE_JOB, Action.CREATE_POSED_JOB):
+                    # The Job to create exists already: the cached view was stale, and its pods are too (a
+                    # running worker would read as Pending). A watch event or the next sweep decides from a
+                    # view that has them.
+                    return
                 if decision.action == Action.CONFIRM_JOB_GONE:
                     decision = Decision(Action.NONE, decision.attempt, status=decision.status)
                 elif decision.action == Action.CREATE_JOB and not allow_create:
@@ -224,12 +244,20 @@ class Reconciler:
                     return status_fields(
                         body, spec, Phase.FAILED, refused.reason, refused.message, decision.attempt - 1, now
                     )
+            case Action.CREATE_POSED_JOB:
+                try:
+                    self._start_worker(body, spec, decision.attempt)
+                except Refused as refused:
+                    return status_fields(
+                        body, spec, Phase.FAILED, refused.reason, refused.message, decision.attempt, now
+                    )
             case Action.DELETE_JOB:
-                wanted = job_name(name, decision.attempt)
-                # Stopping a failed attempt is decided from cached Jobs, which can lag the Job controller;
-                # a Job it has already finished keeps its pods as evidence, so ask the API before deleting.
-                if decision.status.get("phase") == Phase.SUSPENDED or not self._job_finished(namespace, wanted):
-                    self._delete_job(namespace, wanted)
+                # Whichever of the attempt's Jobs runs: its poses Job, or its worker Job.
+                for wanted in (job_name(name, decision.attempt), poses_job_name(name, decision.attempt)):
+                    # Stopping a failed attempt is decided from cached Jobs, which can lag the Job controller;
+                    # a Job it has already finished keeps its pods as evidence, so ask the API before deleting.
+                    if decision.status.get("phase") == Phase.SUSPENDED or not self._job_finished(namespace, wanted):
+                        self._delete_job(namespace, wanted)
             case Action.CHECK_OUTPUTS:
                 assert decision.observation is not None
                 observation = self._verify_outputs(spec, namespace, decision.observation)
@@ -272,7 +300,7 @@ class Reconciler:
         if conflict:
             raise Refused(Reason.OUTPUT_CONFLICT, conflict)
         try:
-            preflight(spec, self._store_access(spec, namespace))
+            needs_poses = preflight(spec, self._store_access(spec, namespace))
         except PreflightError as error:
             self.metrics.preflight_failures.labels(error.reason.value).inc()
             if error.reason == Reason.STORAGE_UNREACHABLE and retry + 1 < self.settings.preflight_retries:
@@ -284,14 +312,37 @@ class Reconciler:
         uid = body["metadata"]["uid"]
         for child in build_identity(body):
             self._create_owned(child, uid)
-        job = build_job(body, spec, decision.attempt, self.settings)
+        status = decision.status
+        if needs_poses:
+            # Structure from motion first, in a CPU Job; its success creates the worker Job (CREATE_POSED_JOB).
+            job = build_poses_job(body, spec, decision.attempt, self.settings)
+            message = f"creating poses Job {job['metadata']['name']} (photos to pose by structure from motion)"
+            status = status_fields(
+                body,
+                spec,
+                Phase.POSING,
+                Reason.JOB_CREATED,
+                message,
+                decision.attempt,
+                now,
+                job=job["metadata"]["name"],
+            )
+        else:
+            job = build_job(body, spec, decision.attempt, self.settings)
         self._create_owned(job, uid)
         if decision.attempt == 1:
             created = parse_time(body["metadata"]["creationTimestamp"])
             self.metrics.time_to_job.observe(max(0.0, (now - created).total_seconds()))
         else:
             self.metrics.retries.labels("attempt").inc()
-        return decision.status
+        return status
+
+    def _start_worker(self, body: Obj, spec: ReconstructionJobSpec, attempt: int) -> None:
+        """The worker Job of `attempt`, once its poses Job has succeeded (preflight and identity came before it)."""
+        refused = violations(spec, self.settings)  # the spec may have changed while the photos were posed
+        if refused:
+            raise Refused(Reason.POLICY_VIOLATION, "; ".join(refused))
+        self._create_owned(build_job(body, spec, attempt, self.settings), body["metadata"]["uid"])
 
     def _publish(
         self,
@@ -316,9 +367,10 @@ class Reconciler:
                 patch = {"metadata": {"annotations": {RECORD_ANNOTATION: record}}}
                 self.custom.patch_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, patch)
             if owned_status(shown) != owned_status(status):
-                self.custom.patch_namespaced_custom_object_status(
+                patched = self.custom.patch_namespaced_custom_object_status(
                     API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
                 )
+                self.written[(namespace, name)] = _version(patched)
         except ApiException as exc:
             if exc.status == 404:
                 return

@@ -53,6 +53,15 @@ class OperatorSettings(BaseSettings):
     default_cpu: str | None = "4"
     default_memory: str | None = "16Gi"
     scratch_size: str = "50Gi"
+    # The CPU Job that poses a photo capture by structure from motion before the GPU Job starts
+    # (`recon-worker poses`): its command, requests and limits (None: no limit) and placement (JSON in the
+    # environment). It requests no GPU and ignores the CR's GPU placement (selector, tolerations, runtime
+    # class, Kueue queue); the CR's priority class applies to it too.
+    poses_command: Annotated[tuple[str, ...], NoDecode] = ("recon-worker", "poses")
+    poses_cpu: str | None = "2"
+    poses_memory: str | None = "8Gi"
+    poses_node_selector: dict[str, str] = {}
+    poses_tolerations: tuple[dict[str, Any], ...] = ()
     run_as_user: int = Field(1000, ge=1)
     # Kept for `kubectl logs` and post-mortems after the attempt finishes; the CR keeps the record.
     job_ttl_seconds: int = Field(86400, ge=0)
@@ -81,7 +90,7 @@ class OperatorSettings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("worker_command", mode="before")
+    @field_validator("worker_command", "poses_command", mode="before")
     @classmethod
     def _split_command(cls, value: object) -> object:
         if isinstance(value, str):

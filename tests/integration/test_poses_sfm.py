@@ -98,5 +98,9 @@ def test_posed_photos_reconstruct_like_the_posed_masked_capture(turntable: dict[
     assert posed.psnr is not None and photos.psnr is not None
     print(f"held-out PSNR: posed, masked {posed.psnr:.2f} dB; photos (SfM, backdrop masks) {photos.psnr:.2f} dB")
     # Issue 13 asks for 1.5 dB; measured gaps are 1.33 dB (26.73 against 28.06) and 1.54 dB (26.50 against
-    # 28.05) on this 2-core machine, so the bound here is 2 dB and the issue's target stays open.
+    # 28.05) on this 2-core machine, so the bound here is 2 dB and the issue's target stays open. Most of
+    # the gap is the yardstick, not the mesh: the photos run is scored against its own held-out photos
+    # (JPEG, backdrop masks, over white), which are 29.6 dB from the posed renders before any reconstruction
+    # (35.5 dB for JPEG alone, 33.9 with a binary mask; tools/bench_sfm.py's target PSNR). Poses are not it:
+    # 0.26 degrees, 0.5 % centre error.
     assert photos.psnr >= posed.psnr - 2.0

@@ -260,6 +260,8 @@ def test_configmap_is_read_by_the_operator_settings() -> None:
         "worker.s3.endpoint=http://minio.storage:9000",
         "worker.cpu=2",
         "worker.command={recon-worker,run}",
+        "poses.memory=null",
+        "poses.nodeSelector.pool=cpu",
         "operator.policy.allowedImagePrefixes={registry.example/recon/}",
         "operator.policy.allowedEndpoints={https://s3.example.com}",
         "operator.policy.allowFileURIs=true",
@@ -283,6 +285,9 @@ def test_configmap_is_read_by_the_operator_settings() -> None:
     assert settings.worker_runtime_class_name == "nvidia"
     assert settings.s3_endpoint == "http://minio.storage:9000"
     assert settings.default_cpu == "2"
+    assert settings.poses_command == ("recon-worker", "poses") and settings.poses_cpu == "2"
+    assert settings.poses_memory is None and settings.poses_node_selector == {"pool": "cpu"}
+    assert settings.poses_tolerations == ()
     assert settings.namespaces == ()
     assert settings.allowed_image_prefixes == ("registry.example/recon/",)
     assert settings.allowed_endpoints == ("https://s3.example.com",)

@@ -45,8 +45,9 @@ def photo_buckets(s3: S3Server) -> S3Server:
 
 
 def test_a_photo_folder_passes_preflight_when_poses_are_estimated(photo_buckets: S3Server) -> None:
-    preflight(spec("s3://captures/mug/", "s3://results/mug/"), access(photo_buckets))  # auto
-    preflight(spec("s3://captures/mug/", "s3://results/mug/", poses="estimate"), access(photo_buckets))
+    # The operator runs the CPU poses Job first when preflight says the photos need posing.
+    assert preflight(spec("s3://captures/mug/", "s3://results/mug/"), access(photo_buckets)) is True  # auto
+    assert preflight(spec("s3://captures/mug/", "s3://results/mug/", poses="estimate"), access(photo_buckets))
     with pytest.raises(PreflightError, match=r"transforms\.json"):
         preflight(spec("s3://captures/mug/", "s3://results/mug/", poses="given"), access(photo_buckets))
 
@@ -61,6 +62,6 @@ def test_a_folder_without_transforms_or_photos_is_named(photo_buckets: S3Server)
 def test_local_photo_folder(tmp_path: Path) -> None:
     (tmp_path / "cap" / "train").mkdir(parents=True)
     (tmp_path / "cap" / "train" / "a.png").write_bytes(b"\x89PNG")
-    preflight(
+    assert preflight(
         spec((tmp_path / "cap").as_uri() + "/", (tmp_path / "out").as_uri() + "/", poses="estimate"), StoreAccess()
     )

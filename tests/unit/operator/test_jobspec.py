@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from recon_operator.jobspec import build_job
+from recon_operator.jobspec import build_job, build_poses_job
 from recon_operator.settings import OperatorSettings
 from recon_operator.spec import ReconstructionJobSpec
 
@@ -200,3 +200,46 @@ def test_termination_message_path_and_fallback_to_logs(attempt: int) -> None:
     worker = container(job_for(cr(), attempt=attempt))
     assert worker["terminationMessagePath"] == "/dev/termination-log"
     assert worker["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def poses_job_for(body: dict[str, Any], attempt: int = 1, **settings: Any) -> dict[str, Any]:
+    spec = ReconstructionJobSpec.model_validate(body["spec"])
+    return build_poses_job(body, spec, attempt, OperatorSettings.model_validate(settings))
+
+
+def test_the_poses_job_runs_recon_worker_poses_on_the_cpu() -> None:
+    body = cr(
+        resources={"gpus": 2, "cpu": "8", "memory": "32Gi"},
+        scheduling={"nodeSelector": {"gpu": "a100"}, "queueName": "gpus", "priorityClassName": "batch"},
+    )
+    poses = poses_job_for(body, 2, poses_cpu="3", poses_memory="6Gi", poses_node_selector={"pool": "cpu"})
+    assert poses["metadata"]["name"] == "bunny-2-poses"
+    assert poses["metadata"]["labels"]["app.kubernetes.io/component"] == "poses"
+    assert poses["metadata"]["labels"]["recon.dev/attempt"] == "2"
+    assert "kueue.x-k8s.io/queue-name" not in poses["metadata"]["labels"] and poses["spec"]["suspend"] is False
+    pod = poses["spec"]["template"]["spec"]
+    assert container(poses)["command"] == ["recon-worker", "poses"]
+    # No GPU, none of the GPU placement: the settings' CPU requests and pool; the CR's priority holds.
+    assert container(poses)["resources"] == {
+        "requests": {"cpu": "3", "memory": "6Gi"},
+        "limits": {"cpu": "3", "memory": "6Gi"},
+    }
+    assert pod["nodeSelector"] == {"pool": "cpu"} and "tolerations" not in pod and "runtimeClassName" not in pod
+    assert pod["priorityClassName"] == "batch"
+    assert pod["serviceAccountName"] == "bunny-worker"
+    (ref,) = poses["metadata"]["ownerReferences"]
+    assert ref["uid"] == UID and ref["controller"] is True
+
+
+def test_the_poses_job_reads_the_same_task_as_the_worker_job() -> None:
+    # Same task document, so the same run key: the worker restores the poses checkpoint the CPU Job saved.
+    body = cr(input={"uri": "s3://captures/mug/", "poses": "estimate"})
+    assert env(poses_job_for(body))["RECON_TASK"] == env(job_for(body))["RECON_TASK"]
+    assert poses_job_for(body)["spec"]["podFailurePolicy"] == job_for(body)["spec"]["podFailurePolicy"]
+
+
+def test_no_cr_can_own_a_worker_job_named_like_a_poses_job() -> None:
+    # Worker Job names end in the attempt's digits; poses Job names never do.
+    assert job_for(cr("bunny-1-poses"))["metadata"]["name"] == "bunny-1-poses-1"
+    assert poses_job_for(cr("x" * 80))["metadata"]["name"].endswith("-1-poses")
+    assert len(poses_job_for(cr("x" * 80))["metadata"]["name"]) <= 63

@@ -135,6 +135,16 @@ def test_exit_2_is_inputs_invalid_with_the_workers_message() -> None:
     assert "bunny-1-abc exited with code 2" in seen.message
 
 
+def test_exit_2_of_too_few_registered_photos_is_poses_unrecoverable() -> None:
+    note = json.dumps({"reason": "PosesUnrecoverable", "message": "3 of 20 photos registered (80 % needed)"})
+    seen = observe(job(("Failed", "PodFailurePolicy")), pod(phase="Failed", state=terminated(2, note)))
+    assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.POSES_UNRECOVERABLE)
+    assert "PosesUnrecoverable: 3 of 20 photos registered" in seen.message
+    # Only exit 2 says the input is at fault: the same words on a crash stay a transient failure.
+    crashed = observe(job(("Failed", "BackoffLimitExceeded")), pod(phase="Failed", state=terminated(1, note)))
+    assert crashed.reason == Reason.BACKOFF_LIMIT_EXCEEDED
+
+
 def test_failure_target_is_already_final() -> None:
     seen = observe(job(("FailureTarget", "PodFailurePolicy")), pod(phase="Failed", state=terminated(2)))
     assert (seen.phase, seen.reason) == (Phase.FAILED, Reason.INPUTS_INVALID)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import kubernetes
+import pytest
 
 from recon_operator.reconciler import Reconciler
 from recon_operator.settings import OperatorSettings
@@ -34,3 +35,21 @@ def test_non_sticky_phases_and_other_incarnations_are_left_alone() -> None:
     assert subject._not_older_than_published(body("Running", uid="u2"))["status"]["phase"] == "Running"
     subject.forget("ns", "bunny")
     assert subject._not_older_than_published(body("Running"))["status"]["phase"] == "Running"
+
+
+def listed(version: str) -> dict[str, Any]:
+    cr = body("Pending")
+    cr["metadata"] |= {"resourceVersion": version, "creationTimestamp": "2026-01-01T11:00:00Z", "generation": 1}
+    cr["spec"] = {"input": {"uri": "s3://in/c/"}, "output": {"uri": "s3://out/r/"}}
+    return cr
+
+
+def test_a_listing_older_than_the_last_write_is_not_decided_from() -> None:
+    # The healer's listing of the CR, its Jobs and Pods predates the status this operator wrote (decided
+    # from newer Pods): deciding from it would move a Running CR back to Pending.
+    subject = reconciler()
+    subject.written[("ns", "bunny")] = 9
+    subject.run(listed("5"), [], [], allow_create=True, retry=0, listing=True)  # returns before any API call
+    # A listing that includes the write is decided from: here that means asking the API (none is configured: refused).
+    with pytest.raises(Exception, match=r"(?i)no host|connection|refused"):
+        subject.run(listed("10"), [], [], allow_create=True, retry=0, listing=True)

@@ -108,7 +108,7 @@ def turntable_poses(views: int, elevations: Sequence[float] = (15.0, 40.0), offs
             [math.cos(elevation) * math.sin(azimuth), math.sin(elevation), math.cos(elevation) * math.cos(azimuth)]
         )
         poses.append(look_at(eye))
-    return np.stack(poses)
+    return np.stack(poses) if poses else np.zeros((0, 4, 4))
 
 
 def render_turntable(
