@@ -156,7 +156,8 @@ def kueue_operator(
         "RECON_OPERATOR_WORKER_COMMAND": json.dumps([sys.executable, "-c", STAND_IN]),
         "RECON_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
         "RECON_OPERATOR_DEFAULT_CPU": "100m",
-        "RECON_OPERATOR_DEFAULT_MEMORY": "256Mi",
+        # The worker sizes its capture limits by its pod's memory request (issue 11): 256Mi left room for one view.
+        "RECON_OPERATOR_DEFAULT_MEMORY": "2Gi",
         "RECON_OPERATOR_RECONCILE_INTERVAL_S": "2",
         "RECON_OPERATOR_METRICS_PORT": str(free_port()),
         "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",

@@ -334,8 +334,11 @@ def test_an_operator_restarted_while_posing_makes_no_second_job_or_event(
     assert status["phase"] == "Succeeded", (status["reason"], status["message"])
     assert set(jobs_of(batch, namespace, "steady")) == {"steady-1-poses", "steady-1"} and status["attempts"] == 1
     events = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector="involvedObject.name=steady")
-    moves = [e.message.split(":")[0] for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)]
-    assert moves == ["New → Posing", "Posing → Pending", "Pending → Running", "Running → Succeeded"], moves
+    # Each move once (none repeated by the restarted operator); Events have whole-second timestamps, so two
+    # moves of one second come back in either order: compare them as a set of distinct moves.
+    moves = [e.message.split(":")[0] for e in events.items]
+    expected = ["New → Posing", "Posing → Pending", "Pending → Running", "Running → Succeeded"]
+    assert sorted(moves) == sorted(expected), moves
 
 
 def test_cancel_while_posing_stops_the_poses_job_and_creates_no_worker_job(
