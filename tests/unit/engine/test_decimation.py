@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from recon_worker.engine.decimation import closed_manifold_problems, decimate, quadric
+from recon_worker.engine.decimation import closed_manifold_problems, decimate, quadric, voxel_surface
 from recon_worker.engine.meshcheck import check_mesh
 
 
@@ -131,3 +131,13 @@ def test_pinched_vertices_are_split_into_one_vertex_per_sheet() -> None:
     checks = check_mesh(split)
     assert checks.valid and checks.components == 2, checks.problems()
     assert np.allclose(split.bounds, mesh.bounds, atol=0.05)  # a nudge, not a reshape
+
+
+def test_the_remesh_keeps_the_volume_it_was_given() -> None:
+    # The voxels a surface crosses count as half inside: the re-meshed surface runs through their centres.
+    # It used to run along their outer faces: a unit sphere at a tenth of its radius came back 19 % larger
+    # (a decimation fallback that inflated a reconstruction by 29 % and cost a photo capture 7 dB).
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=1.0)
+    surface = voxel_surface(sphere, 0.1)
+    assert surface.is_watertight
+    assert abs(surface.volume / sphere.volume - 1) < 0.1, surface.volume / sphere.volume  # measured 1.081

@@ -50,6 +50,7 @@ _MAX_GRID = 256  # voxels along the longest side of the remesh grid (bounds its 
 _MIN_GRID = 12
 _REMESH_ATTEMPTS = 6
 _COARSEN = 1.5  # pitch factor between remesh attempts
+_RETRY_TARGETS = (0.9, 0.8)  # smaller quadric targets tried, as fractions of the bound, before a re-mesh
 _SPECK_FACES = 50  # loose pieces below this many faces (and 0.5 % of the mesh) are decimation debris
 _SPECK_SHARE = 0.02  # ... as long as they hold at most this share of the faces together
 _PINCH_NUDGE = 0.05  # a pinched vertex's copies move this share of the way to their fan's centre
@@ -221,8 +222,13 @@ def voxel_surface(mesh: trimesh.Trimesh, pitch: float) -> trimesh.Trimesh:
     cells = np.clip(cells, 0, shape - 1)
     occupied = np.zeros(shape, dtype=bool)
     occupied[cells[:, 0], cells[:, 1], cells[:, 2]] = True
-    occupied = ndimage.binary_fill_holes(occupied)
-    verts, faces, _, _ = marching_cubes(occupied.astype(np.float32), 0.5)
+    # The voxels the surface crosses lie half inside and half outside it: give them 0.5 between the solid's
+    # inside (1) and the outside (0), so the level set runs through their centres instead of along their
+    # outer faces (which inflated the surface by about a voxel: a 1.13-volume hull came back as 1.45).
+    # A thin part one voxel thick is all crossing voxels and stays above the level.
+    field = ndimage.binary_fill_holes(occupied).astype(np.float32)
+    field[occupied] = 0.5
+    verts, faces, _, _ = marching_cubes(field, 0.45)
     return _clean(verts * pitch + lo, faces[:, ::-1])
 
 
@@ -287,6 +293,26 @@ def _decimate_one(mesh: trimesh.Trimesh, max_faces: int, what: str) -> Decimatio
     if before <= max_faces:
         return Decimation(mesh, "none", before)
     notes: list[str] = []
+    # Quadric decimation breaks a surface through the collapses it happens to reach last; a smaller target
+    # takes a different sequence, so a break is first retried there before the whole mesh is re-meshed.
+    for target in (max_faces, *(int(max_faces * f) for f in _RETRY_TARGETS)):
+        simplified, done, problems = _quadric_repaired(mesh, target)
+        if len(simplified.faces) > max_faces:
+            problems.append(f"stopped at {len(simplified.faces)} faces")
+        if not problems:
+            break
+        notes.append(f"quadric decimation of {what} to {target} faces failed ({'; '.join(problems)})")
+    if not problems:
+        result = Decimation(simplified, "quadric", before, notes + done)
+        if notes or len(done) > 1:
+            log.info("decimation of %s: %s", what, "; ".join(notes + done))
+        return result
+    return _remesh_or_hull(mesh, max_faces, what, before, notes)
+
+
+def _quadric_repaired(mesh: trimesh.Trimesh, max_faces: int) -> tuple[trimesh.Trimesh, list[str], list[str]]:
+    """Quadric decimation to `max_faces` with its small repairs: (mesh, what was done, problems left)."""
+    before = len(mesh.faces)
     simplified = quadric(mesh, max_faces)
     done = [f"quadric decimation {before} -> {len(simplified.faces)}"]
     problems = closed_manifold_problems(simplified)
@@ -304,15 +330,10 @@ def _decimate_one(mesh: trimesh.Trimesh, max_faces: int, what: str) -> Decimatio
             simplified, problems = cleaned, []
         else:
             done = done[:1]
-    if len(simplified.faces) > max_faces:
-        problems.append(f"stopped at {len(simplified.faces)} faces")
-    if not problems:
-        result = Decimation(simplified, "quadric", before, done)
-        if len(done) > 1:
-            log.info("decimation of %s: %s", what, "; ".join(done))
-        return result
-    notes.append(f"quadric decimation of {what} to {max_faces} faces failed ({'; '.join(problems)})")
+    return simplified, done, problems
 
+
+def _remesh_or_hull(mesh: trimesh.Trimesh, max_faces: int, what: str, before: int, notes: list[str]) -> Decimation:
     extent = float((mesh.bounds[1] - mesh.bounds[0]).max())
     area = float(mesh.area)
     # Marching cubes gives about 2.4 faces per pitch^2 of surface: aim at 4x the bound, then decimate.
