@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from localcluster import Cluster, ClusterConfig, NodeConfig, binaries
 from localcluster.kube import raw, wait_service_account
+from tests.s3server import TEST_CREDENTIALS, S3Server
 
 CLUSTER_KEY = pytest.StashKey[Cluster]()
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -105,3 +106,14 @@ def namespace(request: pytest.FixtureRequest, api: client.ApiClient, core: clien
     except ApiException as err:
         if err.status != 404:
             raise
+
+
+@pytest.fixture
+def buckets(s3: S3Server, namespace: str, core: client.CoreV1Api) -> S3Server:
+    """Buckets `captures` and `results`, and the credentials Secret `s3` in the test's namespace that jobs
+    name (`--credentials-secret`, `spec.storage.credentialsSecret`)."""
+    s3.client().create_bucket(Bucket="captures")
+    s3.client().create_bucket(Bucket="results")
+    creds = {k: v for k, v in TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
+    raw(core.create_namespaced_secret, namespace, {"metadata": {"name": "s3"}, "stringData": creds})
+    return s3

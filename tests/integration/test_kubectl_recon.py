@@ -19,7 +19,7 @@ from kubernetes import client
 from localcluster import Cluster, binaries
 from localcluster.kube import raw, wait_for
 from tests.conftest import MESHES
-from tests.s3server import TEST_CREDENTIALS, S3Server, free_port
+from tests.s3server import S3Server, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -68,16 +68,6 @@ def operator(cluster: Cluster, s3_server: S3Server, tmp_path_factory: pytest.Tem
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-@pytest.fixture
-def buckets(s3: S3Server, namespace: str, core: client.CoreV1Api) -> S3Server:
-    """Buckets `captures` and `results`, and the credentials Secret `s3` that jobs name (--credentials-secret)."""
-    s3.client().create_bucket(Bucket="captures")
-    s3.client().create_bucket(Bucket="results")
-    creds = {k: v for k, v in TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
-    raw(core.create_namespaced_secret, namespace, {"metadata": {"name": "s3"}, "stringData": creds})
-    return s3
 
 
 @pytest.fixture(scope="module")

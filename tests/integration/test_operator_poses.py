@@ -32,7 +32,7 @@ from localcluster import Cluster
 from localcluster.kube import raw, wait_for
 from tests.conftest import MESHES
 from tests.integration.test_operator_lifecycle import STAND_IN
-from tests.s3server import TEST_CREDENTIALS, S3Server, free_port
+from tests.s3server import S3Server, free_port
 from tests.unit.worker.test_poses import textureless_photos
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -110,15 +110,6 @@ def stand_in(cluster: Cluster, s3_server: S3Server, tmp_path: Path) -> Iterator[
     running = Operator(cluster, s3_server, tmp_path / "operator.log", command, command)
     yield running
     running.stop()
-
-
-@pytest.fixture
-def buckets(s3: S3Server, namespace: str, core: client.CoreV1Api) -> S3Server:
-    s3.client().create_bucket(Bucket="captures")
-    s3.client().create_bucket(Bucket="results")
-    creds = {k: v for k, v in TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
-    raw(core.create_namespaced_secret, namespace, {"metadata": {"name": "s3"}, "stringData": creds})
-    return s3
 
 
 @pytest.fixture(scope="module")
