@@ -95,7 +95,8 @@ async def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels
     meta = body["metadata"]
     snapshot = {
         "metadata": {
-            k: meta.get(k) for k in ("name", "namespace", "uid", "labels", "creationTimestamp", "deletionTimestamp")
+            k: meta.get(k)
+            for k in ("name", "namespace", "uid", "resourceVersion", "labels", "creationTimestamp", "deletionTimestamp")
         },
         "spec": {"suspend": (body.get("spec") or {}).get("suspend", False)},
         "status": dict(body.get("status") or {}),
@@ -107,7 +108,9 @@ async def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels
 async def recon_pods(namespace: str | None, body: kopf.Body, labels: kopf.Labels, **_: Any) -> dict[Any, Any]:
     meta = body["metadata"]
     snapshot = {
-        "metadata": {k: meta.get(k) for k in ("name", "uid", "ownerReferences", "creationTimestamp")},
+        "metadata": {
+            k: meta.get(k) for k in ("name", "uid", "resourceVersion", "ownerReferences", "creationTimestamp")
+        },
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
         "status": dict(body.get("status") or {}),
     }

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from recon_operator.claims import output_conflict
 from recon_operator.events import Event, event_manifest, transition_event
+from recon_operator.freshness import NewestSeen
 from recon_operator.identity import build_identity
 from recon_operator.jobspec import build_job, build_poses_job
 from recon_operator.labels import JOB_LABEL
@@ -116,6 +117,8 @@ class Reconciler:
     published: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
     # resourceVersion of the CR after the operator's last write to it: a listing older than that predates it.
     written: dict[tuple[str, str], int] = field(default_factory=dict)
+    # The newest version of each owned Job and Pod seen: a lagging view is never decided from.
+    newest: NewestSeen = field(default_factory=NewestSeen)
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Reconciler:
@@ -136,6 +139,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self.published.pop((namespace, name), None)
         self.written.pop((namespace, name), None)
+        self.newest.forget((namespace, name))
         self.metrics.phases.forget(namespace, name)
         self.locks.drop((namespace, name))
 
@@ -159,8 +163,10 @@ class Reconciler:
         the Jobs and Pods it holds are older than what that write was decided from."""
         meta = body["metadata"]
         with self.locks.get((meta["namespace"], meta["name"])):
-            if listing and _version(body) < self.written.get((meta["namespace"], meta["name"]), -1):
+            key = (meta["namespace"], meta["name"])
+            if listing and _version(body) < self.written.get(key, -1):
                 return
+            jobs, pods = self.newest.freshen(key, jobs), self.newest.freshen(key, pods)
             observed = body
             # Decisions come from the operator's own record, never from owned fields a worker token wrote.
             body = self._not_older_than_published(trusted(observed, jobs))
@@ -170,7 +176,7 @@ class Reconciler:
                     return
                 # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
-                jobs = self._list_jobs(meta["namespace"], meta["name"])
+                jobs = self.newest.freshen(key, self._list_jobs(meta["namespace"], meta["name"]))
                 body = self._not_older_than_published(trusted(observed, jobs))
                 creating = decision.action in (Action.CREATE_JOB, Action.CREATE_POSED_JOB)
                 decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
