@@ -12,59 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "worker"))
-MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
-OBJECTS = {
-    "tea_set_01": "tea_set_01/tea_set_01.glb",
-    "painted_wooden_stool": "painted_wooden_stool/painted_wooden_stool.glb",
-    "toycar": "toycar/toycar.glb",
-    "wooden_bookshelf_worn": "wooden_bookshelf_worn/wooden_bookshelf_worn.glb",
-    "spot": "spot/spot.obj",
-}
+from bench_pipeline import synthesized_capture, time_pipeline
 
 
 def run(obj: str, backend: str, device: str, scratch: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from recon_worker.engine.synth import SynthOptions, synthesize
+    from recon_worker.engine.synth import SynthOptions
     from recon_worker.presets import deep_merge, resolve_quality
-    from recon_worker.runner import execute
-    from recon_worker.task import TaskDocument
 
     capture, output = scratch / obj / "capture", scratch / obj / f"out-{backend}"
-    if not capture.exists():
-        synthesize(
-            MESHES / OBJECTS[obj], capture, SynthOptions(views=100, test_views=20, resolution=512, device=device)
-        )
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
+    synthesized_capture(obj, capture, SynthOptions(views=100, test_views=20, resolution=512, device=device))
     quality = resolve_quality("standard", deep_merge({"reconstruction": {"backend": backend}}, overrides))
-    task = TaskDocument.model_validate(
-        {
-            "input": {"uri": capture.as_uri() + "/", "transformsFile": "transforms_train.json"},
-            "output": {"uri": output.as_uri() + "/"},
-            "quality": quality.model_dump(mode="json", by_alias=True),
-            "compute": {"gpus": 1 if device == "cuda" else 0, "minGpuMemoryGiB": 0},
-        }
-    )
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    outcome = execute(task, use_checkpoints=False)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    row: dict[str, Any] = {"object": obj, "backend": backend, "total_s": round(time.perf_counter() - started, 2)}
+    run = time_pipeline(capture, output, quality, device)
+    outcome = run.outcome
+    row: dict[str, Any] = {"object": obj, "backend": backend, "total_s": round(run.seconds, 2)}
     if outcome.exit_code != 0:
         row["error"] = outcome.message
         return row

@@ -24,30 +24,19 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_pipeline import HARD_FILES, MESH_FILES, SMOOTH_FILES, synthesized_capture, time_pipeline
+
 REPO = Path(__file__).resolve().parent.parent
 # `--worker DIR` times another checkout's engine (e.g. the one before a change) on the same captures.
 ENGINE_LABEL = "this checkout"
 sys.path.insert(0, str(REPO / "worker"))
-# The public-domain meshes (as in tests/conftest.py): beside the checkout, or where RECON_MESHES points.
-MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
-SMOOTH_FILES = {"spot": "spot/spot.obj", "bob": "bob/bob_tri.obj", "blub": "blub/blub_triangulated.obj"}
-# CC0 binary glTF scenes with PBR materials: concavities, through-holes, thin parts, gloss (issue 10).
-HARD_FILES = {
-    "tea_set_01": "tea_set_01/tea_set_01.glb",
-    "painted_wooden_stool": "painted_wooden_stool/painted_wooden_stool.glb",
-    "wooden_bookshelf_worn": "wooden_bookshelf_worn/wooden_bookshelf_worn.glb",
-    "toycar": "toycar/toycar.glb",
-}
-MESH_FILES = {**SMOOTH_FILES, **HARD_FILES}
 DOCS_MD = REPO / "docs" / "benchmarks.md"
 DOCS_JSON = REPO / "docs" / "benchmarks" / "recon.json"
 SECTION = "## Reconstruction"
@@ -129,41 +118,19 @@ def run_case(obj: str, cond: Condition, device: str, scratch: Path) -> dict[str,
     """Synthesize (untimed), then time the pipeline; returns the record of this row."""
     import torch
 
-    from recon_worker.engine.synth import SynthOptions, synthesize
+    from recon_worker.engine.synth import SynthOptions
     from recon_worker.presets import resolve_quality
-    from recon_worker.runner import execute
-    from recon_worker.task import TaskDocument
 
     # Conditions that differ only in the preset (clean, clean-high) share one capture.
     capture = scratch / f"{obj}-{cond.views}v{cond.test_views}t{cond.resolution}px-k{cond.specular:g}" / "capture"
     output = scratch / f"{obj}-{cond.name}" / "output"
-    if not capture.exists():
-        options = SynthOptions(
-            views=cond.views, test_views=cond.test_views, resolution=cond.resolution, specular=cond.specular,
-            device=device,
-        )  # fmt: skip
-        synthesize(MESHES / MESH_FILES[obj], capture, options)
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
-    quality = resolve_quality(cond.preset)  # type: ignore[arg-type]
-    task = TaskDocument.model_validate(
-        {
-            "input": {"uri": capture.as_uri() + "/", "transformsFile": "transforms_train.json"},
-            "output": {"uri": output.as_uri() + "/"},
-            "quality": quality.model_dump(mode="json", by_alias=True),
-            "compute": {"gpus": 1 if device == "cuda" else 0, "minGpuMemoryGiB": 0},
-        }
-    )
-    if device == "cuda":
-        torch.cuda.synchronize()
-        # Return the synthesis step's cached blocks first, or the reserved peak would still include them.
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    outcome = execute(task, use_checkpoints=False)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    total = time.perf_counter() - started
+    options = SynthOptions(
+        views=cond.views, test_views=cond.test_views, resolution=cond.resolution, specular=cond.specular,
+        device=device,
+    )  # fmt: skip
+    synthesized_capture(obj, capture, options)
+    run = time_pipeline(capture, output, resolve_quality(cond.preset), device)  # type: ignore[arg-type]
+    outcome, total = run.outcome, run.seconds
     record: dict[str, Any] = {
         "object": obj, "condition": cond.name, "preset": cond.preset, "device": device_label(device),
         "views": cond.views, "test_views": cond.test_views, "resolution": cond.resolution,

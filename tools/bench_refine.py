@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "worker"))
-MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
-sys.path.insert(0, str(REPO / "tools"))
+from bench_pipeline import synthesized_capture
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "free": {"appearance": "free", "static": False},
@@ -54,7 +49,6 @@ def main() -> int:
     import numpy as np
     import torch
     import trimesh
-    from bench_geometry import OBJECTS
 
     from recon_worker.capture import load_capture
     from recon_worker.engine.metrics import geometry_metrics
@@ -63,7 +57,7 @@ def main() -> int:
     from recon_worker.engine.refine import TrainingViews, read_mesh, refine_mesh
     from recon_worker.engine.render import get_renderer
     from recon_worker.engine.rendering import render_mesh
-    from recon_worker.engine.synth import SynthOptions, synthesize
+    from recon_worker.engine.synth import SynthOptions
     from recon_worker.presets import deep_merge, resolve_quality
 
     variants = {**VARIANTS, **json.loads(args.extra)}
@@ -86,12 +80,8 @@ def main() -> int:
 
     for obj in args.objects:
         capture_dir = scratch / obj
-        if not capture_dir.exists():
-            synthesize(
-                MESHES / OBJECTS[obj],
-                capture_dir,
-                SynthOptions(views=args.views, test_views=0, resolution=args.resolution, device=device),
-            )
+        options = SynthOptions(views=args.views, test_views=0, resolution=args.resolution, device=device)
+        synthesized_capture(obj, capture_dir, options)
         capture = load_capture(capture_dir)
         coarse = VisualHull()(SilhouetteViews.from_capture(capture, device), args.grid)
         views = TrainingViews.from_capture(capture, args.resolution, renderer.device)
