@@ -19,7 +19,8 @@ from kubernetes import client
 from localcluster import Cluster, binaries
 from localcluster.kube import raw, wait_for
 from tests.conftest import MESHES
-from tests.s3server import S3Server, free_port
+from tests.integration.operator_process import OperatorProcess
+from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -40,34 +41,18 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The operator as its own process (it reads its settings once, at start), running the real worker as
-    each pod's process; yields its log."""
+    """The operator as its own process, running the real worker as each pod's process; yields its log."""
     log = tmp_path_factory.mktemp("recon-operator") / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "RECON_OPERATOR_WORKER_COMMAND": json.dumps([sys.executable, "-m", "recon_worker.cli", "run"]),
-        "RECON_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
+    settings = {
         "RECON_OPERATOR_DEFAULT_CPU": "500m",
         "RECON_OPERATOR_DEFAULT_MEMORY": "2Gi",
         "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
         "RECON_OPERATOR_PREFLIGHT_RETRIES": "1",
         "RECON_OPERATOR_PREFLIGHT_BACKOFF_S": "1",
-        "RECON_OPERATOR_METRICS_PORT": str(free_port()),
-        "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "recon-operator")], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
+    worker = [sys.executable, "-m", "recon_worker.cli", "run"]
+    with OperatorProcess(cluster, s3_server, log, worker, settings=settings):
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ One render (24 + 2 views, 320^2), two structure from motion runs, one short engi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -31,14 +29,14 @@ from kubernetes import client, watch
 from localcluster import Cluster
 from localcluster.kube import raw, wait_for
 from tests.conftest import MESHES
+from tests.integration.operator_process import OperatorProcess as Operator
 from tests.integration.test_operator_lifecycle import STAND_IN
-from tests.s3server import S3Server, free_port
+from tests.s3server import S3Server
 from tests.unit.worker.test_poses import textureless_photos
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
-BIN = Path(sys.executable).parent
 WORKER = [sys.executable, "-m", "recon_worker.cli"]
 # The draft preset shrunk until a CPU run takes seconds (as in test_kubectl_recon).
 TINY_QUALITY = {
@@ -49,65 +47,31 @@ TINY_QUALITY = {
 }
 
 
-class Operator:
-    """The operator as its own process (it reads its settings once, at start); pods run `commands`."""
-
-    def __init__(self, cluster: Cluster, s3: S3Server, log: Path, worker: list[str], poses: list[str]) -> None:
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "RECON_OPERATOR_WORKER_COMMAND": json.dumps(worker),
-            "RECON_OPERATOR_POSES_COMMAND": json.dumps(poses),
-            "RECON_OPERATOR_POSES_CPU": "500m",
-            "RECON_OPERATOR_POSES_MEMORY": "2Gi",
-            "RECON_OPERATOR_S3_ENDPOINT": s3.endpoint,
-            "RECON_OPERATOR_DEFAULT_CPU": "500m",
-            "RECON_OPERATOR_DEFAULT_MEMORY": "4Gi",
-            "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
-            "RECON_OPERATOR_PREFLIGHT_RETRIES": "1",
-            "RECON_OPERATOR_PREFLIGHT_BACKOFF_S": "1",
-            "RECON_OPERATOR_METRICS_PORT": str(free_port()),
-            "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
-        }
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Operator:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(BIN / "recon-operator")],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+# The operator's settings for every test here (pods run the commands each fixture names).
+SETTINGS = {
+    "RECON_OPERATOR_POSES_CPU": "500m",
+    "RECON_OPERATOR_POSES_MEMORY": "2Gi",
+    "RECON_OPERATOR_DEFAULT_CPU": "500m",
+    "RECON_OPERATOR_DEFAULT_MEMORY": "4Gi",
+    "RECON_OPERATOR_RECONCILE_INTERVAL_S": "1",
+    "RECON_OPERATOR_PREFLIGHT_RETRIES": "1",
+    "RECON_OPERATOR_PREFLIGHT_BACKOFF_S": "1",
+}
 
 
 @pytest.fixture
 def operator(cluster: Cluster, s3_server: S3Server, tmp_path: Path) -> Iterator[Operator]:
     """The real worker as each pod's process: `recon-worker poses`, then `recon-worker run`."""
-    running = Operator(cluster, s3_server, tmp_path / "operator.log", [*WORKER, "run"], [*WORKER, "poses"])
-    yield running.start()
-    running.stop()
+    log = tmp_path / "operator.log"
+    with Operator(cluster, s3_server, log, [*WORKER, "run"], [*WORKER, "poses"], SETTINGS) as running:
+        yield running
 
 
 @pytest.fixture
 def stand_in(cluster: Cluster, s3_server: S3Server, tmp_path: Path) -> Iterator[Operator]:
     """STAND_IN as both commands, not started: the test starts (and restarts) it."""
     command = [sys.executable, "-c", STAND_IN]
-    running = Operator(cluster, s3_server, tmp_path / "operator.log", command, command)
+    running = Operator(cluster, s3_server, tmp_path / "operator.log", command, command, SETTINGS)
     yield running
     running.stop()
 
