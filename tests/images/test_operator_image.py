@@ -16,11 +16,13 @@ from kubernetes import client
 from localcluster import Cluster
 from localcluster.kube import wait_for
 from tests.images.conftest import Docker, operator_container
-from tests.integration.test_operator_lifecycle import STAND_IN, apply, store, wait_phase
+from tests.integration.conftest import buckets
+from tests.integration.reconstruction_jobs import wait_phase
+from tests.integration.test_operator_lifecycle import STAND_IN, apply
 from tests.s3server import S3Server, free_port
 
 pytestmark = [pytest.mark.images, pytest.mark.cluster, pytest.mark.slow]
-__all__ = ["store"]  # a fixture of the integration suite, used here as is
+__all__ = ["buckets"]  # a fixture of the integration suite, used here as is
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -51,12 +53,12 @@ def operator_ports(
 
 
 def test_operator_image_answers_probes_and_reconciles_a_job(
-    operator_ports: dict[str, int], store: S3Server, api: client.ApiClient, namespace: str
+    operator_ports: dict[str, int], buckets: S3Server, api: client.ApiClient, namespace: str
 ) -> None:
     liveness = f"http://127.0.0.1:{operator_ports['liveness']}/healthz"
     wait_for("the operator's liveness endpoint", lambda: fetch(liveness)[0] == 200, timeout=60)
     custom = client.CustomObjectsApi(api)
-    apply(custom, store, namespace, "in-image", {"sleep": 1})
+    apply(custom, buckets, namespace, "in-image", {"sleep": 1})
     status = wait_phase(custom, namespace, "in-image", "Succeeded", timeout=120)
     assert status["jobName"].startswith("in-image")
     code, metrics = fetch(f"http://127.0.0.1:{operator_ports['metrics']}/metrics")

@@ -77,6 +77,11 @@ def batch(api: client.ApiClient) -> client.BatchV1Api:
     return client.BatchV1Api(api)
 
 
+@pytest.fixture
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
 @pytest.fixture(scope="session")
 def kubectl(cluster: Cluster) -> Kubectl:
     """kubectl (from the venv) against the cluster: kubectl("get", "pods", "-n", ns, input=None, check=True)."""

@@ -23,35 +23,21 @@ from kubernetes.client.exceptions import ApiException
 
 from localcluster import Cluster
 from localcluster.kube import raw, wait_for
-from tests.integration.test_operator_lifecycle import (  # noqa: F401  (fixtures)
+from tests.integration.reconstruction_jobs import (
     GROUP,
     PLURAL,
     VERSION,
-    apply,
-    custom,
     get,
     jobs_of,
-    operator,
-    operator_env,
-    store,
     wait_phase,
     wait_status,
+    worker_api,
 )
+from tests.integration.test_operator_lifecycle import apply, operator, operator_env  # noqa: F401  (fixtures)
 from tests.s3server import S3Server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def worker_api(core: client.CoreV1Api, namespace: str, account: str) -> client.CustomObjectsApi:
-    """The CustomObjects API as the worker's ServiceAccount `account`."""
-    request = {"spec": {"audiences": [], "expirationSeconds": 600}}
-    token = raw(core.create_namespaced_service_account_token, account, namespace, request)["status"]["token"]
-    configuration = client.Configuration()
-    admin = core.api_client.configuration
-    configuration.host, configuration.ssl_ca_cert = admin.host, admin.ssl_ca_cert
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    return client.CustomObjectsApi(client.ApiClient(configuration))
 
 
 def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.CoreV1Event]:
@@ -63,7 +49,7 @@ def events_of(core: client.CoreV1Api, namespace: str, name: str) -> list[client.
 
 def test_the_worker_process_sees_the_pods_memory_request_in_bytes(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
@@ -71,7 +57,7 @@ def test_the_worker_process_sees_the_pods_memory_request_in_bytes(
 ) -> None:
     # The stand-in exits 2 with RECON_MEMORY_BYTES as its message: what the worker's memory.py reads.
     echo = {"exit": 2, "reason": "InputsInvalid", "messageFromEnv": "RECON_MEMORY_BYTES"}
-    apply(custom, store, namespace, "mem", echo, resources={"gpus": 0, "memory": "3Gi"})
+    apply(custom, buckets, namespace, "mem", echo, resources={"gpus": 0, "memory": "3Gi"})
     status = wait_phase(custom, namespace, "mem", "Failed")
     assert f"RECON_MEMORY_BYTES={3 * 2**30}" in status["message"], status
     (job,) = jobs_of(batch, namespace, "mem")
@@ -87,7 +73,7 @@ def test_the_worker_process_sees_the_pods_memory_request_in_bytes(
 
 def test_identity_objects_it_does_not_own_are_never_used(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
@@ -102,8 +88,8 @@ def test_identity_objects_it_does_not_own_are_never_used(
         "subjects": [{"kind": "ServiceAccount", "name": "rb-worker", "namespace": namespace}],
     }
     raw(rbac.create_namespaced_role_binding, namespace, binding)
-    apply(custom, store, namespace, "ci", {})
-    apply(custom, store, namespace, "rb", {})
+    apply(custom, buckets, namespace, "ci", {})
+    apply(custom, buckets, namespace, "rb", {})
 
     status = wait_phase(custom, namespace, "ci", "Failed")
     assert status["reason"] == "NameConflict"
@@ -118,13 +104,13 @@ def test_identity_objects_it_does_not_own_are_never_used(
 
 def test_status_forged_with_the_worker_token_is_restored_and_not_obeyed(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
     namespace: str,
 ) -> None:
-    apply(custom, store, namespace, "forged", {"waitFor": "go"})
+    apply(custom, buckets, namespace, "forged", {"waitFor": "go"})
     wait_phase(custom, namespace, "forged", "Running")
     as_worker = worker_api(core, namespace, "forged-worker")
     forged = {
@@ -152,7 +138,7 @@ def test_status_forged_with_the_worker_token_is_restored_and_not_obeyed(
     (job,) = jobs_of(batch, namespace, "forged")
     assert job.metadata.deletion_timestamp is None
 
-    store.client().put_object(Bucket="captures", Key="forged/go", Body=b"")
+    buckets.client().put_object(Bucket="captures", Key="forged/go", Body=b"")
     status = wait_phase(custom, namespace, "forged", "Succeeded")
     assert status["outputs"]["manifest"] == "s3://results/forged/manifest.json"
     assert [f["name"] for f in status["outputs"]["files"]] == ["mesh.glb"]
@@ -163,7 +149,7 @@ def test_status_forged_with_the_worker_token_is_restored_and_not_obeyed(
 
 def test_a_job_the_api_refuses_fails_once_with_its_message(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
@@ -171,7 +157,7 @@ def test_a_job_the_api_refuses_fails_once_with_its_message(
 ) -> None:
     terms = [{"matchExpressions": [{"key": "gpu", "operator": "Sometimes", "values": ["a100"]}]}]
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
-    apply(custom, store, namespace, "refused", {}, scheduling={"affinity": affinity})
+    apply(custom, buckets, namespace, "refused", {}, scheduling={"affinity": affinity})
     status = wait_phase(custom, namespace, "refused", "Failed")
     assert status["reason"] == "JobRejected"
     assert "the API server refused Job refused-1" in status["message"] and "Sometimes" in status["message"]
@@ -181,7 +167,7 @@ def test_a_job_the_api_refuses_fails_once_with_its_message(
 
 
 def test_values_the_job_api_refuses_are_refused_at_apply_time(
-    store: S3Server, custom: client.CustomObjectsApi, namespace: str
+    buckets: S3Server, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
     for spec, words in (
         ({"resources": {"gpuResourceName": "memory"}}, "gpuResourceName"),
@@ -189,7 +175,7 @@ def test_values_the_job_api_refuses_are_refused_at_apply_time(
         ({"scheduling": {"nodeSelector": {"no spaces": "x"}}}, "label keys"),
     ):
         with pytest.raises(ApiException) as refused:
-            apply(custom, store, namespace, "early", None, **spec)
+            apply(custom, buckets, namespace, "early", None, **spec)
         assert refused.value.status == 422 and words in str(refused.value.body)
 
 
@@ -197,11 +183,11 @@ def test_values_the_job_api_refuses_are_refused_at_apply_time(
 
 
 def test_scheduling_powers_beyond_the_settings_are_refused(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "critical", {}, scheduling={"priorityClassName": "system-node-critical"})
-    apply(custom, store, namespace, "anywhere", {}, scheduling={"tolerations": [{"operator": "Exists"}]})
-    apply(custom, store, namespace, "miner", {}, image="evil.example/miner:latest")
+    apply(custom, buckets, namespace, "critical", {}, scheduling={"priorityClassName": "system-node-critical"})
+    apply(custom, buckets, namespace, "anywhere", {}, scheduling={"tolerations": [{"operator": "Exists"}]})
+    apply(custom, buckets, namespace, "miner", {}, image="evil.example/miner:latest")
     for name, words in (
         ("critical", "system-* priority classes are reserved"),
         ("anywhere", "with no key (tolerates every taint)"),
@@ -242,15 +228,15 @@ def listener() -> Iterator[tuple[str, list[object]]]:
 
 def test_storage_endpoints_and_file_uris_are_allowed_by_setting_only(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     batch: client.BatchV1Api,
     namespace: str,
     listener: tuple[str, list[object]],
 ) -> None:
     endpoint, accepted = listener
-    apply(custom, store, namespace, "probe", {}, storage={"credentialsSecret": "s3", "endpoint": endpoint})
-    apply(custom, store, namespace, "local", None, input={"uri": "file:///etc/"})  # the operator's own files
+    apply(custom, buckets, namespace, "probe", {}, storage={"credentialsSecret": "s3", "endpoint": endpoint})
+    apply(custom, buckets, namespace, "local", None, input={"uri": "file:///etc/"})  # the operator's own files
     status = wait_phase(custom, namespace, "probe", "Failed")
     assert (
         status["reason"] == "PolicyViolation"
@@ -267,26 +253,26 @@ def test_storage_endpoints_and_file_uris_are_allowed_by_setting_only(
 
 
 def test_a_second_resource_may_not_publish_into_a_claimed_prefix(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
 ) -> None:
     shared = {"output": {"uri": "s3://results/shared/"}}
-    apply(custom, store, namespace, "first", {"waitFor": "go"}, **shared)
+    apply(custom, buckets, namespace, "first", {"waitFor": "go"}, **shared)
     wait_phase(custom, namespace, "first", "Running")
-    apply(custom, store, namespace, "second", {}, output={"uri": "s3://results/shared/inner/"})
+    apply(custom, buckets, namespace, "second", {}, output={"uri": "s3://results/shared/inner/"})
     status = wait_phase(custom, namespace, "second", "Failed")
     assert status["reason"] == "OutputConflict" and f"ReconstructionJob {namespace}/first" in status["message"]
     assert jobs_of(batch, namespace, "second") == []
-    store.client().put_object(Bucket="captures", Key="first/go", Body=b"")
+    buckets.client().put_object(Bucket="captures", Key="first/go", Body=b"")
     wait_phase(custom, namespace, "first", "Succeeded")
-    apply(custom, store, namespace, "third", {}, **shared)  # a finished CR releases its prefix
+    apply(custom, buckets, namespace, "third", {}, **shared)  # a finished CR releases its prefix
     wait_phase(custom, namespace, "third", "Succeeded")
 
 
 def test_pods_the_api_refuses_to_create_show_as_unschedulable(
-    operator: KopfRunner, cluster: Cluster, store: S3Server, custom: client.CustomObjectsApi, namespace: str
+    operator: KopfRunner, cluster: Cluster, buckets: S3Server, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "no-class", {}, scheduling={"priorityClassName": "no-such-class"})
-    apply(custom, store, namespace, "no-runtime", {}, scheduling={"runtimeClassName": "no-such-runtime"})
+    apply(custom, buckets, namespace, "no-class", {}, scheduling={"priorityClassName": "no-such-class"})
+    apply(custom, buckets, namespace, "no-runtime", {}, scheduling={"runtimeClassName": "no-such-runtime"})
     for name, words in (("no-class", "no-such-class"), ("no-runtime", "no-such-runtime")):
         status = wait_status(
             custom, namespace, name, lambda s: s.get("reason") == "Unschedulable", "reason Unschedulable", timeout=60
@@ -301,7 +287,7 @@ def test_pods_the_api_refuses_to_create_show_as_unschedulable(
 
 def test_the_documented_admission_policy_refuses_reserved_powers_at_apply_time(
     kubectl: Callable[..., subprocess.CompletedProcess[str]],
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     namespace: str,
 ) -> None:
@@ -311,13 +297,13 @@ def test_the_documented_admission_policy_refuses_reserved_powers_at_apply_time(
 
         def refused() -> bool:  # the API server type-checks and loads a new policy within seconds
             try:
-                apply(custom, store, namespace, "vap", None, scheduling={"priorityClassName": "system-node-critical"})
+                apply(custom, buckets, namespace, "vap", None, scheduling={"priorityClassName": "system-node-critical"})
             except ApiException as exc:
                 return exc.status in (403, 422) and "system-* PriorityClass" in str(exc.body)
             custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "vap")
             return False
 
         wait_for("the admission policy to refuse a system-* priority class", refused, 60, interval=1)
-        apply(custom, store, namespace, "plain", None)  # an ordinary CR still passes
+        apply(custom, buckets, namespace, "plain", None)  # an ordinary CR still passes
     finally:
         kubectl("delete", "-f", str(policy), "--ignore-not-found")

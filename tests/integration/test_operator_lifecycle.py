@@ -17,7 +17,7 @@ import json
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,11 +27,20 @@ from kubernetes.client.exceptions import ApiException
 
 from localcluster import Cluster
 from localcluster.kube import raw, wait_for
-from tests.s3server import TEST_CREDENTIALS, S3Server, free_port
+from tests.integration.reconstruction_jobs import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    get,
+    jobs_of,
+    wait_phase,
+    wait_status,
+    worker_api,
+)
+from tests.s3server import S3Server, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-GROUP, VERSION, PLURAL = "recon.dev", "v1alpha1", "reconstructionjobs"
 STAND_IN = textwrap.dedent(
     """
     import json, os, sys, time
@@ -121,37 +130,22 @@ def operator(operator_env: None) -> Iterator[KopfRunner]:
     assert runner.exception is None, runner.output
 
 
-@pytest.fixture
-def custom(api: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
-
-
-@pytest.fixture
-def store(s3: S3Server, namespace: str, core: client.CoreV1Api) -> S3Server:
-    """Buckets `captures` and `results`, and the credentials Secret `s3` in the test namespace."""
-    s3.client().create_bucket(Bucket="captures")
-    s3.client().create_bucket(Bucket="results")
-    creds = {k: v for k, v in TEST_CREDENTIALS.items() if k != "AWS_DEFAULT_REGION"}
-    raw(core.create_namespaced_secret, namespace, {"metadata": {"name": "s3"}, "stringData": creds})
-    return s3
-
-
-def capture(store: S3Server, name: str, behaviour: dict[str, Any] | None) -> None:
+def capture(buckets: S3Server, name: str, behaviour: dict[str, Any] | None) -> None:
     if behaviour is None:
         return
-    store.client().put_object(Bucket="captures", Key=f"{name}/transforms.json", Body=b'{"frames": []}')
-    store.client().put_object(Bucket="captures", Key=f"{name}/behaviour.json", Body=json.dumps(behaviour).encode())
+    buckets.client().put_object(Bucket="captures", Key=f"{name}/transforms.json", Body=b'{"frames": []}')
+    buckets.client().put_object(Bucket="captures", Key=f"{name}/behaviour.json", Body=json.dumps(behaviour).encode())
 
 
 def apply(
     custom: client.CustomObjectsApi,
-    store: S3Server,
+    buckets: S3Server,
     namespace: str,
     name: str,
     behaviour: dict[str, Any] | None,
     **spec: Any,
 ) -> None:
-    capture(store, name, behaviour)
+    capture(buckets, name, behaviour)
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ReconstructionJob",
@@ -167,39 +161,6 @@ def apply(
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 
-def get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    return raw(custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
-
-
-def wait_status(
-    custom: client.CustomObjectsApi,
-    namespace: str,
-    name: str,
-    check: Callable[[dict[str, Any]], bool],
-    what: str,
-    timeout: float = 90,
-) -> dict[str, Any]:
-    def reached() -> dict[str, Any] | None:
-        status = get(custom, namespace, name).get("status") or {}
-        return status if check(status) else None
-
-    try:
-        found: dict[str, Any] = wait_for(f"{namespace}/{name}: {what}", reached, timeout, interval=0.5)
-    except Exception as exc:
-        raise AssertionError(f"{exc}; last status: {json.dumps(get(custom, namespace, name).get('status'))}") from None
-    return found
-
-
-def wait_phase(
-    custom: client.CustomObjectsApi, namespace: str, name: str, phase: str, timeout: float = 90
-) -> dict[str, Any]:
-    return wait_status(custom, namespace, name, lambda s: s.get("phase") == phase, f"phase {phase}", timeout)
-
-
-def jobs_of(batch: client.BatchV1Api, namespace: str, name: str) -> list[Any]:
-    return list(batch.list_namespaced_job(namespace, label_selector=f"recon.dev/job={name}").items)
-
-
 def pods_of(core: client.CoreV1Api, namespace: str, job: str) -> list[Any]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}").items)
 
@@ -213,14 +174,14 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 def test_success_publishes_and_reports(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
     namespace: str,
 ) -> None:
     metrics = {"psnr": 31.5, "maskIoU": 0.97, "watertight": True}
-    apply(custom, store, namespace, "ok", {"sleep": 1, "metrics": metrics}, gates={"minPSNR": 25})
+    apply(custom, buckets, namespace, "ok", {"sleep": 1, "metrics": metrics}, gates={"minPSNR": 25})
     status = wait_phase(custom, namespace, "ok", "Succeeded")
     assert status["reason"] == "Succeeded" and status["attempts"] == 1 and status["jobName"] == "ok-1"
     assert status["startTime"] and status["completionTime"]
@@ -249,9 +210,9 @@ def test_success_publishes_and_reports(
 
 
 def test_quality_gate_miss_degrades_without_failing(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "meh", {"metrics": {"psnr": 18.0, "watertight": False}}, gates={"minPSNR": 25})
+    apply(custom, buckets, namespace, "meh", {"metrics": {"psnr": 18.0, "watertight": False}}, gates={"minPSNR": 25})
     status = wait_phase(custom, namespace, "meh", "Succeeded")
     status = wait_status(
         custom, namespace, "meh", lambda s: conditions(s).get("QualityDegraded", ("",))[0] == "True", "QualityDegraded"
@@ -265,7 +226,7 @@ def test_quality_gate_miss_degrades_without_failing(
 
 def test_failures_have_typed_reasons_and_evidence(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
@@ -273,16 +234,16 @@ def test_failures_have_typed_reasons_and_evidence(
 ) -> None:
     # All at once: the cases run side by side on the node.
     bad = {"exit": 2, "reason": "InvalidCapture", "message": "frame 3: images/r_3.png is not a PNG"}
-    apply(custom, store, namespace, "bad-input", bad, backoffLimit=3)
+    apply(custom, buckets, namespace, "bad-input", bad, backoffLimit=3)
     small_gpu = {"exit": 3, "reason": "InsufficientGPUMemory", "message": "4.0 GiB free, 12 needed"}
-    apply(custom, store, namespace, "small-gpu", small_gpu, backoffLimit=1)
-    apply(custom, store, namespace, "flaky", {"exit": 1, "reason": "Crash", "message": "segfault"}, backoffLimit=1)
-    apply(custom, store, namespace, "no-capture", None)
-    apply(custom, store, namespace, "no-manifest", {"exit": 0, "publish": False})
-    apply(custom, store, namespace, "broken-manifest", {"exit": 0, "publish": "broken"})
-    apply(custom, store, namespace, "too-slow", {"sleep": 300}, activeDeadlineSeconds=60)  # the CRD's minimum
+    apply(custom, buckets, namespace, "small-gpu", small_gpu, backoffLimit=1)
+    apply(custom, buckets, namespace, "flaky", {"exit": 1, "reason": "Crash", "message": "segfault"}, backoffLimit=1)
+    apply(custom, buckets, namespace, "no-capture", None)
+    apply(custom, buckets, namespace, "no-manifest", {"exit": 0, "publish": False})
+    apply(custom, buckets, namespace, "broken-manifest", {"exit": 0, "publish": "broken"})
+    apply(custom, buckets, namespace, "too-slow", {"sleep": 300}, activeDeadlineSeconds=60)  # the CRD's minimum
     dead_store = {"credentialsSecret": "s3", "endpoint": DEAD_STORE}
-    apply(custom, store, namespace, "no-store", {}, storage=dead_store)
+    apply(custom, buckets, namespace, "no-store", {}, storage=dead_store)
 
     status = wait_phase(custom, namespace, "bad-input", "Failed")
     assert status["reason"] == "InputsInvalid"
@@ -317,9 +278,9 @@ def test_failures_have_typed_reasons_and_evidence(
 
 
 def test_unschedulable_is_queued_then_fails_its_pending_deadline(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "big", {}, resources={"gpus": 4}, pendingDeadlineSeconds=8)
+    apply(custom, buckets, namespace, "big", {}, resources={"gpus": 4}, pendingDeadlineSeconds=8)
     status = wait_phase(custom, namespace, "big", "Queued")
     assert status["reason"] == "Unschedulable" and "nvidia.com/gpu" in status["message"]
     status = wait_phase(custom, namespace, "big", "Failed", timeout=60)
@@ -328,9 +289,9 @@ def test_unschedulable_is_queued_then_fails_its_pending_deadline(
 
 
 def test_kueue_managed_job_is_created_suspended_and_left_to_kueue(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "queued", {}, scheduling={"queueName": "gpu"})
+    apply(custom, buckets, namespace, "queued", {}, scheduling={"queueName": "gpu"})
     status = wait_phase(custom, namespace, "queued", "Queued")
     assert status["reason"] == "WaitingForAdmission"
     time.sleep(3)  # several reconcile rounds: the operator must not unsuspend it
@@ -343,13 +304,13 @@ def test_kueue_managed_job_is_created_suspended_and_left_to_kueue(
 
 def test_suspend_frees_the_node_and_resume_starts_a_new_attempt(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
     namespace: str,
 ) -> None:
-    apply(custom, store, namespace, "pausable", {"sleep": 300, "attempts": {"2": {"sleep": 0}}})
+    apply(custom, buckets, namespace, "pausable", {"sleep": 300, "attempts": {"2": {"sleep": 0}}})
     wait_phase(custom, namespace, "pausable", "Running")
     custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "pausable", {"spec": {"suspend": True}})
     status = wait_phase(custom, namespace, "pausable", "Suspended")
@@ -365,9 +326,9 @@ def test_suspend_frees_the_node_and_resume_starts_a_new_attempt(
 
 
 def test_deleting_the_job_cancels(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "doomed", {"sleep": 300})
+    apply(custom, buckets, namespace, "doomed", {"sleep": 300})
     wait_phase(custom, namespace, "doomed", "Running")
     batch.delete_namespaced_job("doomed-1", namespace, propagation_policy="Foreground")
     status = wait_phase(custom, namespace, "doomed", "Cancelled")
@@ -376,13 +337,13 @@ def test_deleting_the_job_cancels(
 
 def test_deleting_the_resource_removes_job_pods_and_identity(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     batch: client.BatchV1Api,
     namespace: str,
 ) -> None:
-    apply(custom, store, namespace, "gone", {"sleep": 300})
+    apply(custom, buckets, namespace, "gone", {"sleep": 300})
     wait_phase(custom, namespace, "gone", "Running")
     assert core.read_namespaced_service_account("gone-worker", namespace)
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
@@ -399,9 +360,9 @@ def test_deleting_the_resource_removes_job_pods_and_identity(
 
 
 def test_ttl_after_finished_deletes_the_resource(
-    operator: KopfRunner, store: S3Server, custom: client.CustomObjectsApi, namespace: str
+    operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
-    apply(custom, store, namespace, "brief", {}, ttlSecondsAfterFinished=2)
+    apply(custom, buckets, namespace, "brief", {}, ttlSecondsAfterFinished=2)
     wait_phase(custom, namespace, "brief", "Succeeded")
 
     def deleted() -> bool:
@@ -412,15 +373,15 @@ def test_ttl_after_finished_deletes_the_resource(
         return False
 
     wait_for("the finished resource to be deleted by its TTL", deleted, 60)
-    assert store.client().head_object(Bucket="results", Key="brief/manifest.json")  # outputs stay
+    assert buckets.client().head_object(Bucket="results", Key="brief/manifest.json")  # outputs stay
 
 
 def test_operator_restart_mid_flight_creates_no_duplicate(
-    operator_env: None, store: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
+    operator_env: None, buckets: S3Server, custom: client.CustomObjectsApi, batch: client.BatchV1Api, namespace: str
 ) -> None:
     first = start_operator()
     try:
-        apply(custom, store, namespace, "steady", {"sleep": 6})
+        apply(custom, buckets, namespace, "steady", {"sleep": 6})
         wait_phase(custom, namespace, "steady", "Running")
     finally:
         first.__exit__(None, None, None)
@@ -444,21 +405,15 @@ def test_operator_restart_mid_flight_creates_no_duplicate(
 def test_worker_identity_may_patch_only_its_own_status(
     operator: KopfRunner,
     cluster: Cluster,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     namespace: str,
 ) -> None:
-    apply(custom, store, namespace, "mine", {"sleep": 300})
-    apply(custom, store, namespace, "theirs", {"sleep": 300})
+    apply(custom, buckets, namespace, "mine", {"sleep": 300})
+    apply(custom, buckets, namespace, "theirs", {"sleep": 300})
     wait_phase(custom, namespace, "mine", "Running")
-    request = {"spec": {"audiences": [], "expirationSeconds": 600}}
-    token = raw(core.create_namespaced_service_account_token, "mine-worker", namespace, request)["status"]["token"]
-    configuration = client.Configuration()
-    admin = core.api_client.configuration
-    configuration.host, configuration.ssl_ca_cert = admin.host, admin.ssl_ca_cert
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    as_worker = client.CustomObjectsApi(client.ApiClient(configuration))
+    as_worker = worker_api(core, namespace, "mine-worker")
 
     patch = {"status": {"progress": 40, "stage": "refine"}}
     as_worker.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, "mine", patch)
@@ -478,12 +433,12 @@ def test_worker_identity_may_patch_only_its_own_status(
 
 def test_resume_right_after_suspend_waits_for_the_old_job_then_starts_the_next(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     batch: client.BatchV1Api,
     namespace: str,
 ) -> None:
-    apply(custom, store, namespace, "flip", {"sleep": 300, "attempts": {"2": {"sleep": 0}}})
+    apply(custom, buckets, namespace, "flip", {"sleep": 300, "attempts": {"2": {"sleep": 0}}})
     wait_phase(custom, namespace, "flip", "Running")
     custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "flip", {"spec": {"suspend": True}})
     wait_phase(custom, namespace, "flip", "Suspended")
@@ -495,12 +450,12 @@ def test_resume_right_after_suspend_waits_for_the_old_job_then_starts_the_next(
 
 def test_eviction_is_retried_without_spending_the_backoff_budget(
     operator: KopfRunner,
-    store: S3Server,
+    buckets: S3Server,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     namespace: str,
 ) -> None:
-    apply(custom, store, namespace, "evictee", {"waitFor": "go"}, backoffLimit=0)
+    apply(custom, buckets, namespace, "evictee", {"waitFor": "go"}, backoffLimit=0)
     wait_phase(custom, namespace, "evictee", "Running")
     (first,) = pods_of(core, namespace, "evictee-1")
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first.metadata.name}}
@@ -510,6 +465,6 @@ def test_eviction_is_retried_without_spending_the_backoff_budget(
         return any(p.metadata.name != first.metadata.name for p in pods_of(core, namespace, "evictee-1"))
 
     wait_for("a replacement pod after the eviction", replaced, 60)
-    store.client().put_object(Bucket="captures", Key="evictee/go", Body=b"")
+    buckets.client().put_object(Bucket="captures", Key="evictee/go", Body=b"")
     status = wait_phase(custom, namespace, "evictee", "Succeeded")
     assert status["attempts"] == 1  # the same Job retried it: backoffLimit 0 was not spent

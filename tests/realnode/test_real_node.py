@@ -15,11 +15,13 @@ from kubernetes import client
 from localcluster import Cluster
 from localcluster.kube import raw, wait_for
 from tests.images.conftest import Docker, operator_container
-from tests.integration.test_operator_lifecycle import apply, store, wait_phase, wait_status
+from tests.integration.conftest import buckets
+from tests.integration.reconstruction_jobs import wait_phase, wait_status
+from tests.integration.test_operator_lifecycle import apply
 from tests.s3server import S3Server, free_port
 
 pytestmark = [pytest.mark.images, pytest.mark.cluster, pytest.mark.slow]
-__all__ = ["store"]
+__all__ = ["buckets"]
 
 # A registry on 127.0.0.1 that does not listen: the pull fails here, and nothing leaves the machine.
 ABSENT_IMAGE = "127.0.0.1:9/recon/absent:0"
@@ -118,31 +120,31 @@ def operator(
 
 
 def test_a_worker_over_its_memory_limit_is_oom_killed(
-    operator: None, store: S3Server, api: client.ApiClient, namespace: str
+    operator: None, buckets: S3Server, api: client.ApiClient, namespace: str
 ) -> None:
     custom = client.CustomObjectsApi(api)
-    apply(custom, store, namespace, "oom", {}, backoffLimit=0)
+    apply(custom, buckets, namespace, "oom", {}, backoffLimit=0)
     status = wait_phase(custom, namespace, "oom", "Failed", timeout=180)
     assert status["reason"] == "OOMKilled", json.dumps(status)
 
 
 def test_an_image_that_is_not_there_is_image_pull_failed(
-    operator: None, store: S3Server, api: client.ApiClient, namespace: str
+    operator: None, buckets: S3Server, api: client.ApiClient, namespace: str
 ) -> None:
     custom = client.CustomObjectsApi(api)
-    apply(custom, store, namespace, "no-image", {}, image=ABSENT_IMAGE)
+    apply(custom, buckets, namespace, "no-image", {}, image=ABSENT_IMAGE)
     status = wait_phase(custom, namespace, "no-image", "Failed", timeout=180)
     assert status["reason"] == "ImagePullFailed", json.dumps(status)
 
 
 def test_a_worker_evicted_by_the_kubelet_is_evicted_on_the_resource(
-    operator: None, store: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+    operator: None, buckets: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
 ) -> None:
     """Over its scratch volume's size limit, the kubelet evicts the pod. The kubelet marks that eviction
     with no DisruptionTarget condition (the pod's own doing), so the Job counts it: with backoffLimit 0
     the resource fails, typed Evicted, with the kubelet's message."""
     custom = client.CustomObjectsApi(api)
-    apply(custom, store, namespace, "evict", {}, backoffLimit=0)
+    apply(custom, buckets, namespace, "evict", {}, backoffLimit=0)
     status = wait_phase(custom, namespace, "evict", "Failed", timeout=180)
     assert status["reason"] == "Evicted", json.dumps(status)
     pods = raw(core.list_namespaced_pod, namespace, label_selector="batch.kubernetes.io/job-name=evict-1")["items"]
@@ -152,13 +154,13 @@ def test_a_worker_evicted_by_the_kubelet_is_evicted_on_the_resource(
 
 
 def test_a_missing_runtime_class_is_reported_on_the_resource(
-    operator: None, store: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+    operator: None, buckets: S3Server, api: client.ApiClient, core: client.CoreV1Api, namespace: str
 ) -> None:
     """The API server refuses the pod ("RuntimeClass ... not found"): the Job controller reports FailedCreate,
     and the operator puts it on the resource: Queued, reason Unschedulable, with the API server's words (an
     admin may still create the RuntimeClass, so it waits rather than fails)."""
     custom = client.CustomObjectsApi(api)
-    apply(custom, store, namespace, "no-runtime", {}, scheduling={"runtimeClassName": "absent"})
+    apply(custom, buckets, namespace, "no-runtime", {}, scheduling={"runtimeClassName": "absent"})
 
     def refused() -> list[str]:
         events = raw(core.list_namespaced_event, namespace)["items"]
