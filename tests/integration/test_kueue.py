@@ -34,7 +34,8 @@ from localcluster import kueue as local_kueue
 from localcluster.kube import raw, wait_for, wait_service_account
 from tests.conftest import MESHES, REPO
 from tests.integration.conftest import CLUSTER_KEY
-from tests.s3server import TEST_CREDENTIALS, S3Server, free_port
+from tests.integration.operator_process import OperatorProcess
+from tests.s3server import TEST_CREDENTIALS, S3Server
 from tests.unit.worker.captures import upload_folder
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -147,35 +148,17 @@ def kctl(kueue_cluster: Cluster) -> Kubectl:
 def kueue_operator(
     kueue_cluster: Cluster, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
-    """The operator as its own process (its settings are read at import), watching Kueue's Workloads."""
+    """The operator as its own process (its settings are read at start), watching Kueue's Workloads."""
     log = tmp_path_factory.mktemp("kueue-operator") / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(kueue_cluster.kubeconfig),
+    settings = {
         "RECON_OPERATOR_KUEUE_WORKLOADS": "true",
-        "RECON_OPERATOR_WORKER_COMMAND": json.dumps([sys.executable, "-c", STAND_IN]),
-        "RECON_OPERATOR_S3_ENDPOINT": s3_server.endpoint,
         "RECON_OPERATOR_DEFAULT_CPU": "100m",
         # The worker sizes its capture limits by its pod's memory request (issue 11): 256Mi left room for one view.
         "RECON_OPERATOR_DEFAULT_MEMORY": "2Gi",
         "RECON_OPERATOR_RECONCILE_INTERVAL_S": "2",
-        "RECON_OPERATOR_METRICS_PORT": str(free_port()),
-        "RECON_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "tools"), str(REPO)]),
     }
-    argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", "-m", "recon_operator.handlers"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with OperatorProcess(kueue_cluster, s3_server, log, [sys.executable, "-c", STAND_IN], settings=settings):
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert process.returncode is not None
 
 
 @pytest.fixture
