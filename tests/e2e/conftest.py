@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,26 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     # No CRD up front: Helm installs it from the chart, as on a user's cluster. No GPU: CPU workers.
     cluster = Cluster(ClusterConfig(state_dir=state / "cluster", crd_dir=None, nodes=[NodeConfig(gpus=0)]))
     cluster.up()
-    s3_server = start_s3_server(state / "s3")
     try:
-        values = local_node_values(s3_server.endpoint, LocalPorts(free_port(), free_port()), reconcile_interval_s=1)
+        ports = LocalPorts(free_port(), free_port())
+        with install_on(
+            cluster, state, lambda endpoint: local_node_values(endpoint, ports, reconcile_interval_s=1)
+        ) as env:
+            yield env
+    finally:
+        cluster.down()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@contextmanager
+def install_on(
+    cluster: Cluster, state: Path, values_for: Callable[[str], dict[str, Any]], s3_host: str = "127.0.0.1"
+) -> Iterator[Installed]:
+    """The S3 server on `s3_host` (where pods reach it), the buckets, and `helm install` of the chart with
+    `values_for(the store's endpoint)`, on a local control plane that is up; the store stops afterwards."""
+    s3_server = start_s3_server(state / "s3", host=s3_host)
+    try:
+        values = values_for(s3_server.endpoint)
         out = install_chart(cluster.kubeconfig, RELEASE, SYSTEM_NAMESPACE, values, state / "values.yaml")
         s3 = s3_server.client()
         _make_buckets(s3)
@@ -145,8 +163,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
         )
     finally:
         s3_server.stop()
-        cluster.down()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def _make_buckets(s3: Any) -> None:
@@ -158,6 +174,11 @@ def _make_buckets(s3: Any) -> None:
 @pytest.fixture(scope="session")
 def capture(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny capture of spot, rendered once, at s3://captures/spot/."""
+    return upload_spot(installed, tmp_path_factory)
+
+
+def upload_spot(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Render the suite's tiny capture of spot and upload it to s3://captures/spot/; returns that URI."""
     folder = render_capture(tmp_path_factory.mktemp("capture") / "spot", VIEWS, TEST_VIEWS, RESOLUTION)
     upload_folder(installed.s3, folder, "captures", "spot")
     return "s3://captures/spot/"

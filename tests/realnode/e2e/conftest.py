@@ -19,24 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from localinstall import install_chart, render_capture, upload_folder
 
 from localcluster import Cluster, ClusterConfig, NodeConfig
 from tests.conftest import REPO
-from tests.e2e.conftest import (
-    RELEASE,
-    RESOLUTION,
-    SYSTEM_NAMESPACE,
-    TEST_VIEWS,
-    VIEWS,
-    Installed,
-    _make_buckets,
-    jobs,
-    namespace,
-)
+from tests.e2e.conftest import Installed, install_on, jobs, namespace, upload_spot
 from tests.images.conftest import REGISTRY, VERSION, docker, operator_image, worker_image
 from tests.realnode.conftest import check_real_node_prerequisites
-from tests.s3server import TEST_CREDENTIALS, start_s3_server
 
 # tests/e2e's per-test fixtures, over this module's `installed` and `capture`.
 __all__ = ["docker", "jobs", "namespace", "operator_image", "worker_image"]
@@ -73,17 +61,10 @@ def installed(operator_image: str, worker_image: str) -> Iterator[Installed]:
     except Exception as err:
         cluster.down()
         pytest.fail(f"local cluster with a real node did not start: {err}\n{cluster.diagnostics(60)}", pytrace=False)
-    s3_server = start_s3_server(state / "s3", host=cluster.host)
     try:
-        values = real_node_values(s3_server.endpoint)
-        out = install_chart(cluster.kubeconfig, RELEASE, SYSTEM_NAMESPACE, values, state / "values.yaml")
-        s3 = s3_server.client()
-        _make_buckets(s3)
-        yield Installed(
-            cluster.kubeconfig, cluster.api_client(), s3, dict(TEST_CREDENTIALS), out.stdout, values, cluster
-        )
+        with install_on(cluster, state, real_node_values, s3_host=cluster.host) as env:
+            yield env
     finally:
-        s3_server.stop()
         cluster.down()
         if not os.environ.get("RECON_KEEP_STATE"):
             shutil.rmtree(state, ignore_errors=True)
@@ -92,6 +73,4 @@ def installed(operator_image: str, worker_image: str) -> Iterator[Installed]:
 @pytest.fixture(scope="module")
 def capture(installed: Installed, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The e2e suite's tiny capture of spot, at s3://captures/spot/."""
-    folder = render_capture(tmp_path_factory.mktemp("capture") / "spot", VIEWS, TEST_VIEWS, RESOLUTION)
-    upload_folder(installed.s3, folder, "captures", "spot")
-    return "s3://captures/spot/"
+    return upload_spot(installed, tmp_path_factory)
