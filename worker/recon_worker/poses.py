@@ -46,8 +46,8 @@ class SfmOptions:
     # SIFT's contrast threshold; below COLMAP's 0.0067 so that low-contrast objects (a white cow with a
     # few patches) still give enough features at small sizes. Wrong matches are filtered geometrically.
     peak_threshold: float = 0.002
-    # -1: all cores. Only 1 gives the same cameras on every run: with more, the mapper's bundle adjustments
-    # differ in the last bits and the cameras by up to 0.003 (measured on test_poses_sfm's turntable).
+    # -1: all cores. Only 1 gives the same cameras on every run: with more, they still differed by up to
+    # 0.003 in a camera matrix (test_poses_sfm's turntable; extraction and mapping both take `threads`).
     threads: int = -1
     seed: int = 0  # the mapper's and the geometric verification's RANSAC
 
