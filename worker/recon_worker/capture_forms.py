@@ -452,4 +452,12 @@ def prepare_capture(
         _mask_given_frames(root, transforms_file, choice, form)
     elif poses_ready:
         form.masks = choice.masks if choice.masks != "auto" else "(as for structure from motion)"
+    if (root / REFERENCE_FOLDER).is_dir():
+        # Read and checked now, so that a bad reference fails before any engine work, not in validate.
+        from recon_worker.engine.reference import load_reference
+
+        reference = load_reference(root / REFERENCE_FOLDER)
+        form.notes.append(
+            f"reference views: {REFERENCE_FOLDER}/ ({len(reference.frames)} frames), scored by validate as well"
+        )
     return form

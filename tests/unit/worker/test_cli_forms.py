@@ -66,6 +66,11 @@ def test_a_reference_capture_is_fetched_and_never_posed_as_photos(
     (posed / "notes.txt").write_text("not part of the capture")
     fetched = {o.key for o in fetch_capture(FileStore(posed), tmp_path / "copy", "transforms.json", CaptureLimits())}
     assert {"reference/transforms.json", "reference/images/r_0.png"} <= fetched and "notes.txt" not in fetched
+    assert main(["validate", "--input", str(posed)]) == 0
+    assert "reference views: reference/ (8 frames)" in capsys.readouterr().out
+    edit_transforms(posed / "reference", lambda d: d.update(camera_model="OPENCV", k1=0.1))
+    assert main(["validate", "--input", str(posed)]) == 2  # refused before any engine work
+    assert "reference/transforms.json: camera_model 'OPENCV'" in capsys.readouterr().err
     # Photos: the reference's images are not photos to pose.
     photos = tmp_path / "photos"
     (photos / "train").mkdir(parents=True)
