@@ -187,6 +187,18 @@ def build_job(
     coords = ResourceCoordinates.of(owner)
     task = task_json(build_task(spec, coords, attempt, settings))
     labels = {**child_labels(coords.name, "worker"), ATTEMPT_LABEL: str(attempt)}
+    pod = _worker_pod(spec, coords.name, task, settings)
+    name = job_name(coords.name, attempt)
+    # Kueue admits the Job by unsuspending it; the operator never toggles it itself.
+    return _job(owner, spec, settings, name, _queue_labels(owner, spec, labels), labels, pod, suspend=_queued(spec))
+
+
+def _queued(spec: ReconstructionJobSpec) -> bool:
+    return bool(spec.scheduling.queue_name)
+
+
+def _queue_labels(owner: Mapping[str, Any], spec: ReconstructionJobSpec, labels: Mapping[str, str]) -> dict[str, str]:
+    """A Job's labels, with Kueue's queue and priority-class labels when the CR names a queue."""
     job_labels = dict(labels)
     kueue = spec.scheduling.queue_name
     if kueue:
@@ -195,10 +207,7 @@ def build_job(
         priority = ((owner.get("metadata") or {}).get("labels") or {}).get(PRIORITY_CLASS_LABEL)
         if priority:
             job_labels[PRIORITY_CLASS_LABEL] = priority
-    pod = _worker_pod(spec, coords.name, task, settings)
-    name = job_name(coords.name, attempt)
-    # Kueue admits the Job by unsuspending it; the operator never toggles it itself.
-    return _job(owner, spec, settings, name, job_labels, labels, pod, suspend=bool(kueue))
+    return job_labels
 
 
 def build_poses_job(
@@ -207,13 +216,15 @@ def build_poses_job(
     """The batch/v1 CPU Job that poses the photos of `attempt` before its worker Job (`recon-worker poses`).
 
     Its task document is the worker Job's: the same run key, so the worker restores the poses it saved.
+    With `spec.scheduling.queueName` it goes through Kueue like the worker Job (suspended, the queue's
+    labels): a CPU-only Workload, admitted against the queue's cpu and memory quota.
     """
     coords = ResourceCoordinates.of(owner)
     task = task_json(build_task(spec, coords, attempt, settings))
     labels = {**child_labels(coords.name, "poses"), ATTEMPT_LABEL: str(attempt)}
     pod = _poses_pod(spec, coords.name, task, settings)
     name = poses_job_name(coords.name, attempt)
-    return _job(owner, spec, settings, name, dict(labels), labels, pod, suspend=False)
+    return _job(owner, spec, settings, name, _queue_labels(owner, spec, labels), labels, pod, suspend=_queued(spec))
 
 
 def _job(

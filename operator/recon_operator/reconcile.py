@@ -266,7 +266,8 @@ def decide(
         return Decision(Action.DELETE_JOB if stopping else Action.NONE, attempt, status=suspended)
 
     if current is None and posing is not None:
-        return _posing(body, spec, posing, pods, attempt, now)
+        admission = admission_of(workload_of(posing, workloads)) if spec.scheduling.queue_name else None
+        return _posing(body, spec, posing, pods, attempt, now, admission)
 
     if current is None:
         if attempt == 0 or phase == Phase.SUSPENDED:
@@ -302,12 +303,19 @@ def _kind(job: Obj) -> str:
 
 
 def _posing(
-    body: Obj, spec: ReconstructionJobSpec, job: Obj, pods: Sequence[Obj], attempt: int, now: datetime
+    body: Obj,
+    spec: ReconstructionJobSpec,
+    job: Obj,
+    pods: Sequence[Obj],
+    attempt: int,
+    now: datetime,
+    admission: Admission | None = None,
 ) -> Decision:
     """The attempt's poses Job, before its worker Job exists: Posing while it waits or runs, then the worker
-    Job (CREATE_POSED_JOB), or Failed with its typed reason (PosesUnrecoverable: too few photos registered)."""
+    Job (CREATE_POSED_JOB), or Failed with its typed reason (PosesUnrecoverable: too few photos registered).
+    A poses Job submitted to a Kueue queue is Queued, with Kueue's words (`admission`), until admitted."""
     name = job["metadata"]["name"]
-    observation = observe_job(job, pods_of(job, pods), now, spec.pending_deadline_seconds)
+    observation = observe_job(job, pods_of(job, pods), now, spec.pending_deadline_seconds, admission=admission)
     if observation.phase == Phase.SUCCEEDED:
         worker = job_name(body["metadata"]["name"], attempt)
         message = f"poses Job {name} posed the photos; creating Job {worker}"
@@ -320,11 +328,16 @@ def _posing(
         derived = from_observation(body, spec, failed, attempt, now) | {"jobName": name}
         action = Action.DELETE_JOB if observation.job_active else Action.NONE
         return Decision(action, attempt, failed, derived)
-    # Waiting (pod pending, unschedulable) or running: the reason is the pod's, the phase Posing.
+    # Waiting (pod pending, unschedulable) or running: the reason is the pod's, the phase Posing; waiting for
+    # Kueue (the Job suspended) is Queued, as for the worker Job.
+    queued = observation.reason in (Reason.WAITING_FOR_ADMISSION, Reason.PREEMPTED)
+    phase = Phase.QUEUED if queued else Phase.POSING
     reason = Reason.ESTIMATING_POSES if observation.phase == Phase.RUNNING else observation.reason
     message = f"poses Job {name}: {observation.message}"
-    posing = status_fields(body, spec, Phase.POSING, reason, message, attempt, now, observation.started_at, job=name)
-    return Decision(Action.NONE, attempt, replace(observation, phase=Phase.POSING, reason=reason), posing)
+    posing = status_fields(
+        body, spec, phase, reason, message, attempt, now, observation.started_at, admission=admission, job=name
+    )
+    return Decision(Action.NONE, attempt, replace(observation, phase=phase, reason=reason), posing)
 
 
 def owned_status(status: Obj) -> dict[str, Any]:

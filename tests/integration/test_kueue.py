@@ -152,12 +152,16 @@ def kueue_operator(
     log = tmp_path_factory.mktemp("kueue-operator") / "operator.log"
     settings = {
         "RECON_OPERATOR_KUEUE_WORKLOADS": "true",
+        # Photos without poses: the CPU poses Job runs the stand-in too (small, to fit beside a worker).
+        "RECON_OPERATOR_POSES_CPU": "100m",
+        "RECON_OPERATOR_POSES_MEMORY": "512Mi",
         "RECON_OPERATOR_DEFAULT_CPU": "100m",
         # The worker sizes its capture limits by its pod's memory request (issue 11): 256Mi left room for one view.
         "RECON_OPERATOR_DEFAULT_MEMORY": "2Gi",
         "RECON_OPERATOR_RECONCILE_INTERVAL_S": "2",
     }
-    with OperatorProcess(kueue_cluster, s3_server, log, [sys.executable, "-c", STAND_IN], settings=settings):
+    stand_in = [sys.executable, "-c", STAND_IN]
+    with OperatorProcess(kueue_cluster, s3_server, log, stand_in, poses=stand_in, settings=settings):
         yield log
 
 
@@ -367,6 +371,42 @@ def test_suspend_and_delete_of_a_queued_job_behave_as_without_kueue(
     status = wait_status(custom, kns, "paused", phase_is("Succeeded"), "Succeeded", timeout=120)
     assert status["attempts"] == 2
     assert not worker_pods(kapi, kns, "dropped")
+
+
+def test_the_poses_job_is_a_cpu_only_workload_admitted_while_the_gpu_quota_is_full(
+    queues: Callable[[str], None], custom: client.CustomObjectsApi, kapi: client.ApiClient, s3: S3Server, kns: str
+) -> None:
+    queues("cluster-queue.yaml")
+    submit(custom, s3, kns, example_job("holder"), {"waitFor": "go"})
+    wait_status(custom, kns, "holder", phase_is("Running"), "Running")  # holds the queue's one GPU
+    # Photos without a transforms file: a poses Job first, submitted to the same queue.
+    s3.client().put_object(Bucket="captures", Key="photos/IMG_0001.jpg", Body=b"\xff\xd8\xff")
+    s3.client().put_object(Bucket="captures", Key="photos/behaviour.json", Body=b"{}")
+    custom.create_namespaced_custom_object(GROUP, VERSION, kns, PLURAL, example_job("photos"))
+
+    found = wait_for("photos-1-poses admitted by Kueue", lambda: _admitted(custom, kns, "photos-1-poses"), 90)
+    (pod_set,) = found["spec"]["podSets"]
+    (requests,) = [c["resources"]["requests"] for c in pod_set["template"]["spec"]["containers"]]
+    assert set(requests) == {"cpu", "memory"}  # no GPU: admitted beside the holder, against cpu and memory
+    (assignment,) = found["status"]["admission"]["podSetAssignments"]
+    assert set(assignment["flavors"]) == {"cpu", "memory"}
+    job = raw(client.BatchV1Api(kapi).read_namespaced_job, "photos-1-poses", kns)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "reconstruction"
+
+    # Posed; its worker Job then waits for the GPU the holder has, in Kueue's words.
+    status = wait_status(
+        custom, kns, "photos", lambda s: s.get("jobName") == "photos-1" and s.get("phase") == "Queued", "GPU Job queued"
+    )
+    assert status["message"].startswith("Kueue: Pending:") and "nvidia.com/gpu" in status["message"], status
+    release(s3, "holder")
+    status = wait_status(custom, kns, "photos", phase_is("Succeeded"), "Succeeded", timeout=120)
+    assert status["attempts"] == 1
+
+
+def _admitted(custom: client.CustomObjectsApi, namespace: str, job: str) -> dict[str, Any] | None:
+    """The Workload of `job` once Kueue has admitted it (it keeps its admission after the Job finishes)."""
+    found = workload_of(custom, namespace, job)
+    return found if found and (found.get("status") or {}).get("admission") else None
 
 
 def test_higher_priority_preempts_and_the_evicted_job_resumes_from_its_checkpoint(

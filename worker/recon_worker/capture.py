@@ -20,6 +20,8 @@ Split = Literal["train", "test"]
 
 # Files the synthetic renderer writes next to the capture for geometric metrics (optional).
 GROUND_TRUTH_NAMES = ("ground_truth.obj", "ground_truth.ply")
+# A posed, masked capture of the same views to judge the result by (`engine.reference`), never an input.
+REFERENCE_FOLDER = "reference"
 TRAIN_FILE, TEST_FILE = "transforms_train.json", "transforms_test.json"
 
 

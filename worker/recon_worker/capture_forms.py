@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from recon_worker.capture import Intrinsics, intrinsics_from_meta, resolve_image_path
+from recon_worker.capture import REFERENCE_FOLDER, Intrinsics, intrinsics_from_meta, resolve_image_path
 from recon_worker.distortion import COEFFICIENTS, Lens, UnknownCameraModel, lens_from_meta, undistort_image
 from recon_worker.errors import InputsInvalid
 from recon_worker.masks import (
@@ -47,6 +47,8 @@ LENS_KEYS = ("camera_model", *sorted({k for keys in COEFFICIENTS.values() for k 
 PREPARED_FOLDER = "_prepared"  # resampled images and written masks, inside the fetched capture
 POSES_WEIGHT = 25.0  # progress weight of stage `poses` (SfM on the CPU) against the other stages
 INTRINSICS_TOLERANCE = 1e-6  # pixels: cameras closer than this are the same camera
+# Files of a photo folder that are not photos to pose: the worker's own, the clean plate, a reference capture.
+NOT_PHOTOS = (PREPARED_FOLDER, f"{REFERENCE_FOLDER}/", *CLEAN_PLATE_NAMES)
 
 
 @dataclass
@@ -292,7 +294,7 @@ def _estimate(
     form: CaptureForm,
     progress: Callable[[float], None] | None = None,
 ) -> None:
-    names = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
+    names = list_photos(root, exclude=NOT_PHOTOS)
     alpha = bool(names) and all(_has_alpha(root / n) for n in names)
     if choice.masks == "files":
         raise InputsInvalid("masks: files needs a transforms file with mask_path; photos without poses have none")
@@ -357,7 +359,7 @@ def describe_capture(root: Path, transforms_file: str, choice: FormChoice | None
     choice = choice or FormChoice()
     form = CaptureForm(poses=detect_poses(root, transforms_file, choice))
     if form.poses == "estimate":
-        photos = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
+        photos = list_photos(root, exclude=NOT_PHOTOS)
         alpha = bool(photos) and all(_has_alpha(root / n) for n in photos)
         form.masks = choice.masks if choice.masks != "auto" else ("alpha" if alpha else "backdrop")
         plate = " and a clean plate" if clean_plate(root) else ""
@@ -387,7 +389,7 @@ def describe_capture(root: Path, transforms_file: str, choice: FormChoice | None
 
 def needs_poses(root: Path, transforms_file: str, choice: FormChoice) -> bool:
     """Whether the capture's poses are to be estimated (and there are photos to estimate them from)."""
-    photos = list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES))
+    photos = list_photos(root, exclude=NOT_PHOTOS)
     return detect_poses(root, transforms_file, choice) == "estimate" and bool(photos)
 
 
@@ -437,7 +439,7 @@ def prepare_capture(
     if poses_ready:
         form.poses = "estimated"
     if poses == "estimate":
-        if not list_photos(root, exclude=(PREPARED_FOLDER, *CLEAN_PLATE_NAMES)):
+        if not list_photos(root, exclude=NOT_PHOTOS):
             return form  # nothing to pose: the capture checks report the missing transforms file
         _estimate(root, transforms_file, choice, workdir or root.parent / "sfm", form)
     elif not transforms_sources(root, transforms_file):
@@ -450,4 +452,12 @@ def prepare_capture(
         _mask_given_frames(root, transforms_file, choice, form)
     elif poses_ready:
         form.masks = choice.masks if choice.masks != "auto" else "(as for structure from motion)"
+    if (root / REFERENCE_FOLDER).is_dir():
+        # Read and checked now, so that a bad reference fails before any engine work, not in validate.
+        from recon_worker.engine.reference import load_reference
+
+        reference = load_reference(root / REFERENCE_FOLDER)
+        form.notes.append(
+            f"reference views: {REFERENCE_FOLDER}/ ({len(reference.frames)} frames), scored by validate as well"
+        )
     return form

@@ -1,8 +1,9 @@
 """The fetch stage's transfers: which objects of the input prefix are downloaded, and in which order.
 
-The transforms files first; then only what they reference (images, masks), the ground truth and a clean
-plate of the backdrop, after the keys and the listing's sizes passed their checks. A folder of photos
-with no transforms file (poses to be estimated) is fetched whole: every file may be a photo.
+The transforms files first; then only what they reference (images, masks), the ground truth, a clean
+plate of the backdrop and a reference capture (`reference/`, views to judge the result by), after the
+keys and the listing's sizes passed their checks. A folder of photos with no transforms file (poses to
+be estimated) is fetched whole: every file may be a photo.
 `recon-worker validate` fetches through this too, so it
 judges exactly the copy that `local` and `run` would reconstruct from.
 """
@@ -13,6 +14,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from recon_worker.capture import REFERENCE_FOLDER
 from recon_worker.capture_checks import (
     CaptureInvalid,
     CaptureLimits,
@@ -54,8 +56,8 @@ def fetch_capture(
     _refuse(first, limits)
     store.download(first, dest)
     if first:
-        plates = [o for o in objects if o.key in CLEAN_PLATE_NAMES]
-        wanted = sorted({*referenced_objects(dest, objects, transforms_file), *plates}, key=lambda o: o.key)
+        extras = [o for o in objects if o.key in CLEAN_PLATE_NAMES or o.key.startswith(f"{REFERENCE_FOLDER}/")]
+        wanted = sorted({*referenced_objects(dest, objects, transforms_file), *extras}, key=lambda o: o.key)
     else:
         wanted = list(objects)
     _refuse(wanted, limits)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from recon_worker.engine.decimation import closed_manifold_problems, decimate, quadric, voxel_surface
+from recon_worker.engine.decimation import _remesh_or_hull, closed_manifold_problems, decimate, quadric, voxel_surface
 from recon_worker.engine.meshcheck import check_mesh
 
 
@@ -56,6 +56,18 @@ def test_when_quadric_decimation_fails_the_fallback_is_valid_within_the_bound_an
     assert why in result.notes[0] and "the coarse mesh" in result.notes[0]
     assert "fallback" in result.notes[-1]
     assert any("fallback" in r.getMessage() for r in caplog.records)
+
+
+def test_the_remesh_lies_on_the_surface_it_replaces() -> None:
+    # A sphere re-meshed on a coarse grid: marching cubes alone leaves it about half a voxel too large.
+    sphere = trimesh.creation.icosphere(4)
+    result = _remesh_or_hull(sphere, 400, "the sphere", len(sphere.faces), [])
+    assert result.method == "remesh" and "moved onto the surface" in result.notes[-1]
+    radii = np.linalg.norm(result.mesh.vertices, axis=1)
+    # On the sphere, but where snapping would collapse a face (those few vertices stay): 0.89-1.22 before.
+    assert np.mean(np.abs(radii - 1.0) < 0.01) > 0.95 and radii.min() > 0.95 and radii.max() < 1.05, radii
+    # Vertices on the sphere, flat faces between them: a little inside it (marching cubes alone: outside).
+    assert 0.9 * sphere.volume < result.mesh.volume < sphere.volume
 
 
 def test_closed_manifold_problems_names_boundary_and_non_manifold_edges() -> None:

@@ -216,7 +216,9 @@ def test_the_poses_job_runs_recon_worker_poses_on_the_cpu() -> None:
     assert poses["metadata"]["name"] == "bunny-2-poses"
     assert poses["metadata"]["labels"]["app.kubernetes.io/component"] == "poses"
     assert poses["metadata"]["labels"]["recon.dev/attempt"] == "2"
-    assert "kueue.x-k8s.io/queue-name" not in poses["metadata"]["labels"] and poses["spec"]["suspend"] is False
+    # Submitted to the CR's Kueue queue like the worker Job: suspended until admitted (a CPU-only Workload).
+    assert poses["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus" and poses["spec"]["suspend"] is True
+    assert "kueue.x-k8s.io/queue-name" not in poses["spec"]["template"]["metadata"]["labels"]
     pod = poses["spec"]["template"]["spec"]
     assert container(poses)["command"] == ["recon-worker", "poses"]
     # No GPU, none of the GPU placement: the settings' CPU requests and pool; the CR's priority holds.
@@ -229,6 +231,16 @@ def test_the_poses_job_runs_recon_worker_poses_on_the_cpu() -> None:
     assert pod["serviceAccountName"] == "bunny-worker"
     (ref,) = poses["metadata"]["ownerReferences"]
     assert ref["uid"] == UID and ref["controller"] is True
+
+
+def test_the_poses_job_goes_through_kueue_only_when_the_cr_names_a_queue() -> None:
+    plain = poses_job_for(cr())
+    assert "kueue.x-k8s.io/queue-name" not in plain["metadata"]["labels"] and plain["spec"]["suspend"] is False
+    body = cr(scheduling={"queueName": "team-a"})
+    body["metadata"]["labels"] = {"kueue.x-k8s.io/priority-class": "urgent"}
+    queued = poses_job_for(body)
+    assert queued["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "urgent"
+    assert queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a" and queued["spec"]["suspend"]
 
 
 def test_the_poses_job_reads_the_same_task_as_the_worker_job() -> None:

@@ -48,6 +48,35 @@ def test_a_waiting_poses_job_keeps_the_pods_reason() -> None:
     assert (decision.status["phase"], decision.status["reason"]) == (Phase.POSING, Reason.CONTAINER_CREATING)
 
 
+def test_a_queued_poses_job_shows_kueues_reason_then_posing_once_admitted() -> None:
+    pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": "insufficient quota for cpu"}
+    workload = {
+        "metadata": {"name": "w1", "ownerReferences": [{"kind": "Job", "uid": "p1"}]},
+        "status": {"conditions": [pending]},
+    }
+    body = cr(POSING, scheduling={"queueName": "q"})
+    suspended = poses_job(1)
+    suspended["spec"]["suspend"] = True
+    decision = decide(body, [suspended], [], NOW, workloads=[workload])
+    status = decision.status
+    assert decision.action == Action.NONE and status["jobName"] == "bunny-1-poses"
+    assert (status["phase"], status["reason"]) == (Phase.QUEUED, Reason.WAITING_FOR_ADMISSION)
+    assert status["message"] == "poses Job bunny-1-poses: Kueue: Pending: insufficient quota for cpu"
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Admitted"] == "False"
+
+    admitted = {"type": "Admitted", "status": "True", "reason": "Admitted", "message": ""}
+    workload["status"] = {
+        "conditions": [admitted],
+        "admission": {"clusterQueue": "cq", "podSetAssignments": [{"name": "main", "flavors": {"cpu": "cpu"}}]},
+    }
+    started = {"running": {"startedAt": "2026-01-01T11:59:05Z"}}
+    decision = decide(body, [poses_job(1)], [poses_pod(1, started)], NOW, workloads=[workload])
+    status = decision.status
+    assert (status["phase"], status["reason"]) == (Phase.POSING, Reason.ESTIMATING_POSES)
+    assert "admitted by Kueue ClusterQueue cq" in status["message"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Admitted"] == "True"
+
+
 def test_a_succeeded_poses_job_creates_the_worker_job_of_the_same_attempt() -> None:
     decision = decide(cr(POSING), [poses_job(1, "Complete")], [], NOW)
     assert (decision.action, decision.attempt) == (Action.CREATE_POSED_JOB, 1)

@@ -51,3 +51,31 @@ def test_validate_names_an_unknown_camera_model(tmp_path: Path, capsys: pytest.C
     edit_transforms(tmp_path, lambda d: d.update(camera_model="THIN_PRISM_FISHEYE"))
     assert main(["validate", "--input", str(tmp_path)]) == 2
     assert "camera_model 'THIN_PRISM_FISHEYE' is not supported" in capsys.readouterr().err
+
+
+def test_a_reference_capture_is_fetched_and_never_posed_as_photos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recon_worker.capture_checks import CaptureLimits
+    from recon_worker.fetch import fetch_capture
+    from recon_worker.storage import FileStore
+
+    # Posed: the transforms' images, and the reference/ folder beside them (nothing else of the prefix).
+    posed = write_capture(tmp_path / "posed", views=8, size=16)
+    write_capture(posed / "reference", views=8, size=16)
+    (posed / "notes.txt").write_text("not part of the capture")
+    fetched = {o.key for o in fetch_capture(FileStore(posed), tmp_path / "copy", "transforms.json", CaptureLimits())}
+    assert {"reference/transforms.json", "reference/images/r_0.png"} <= fetched and "notes.txt" not in fetched
+    assert main(["validate", "--input", str(posed)]) == 0
+    assert "reference views: reference/ (8 frames)" in capsys.readouterr().out
+    edit_transforms(posed / "reference", lambda d: d.update(camera_model="OPENCV", k1=0.1))
+    assert main(["validate", "--input", str(posed)]) == 2  # refused before any engine work
+    assert "reference/transforms.json: camera_model 'OPENCV'" in capsys.readouterr().err
+    # Photos: the reference's images are not photos to pose.
+    photos = tmp_path / "photos"
+    (photos / "train").mkdir(parents=True)
+    for i in range(9):
+        Image.new("RGB", (16, 16), (i * 20, 0, 0)).save(photos / "train" / f"p{i}.jpg")
+    write_capture(photos / "reference", views=8, size=16)
+    assert main(["validate", "--input", str(photos)]) == 0
+    assert "9 photo(s) to pose by structure from motion" in capsys.readouterr().out

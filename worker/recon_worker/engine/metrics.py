@@ -356,6 +356,25 @@ class GateResult(_Model):
     failures: list[str] = Field(default_factory=list, description="One message per failed gate.")
 
 
+class ReferenceMetrics(_Model):
+    """The mesh against a reference capture's views (`engine.reference`), after the similarity that maps
+    this capture's cameras onto the reference's: the fair comparison for estimated poses."""
+
+    psnr: float | None = Field(None, description="Mean PSNR (dB) of the reference's views over white.")
+    ssim: float | None = None
+    mask_iou: float | None = Field(None, alias="maskIoU")
+    view_split: Literal["test", "train"] = Field(
+        "test", description="The reference's views compared: its test split, or its training views without one."
+    )
+    matched_frames: int = Field(description="Frames both captures have: the similarity is fitted on them.")
+    scale: float = Field(description="Reference units per capture unit (the similarity's scale).")
+    centre_error: float = Field(
+        description="Camera-centre RMS error after the similarity, relative to the reference's mean camera distance."
+    )
+    rotation_error_deg: float = Field(description="Mean camera orientation error after the similarity, degrees.")
+    views: list[ViewMetrics] = Field(default_factory=list, description="Per reference view.")
+
+
 class QualityMetrics(_Model):
     """`validate/metrics.json`: flat figures the runtime copies to `status.metrics`, plus details.
 
@@ -381,6 +400,7 @@ class QualityMetrics(_Model):
     gates: GateResult
     views: list[ViewMetrics] = Field(default_factory=list, description="Per held-out view.")
     geometry: GeometryMetrics | None = None
+    reference: ReferenceMetrics | None = Field(None, description="Against a reference capture, when one is given.")
 
     def status_metrics(self) -> dict[str, float | int | bool]:
         """The flat camelCase figures for `status.metrics` (None values left out)."""

@@ -339,6 +339,8 @@ def render_html(report: Report, previews: Path, mesh: Path | None = None) -> str
             ("Chamfer-L1 over visible GT only (%)", m.geometry.chamfer_l1_visible if m.geometry else None),
             ("F-score over visible GT only", m.geometry.fscore_visible if m.geometry else None),
             ("normal consistency", m.normal_consistency),
+            ("PSNR against the reference/ views (dB, aligned)", m.reference.psnr if m.reference else None),
+            ("mask IoU against the reference/ views", m.reference.mask_iou if m.reference else None),
             ("faces", m.faces),
             ("vertices", m.vertices),
             ("watertight", m.watertight),

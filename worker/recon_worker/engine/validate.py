@@ -3,7 +3,8 @@
 Steps: load `texture/` (already decimated to `targetFaces` by the texture stage, so every figure
 describes the mesh that `export` writes) -> repair -> validity checks -> render the held-out views on
 a white background and compare (PSNR, SSIM, mask IoU) -> geometric metrics against the ground truth
-when the capture has one -> quality gates -> turntable previews.
+when the capture has one -> the held-out views of a reference capture, when the capture has one
+(`engine.reference`) -> quality gates -> turntable previews.
 
 Writes `validate/metrics.json` (`QualityMetrics`), `validate/mesh/` (the validated mesh: mesh.obj,
 mesh.mtl, texture.png after repairs; the texture stage's three files, copied, when nothing needed
@@ -14,6 +15,7 @@ failed run still reports why.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +32,7 @@ import torch.nn.functional as F
 import trimesh
 from PIL import Image
 
-from recon_worker.capture import Capture, Intrinsics, Split
+from recon_worker.capture import REFERENCE_FOLDER, Capture, Intrinsics, Split
 from recon_worker.engine.cameras import make_cameras, scaled_intrinsics
 from recon_worker.engine.export import load_mesh, texture_image, uv_of, write_obj
 from recon_worker.engine.meshcheck import MeshChecks, check_mesh, repair_mesh
@@ -38,12 +40,14 @@ from recon_worker.engine.metrics import (
     FSCORE_THRESHOLD,
     GateResult,
     QualityMetrics,
+    ReferenceMetrics,
     ViewMetrics,
     error_map,
     geometry_metrics,
     over_white,
     view_metrics,
 )
+from recon_worker.engine.reference import align_to_reference, find_reference, load_reference
 from recon_worker.engine.render import Renderer, get_renderer
 from recon_worker.engine.rendering import render_mesh
 from recon_worker.engine.texture import MATERIAL_NAME, MESH_NAME, TEXTURE_NAME, load_textured_mesh
@@ -168,6 +172,71 @@ def render_on_device(
     return torch.cat(rgbs), torch.cat(alphas)
 
 
+def compare_views(
+    renderer: Renderer,
+    tensors: MeshTensors,
+    capture: Capture,
+    previews: Path,
+    prefix: str,
+    check_cancelled: Callable[[], None] = lambda: None,
+) -> tuple[Split, list[ViewMetrics]]:
+    """Render `tensors` at `capture`'s held-out views (its training views when it has none) and compare;
+    the first COMPARISONS views are saved as `<prefix>_NN.png` (capture | render | error)."""
+    split: Split = "test" if capture.indices("test") else "train"
+    indices = capture.indices(split)
+    views: list[ViewMetrics] = []
+    if not indices:
+        return split, views
+    compared = np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int).tolist()
+    poses = capture.poses(split)
+    # Streamed a batch at a time: memory holds one batch of views, whatever their number.
+    # Figures are computed on the renderer's device; only the compared views come back as pictures.
+    loaded = prefetched_views(capture, indices, _RENDER_BATCH)
+    for start, stored in zip(range(0, len(indices), _RENDER_BATCH), loaded, strict=True):
+        chunk = indices[start : start + _RENDER_BATCH]
+        rgb_t, alpha_t = render_on_device(renderer, tensors, capture.intrinsics, poses[start : start + _RENDER_BATCH])
+        check_cancelled()
+        names = [capture.frames[i].image for i in chunk]
+        views += view_metrics(names, rgb_t, alpha_t, stored, device=str(renderer.device))
+        for b in range(len(chunk)):
+            if start + b in compared:
+                target = over_white(stored[b].astype(np.float32) / 255.0)
+                rgb = rgb_t[b].cpu().numpy()
+                error = error_map(rgb, target).astype(np.float32) / 255.0
+                strip = np.concatenate([target, rgb, error], axis=1)
+                name = f"{prefix}_{compared.index(start + b):02d}.png"
+                to_png(strip).save(previews / name, compress_level=1)
+    return split, views
+
+
+def reference_metrics(
+    renderer: Renderer,
+    tensors: MeshTensors,
+    capture: Capture,
+    reference: Capture,
+    previews: Path,
+    check_cancelled: Callable[[], None] = lambda: None,
+) -> ReferenceMetrics:
+    """The mesh, moved into the reference's world by the similarity of the cameras both captures have,
+    compared with the reference's held-out views (`engine.reference`)."""
+    similarity = align_to_reference(capture, reference)
+    moved = similarity.apply(tensors.verts.double().cpu().numpy())
+    aligned = dataclasses.replace(tensors, verts=torch.as_tensor(moved, dtype=torch.float32, device=renderer.device))
+    split, views = compare_views(renderer, aligned, reference, previews, "reference", check_cancelled)
+    mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
+    return ReferenceMetrics(
+        psnr=mean([v.psnr for v in views]),
+        ssim=mean([v.ssim for v in views]),
+        mask_iou=mean([v.mask_iou for v in views]),
+        view_split=split,
+        matched_frames=similarity.matched,
+        scale=similarity.scale,
+        centre_error=similarity.pose_error.centre_rms,
+        rotation_error_deg=similarity.pose_error.rotation_deg,
+        views=views,
+    )
+
+
 def prefetched_views(capture: Capture, indices: list[int], batch: int) -> Iterator[np.ndarray]:
     """[B, H, W, 4] uint8 views of `indices`, a batch at a time, decoded by a few threads ahead of use.
 
@@ -289,30 +358,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
 
     renderer = get_renderer(ctx.device, ctx.renderer)
     tensors = MeshTensors.of(mesh, renderer.device)
-    split: Split = "test" if capture.indices("test") else "train"
-    indices = capture.indices(split)
-    views: list[ViewMetrics] = []
-    if indices:
-        compared = np.linspace(0, len(indices) - 1, min(COMPARISONS, len(indices))).round().astype(int).tolist()
-        poses = capture.poses(split)
-        # Streamed a batch at a time: memory holds one batch of views, whatever their number.
-        # Figures are computed on the renderer's device; only the compared views come back as pictures.
-        loaded = prefetched_views(capture, indices, _RENDER_BATCH)
-        for start, stored in zip(range(0, len(indices), _RENDER_BATCH), loaded, strict=True):
-            chunk = indices[start : start + _RENDER_BATCH]
-            batch_poses = poses[start : start + _RENDER_BATCH]
-            rgb_t, alpha_t = render_on_device(renderer, tensors, capture.intrinsics, batch_poses)
-            ctx.check_cancelled()
-            names = [capture.frames[i].image for i in chunk]
-            views += view_metrics(names, rgb_t, alpha_t, stored, device=str(renderer.device))
-            for b in range(len(chunk)):
-                if start + b in compared:
-                    target = over_white(stored[b].astype(np.float32) / 255.0)
-                    rgb = rgb_t[b].cpu().numpy()
-                    error = error_map(rgb, target).astype(np.float32) / 255.0
-                    strip = np.concatenate([target, rgb, error], axis=1)
-                    name = f"heldout_{compared.index(start + b):02d}.png"
-                    to_png(strip).save(previews / name, compress_level=1)
+    split, views = compare_views(renderer, tensors, capture, previews, "heldout", ctx.check_cancelled)
     lap("held-out views")
     ctx.progress(0.6)
 
@@ -322,6 +368,18 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
         visible = ground_truth_visibility(renderer, capture, truth) if capture.indices("train") else None
         geometry = geometry_metrics(mesh, truth, device=str(renderer.device), visible=visible)
     lap("geometry against the ground truth")
+    reference = None
+    if (folder := find_reference(capture.root)) is not None:
+        reference = reference_metrics(renderer, tensors, capture, load_reference(folder), previews, ctx.check_cancelled)
+        ctx.log.info(
+            "validate: against %s/ (%d frames aligned, scale %.4g): PSNR %.2f dB, mask IoU %.4f",
+            REFERENCE_FOLDER,
+            reference.matched_frames,
+            reference.scale,
+            reference.psnr or float("nan"),
+            reference.mask_iou or float("nan"),
+        )
+    lap("reference views")
     ctx.progress(0.8)
 
     center = mesh.bounds.mean(axis=0)
@@ -352,6 +410,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
         gates=evaluate_gates(ctx.gates, psnr, mask_iou, checks, bool(views)),
         views=views,
         geometry=geometry,
+        reference=reference,
     )
     (out_dir / "metrics.json").write_text(metrics.model_dump_json(by_alias=True, indent=2))
     (out_dir / "info.json").write_text(json.dumps({"renderer": renderer.name, "stepSeconds": steps}, indent=2))
