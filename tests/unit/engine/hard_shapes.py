@@ -48,8 +48,11 @@ def torus_mesh() -> trimesh.Trimesh:
     return mesh
 
 
-def textured_scene(mesh: trimesh.Trimesh, seed: int = 0, texture_size: int = 64) -> SceneMesh:
-    """`mesh` normalised like synth does (longest side OBJECT_SIZE, centred), with a random colour texture."""
+def textured_scene(
+    mesh: trimesh.Trimesh, seed: int = 0, texture_size: int = 64, plain: float | None = None
+) -> SceneMesh:
+    """`mesh` normalised like synth does (longest side OBJECT_SIZE, centred), with a random colour texture,
+    or with `plain`, one grey level everywhere (a white glaze: only the lighting's shading varies)."""
     lo, hi = mesh.bounds
     verts = (np.asarray(mesh.vertices) - (lo + hi) / 2) * (OBJECT_SIZE / float((hi - lo).max()))
     # A linear map of the position: no seams, and inside and outside of a wall get different colours.
@@ -57,6 +60,8 @@ def textured_scene(mesh: trimesh.Trimesh, seed: int = 0, texture_size: int = 64)
     rng = np.random.default_rng(seed)
     noise = ndimage.gaussian_filter(rng.normal(size=(texture_size, texture_size, 3)), (1.5, 1.5, 0))
     texture = np.clip(0.5 + noise / (3 * noise.std()) * 0.5, 0.05, 0.95).astype(np.float32)
+    if plain is not None:
+        texture = np.full_like(texture, plain)
     faces = np.asarray(mesh.faces, dtype=np.int64)
     normalised = trimesh.Trimesh(verts, faces, process=False)
     return SceneMesh(

@@ -42,7 +42,7 @@ def test_look_at_point_is_the_sphere_centre(sphere_views: SilhouetteViews) -> No
 
 
 def test_registry_lists_builtins_and_names_unknown_backends() -> None:
-    assert {"visual-hull", "silhouette-sdf", "photo-hull"} <= set(available())
+    assert {"visual-hull", "silhouette-sdf", "photo-hull", "density-field"} <= set(available())
     with pytest.raises(ValueError, match=r"unknown reconstruction backend 'nerf'.*visual-hull"):
         get_reconstructor("nerf")
 

@@ -4,7 +4,7 @@ A reconstructor is a callable `(views: SilhouetteViews, resolution: int) -> trim
 closed mesh in the capture's world coordinates. Backends are found through the Python entry-point group
 `recon_worker.reconstructors` (declared in worker/pyproject.toml), so a learned model can be added by
 installing a package that declares one and mounting its weights; the worker never downloads weights.
-The built-ins (`visual-hull`, `silhouette-sdf`, `photo-hull`) are also known by name here, so a source
+The built-ins (`visual-hull`, `silhouette-sdf`, `photo-hull`, `density-field`) are also known by name here, so a source
 checkout that was not pip-installed still finds them. A backend with `needs_color = True` also gets the
 views' colours (`SilhouetteViews.rgb`).
 """
@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "visual-hull": "recon_worker.engine.reconstruct.visual_hull:VisualHull",
     "silhouette-sdf": "recon_worker.engine.reconstruct.silhouette_sdf:SilhouetteSdf",
     "photo-hull": "recon_worker.engine.reconstruct.photo_hull:PhotoHull",
+    "density-field": "recon_worker.engine.reconstruct.density_field:DensityField",
 }
 
 

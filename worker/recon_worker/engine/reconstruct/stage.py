@@ -35,6 +35,9 @@ def run_reconstruct(ctx: StageContext) -> None:
     if hasattr(reconstructor, "carved_voxels"):  # photo-consistency carving: how much colour removed
         info["carvedVoxels"] = reconstructor.carved_voxels
         info["carvedLayers"] = getattr(reconstructor, "layers", 0)
+    if hasattr(reconstructor, "fit_seconds"):  # a field fitted by rendering: how long, how well
+        info["fitSeconds"] = reconstructor.fit_seconds
+        info["fitLoss"] = getattr(reconstructor, "final_loss", None)
     (out / "info.json").write_text(json.dumps(info, indent=2))
     ctx.log.info("reconstruct: %s at %d³ gave %d faces", settings.backend, settings.resolution, len(mesh.faces))
     ctx.progress(1.0)
