@@ -91,7 +91,7 @@ test-unit: venv ## Unit tests only (no control plane, no Docker)
 # The images and the real kubelet node are tested by `make test-images`, not by `make test`: a cold worker
 # image build takes about 35 minutes on 2 cores (deps 8 min, the nvdiffrast plugin 25 min even for one GPU
 # family) and its tests, the e2e suite on the real node included, about 15 more; with the cold Go builds
-# (~49 min) and the suite (~13 min) that is about 2 hours, against CI's 90 minutes, as measured
+# (27-49 min: 27 min for all of them on a fresh machine at load 8-11, 2026-12-02) and the suite (~13 min) that is about 2 hours, against CI's 90 minutes, as measured
 # here under load (an idle CI machine may fit it: not measured yet; docs/install.md).
 test: venv system-deps k8s-bins lint ## Everything CI checks: lint, types, unit and integration (real control plane, S3), end to end
 	RECON_REQUIRE_CLUSTER=1 $(PY) -m pytest tests --ignore=tests/images --ignore=tests/realnode
