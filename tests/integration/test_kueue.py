@@ -393,11 +393,16 @@ def test_the_poses_job_is_a_cpu_only_workload_admitted_while_the_gpu_quota_is_fu
     job = raw(client.BatchV1Api(kapi).read_namespaced_job, "photos-1-poses", kns)
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "reconstruction"
 
-    # Posed; its worker Job then waits for the GPU the holder has, in Kueue's words.
+    # Posed; its worker Job then waits for the GPU the holder has, in Kueue's words. The operator says
+    # "suspended until its queue admits it" first and Kueue's reason once the Workload has one.
     status = wait_status(
-        custom, kns, "photos", lambda s: s.get("jobName") == "photos-1" and s.get("phase") == "Queued", "GPU Job queued"
+        custom,
+        kns,
+        "photos",
+        lambda s: s.get("jobName") == "photos-1" and (s.get("message") or "").startswith("Kueue: Pending:"),
+        "GPU Job queued with Kueue's reason",
     )
-    assert status["message"].startswith("Kueue: Pending:") and "nvidia.com/gpu" in status["message"], status
+    assert status["phase"] == "Queued" and "nvidia.com/gpu" in status["message"], status
     release(s3, "holder")
     status = wait_status(custom, kns, "photos", phase_is("Succeeded"), "Succeeded", timeout=120)
     assert status["attempts"] == 1
