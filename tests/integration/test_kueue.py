@@ -261,6 +261,12 @@ def phase_is(phase: str) -> Callable[[dict[str, Any]], bool]:
     return lambda status: status.get("phase") == phase
 
 
+def running_with(text: str) -> Callable[[dict[str, Any]], bool]:
+    """Running, with `text` in the message. The Job and its Workload reach the operator on separate
+    watches, so a pod can be seen running before the admission that goes into the message is."""
+    return lambda status: status.get("phase") == "Running" and text in (status.get("message") or "")
+
+
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
@@ -300,9 +306,8 @@ def test_second_job_waits_with_kueues_reason_until_the_first_finishes(
     table = kctl("get", "rj", "-n", kns, "-o", "wide").stdout
     row = next(line for line in table.splitlines() if line.startswith("second "))
     assert "Queued" in row and "insufficient unused quota" in row
-    first = status_of(custom, kns, "first")
+    first = wait_status(custom, kns, "first", running_with("admitted by Kueue ClusterQueue reconstruction"), "admitted")
     assert condition(first, "Admitted")["status"] == "True"
-    assert "admitted by Kueue ClusterQueue reconstruction" in first["message"]
 
     release(s3, "first")
     release(s3, "second")
@@ -319,11 +324,13 @@ def test_two_flavors_place_the_worker_by_node_label_and_show_in_the_status(
         submit(custom, s3, kns, example_job("on-a100"), {"waitFor": "go"})
         wait_status(custom, kns, "on-a100", phase_is("Running"), "Running")
         submit(custom, s3, kns, example_job("on-l4"), {"waitFor": "go"})
-        status = wait_status(custom, kns, "on-l4", phase_is("Running"), "Running on the second flavor")
-        assert "flavors nvidia.com/gpu=gpu-l4" in status["message"] and "on node-l4" in status["message"]
+        status = wait_status(
+            custom, kns, "on-l4", running_with("flavors nvidia.com/gpu=gpu-l4"), "Running on the second flavor"
+        )
+        assert "on node-l4" in status["message"]
         assert "gpu-l4" in condition(status, "Admitted")["message"]
-        first = status_of(custom, kns, "on-a100")
-        assert "flavors nvidia.com/gpu=gpu-a100" in first["message"] and "on node-a100" in first["message"]
+        first = wait_status(custom, kns, "on-a100", running_with("flavors nvidia.com/gpu=gpu-a100"), "its flavor")
+        assert "on node-a100" in first["message"]
         for name, model in (("on-a100", "a100"), ("on-l4", "l4")):
             # Every pod of the Job (a loaded machine can see a pod replaced) carries the flavor's selector.
             pods = worker_pods(kapi, kns, name)
@@ -523,8 +530,7 @@ def test_a_team_borrows_idle_gpus_and_gives_them_back_when_the_owner_needs_them(
     submit(custom, s3, a, example_job("a-first"), {"waitFor": "go"})
     wait_status(custom, a, "a-first", phase_is("Running"), "Running")
     submit(custom, s3, a, example_job("a-borrower"), {"waitFor": "go"})
-    status = wait_status(custom, a, "a-borrower", phase_is("Running"), "Running on borrowed quota")
-    assert "admitted by Kueue ClusterQueue team-a" in status["message"]
+    wait_status(custom, a, "a-borrower", running_with("admitted by Kueue ClusterQueue team-a"), "Running, borrowed")
     wait_for("team-a to hold 2 GPUs, 1 borrowed", lambda: gpu_usage(custom, "team-a") == (2, 1), 30)
 
     # Team B wants its GPU back: Kueue reclaims it from team A's newest job, which waits as preempted.
@@ -534,8 +540,7 @@ def test_a_team_borrows_idle_gpus_and_gives_them_back_when_the_owner_needs_them(
     assert status["message"].startswith("evicted by Kueue (Preempted: Preempted to accommodate a workload")
     # Team B is within its nominal quota: Kueue's reason is reclamation (not a fair-share comparison).
     assert "due to reclamation within the cohort" in status["message"]
-    status = wait_status(custom, b, "b-owner", phase_is("Running"), "Running on its own quota")
-    assert "admitted by Kueue ClusterQueue team-b" in status["message"]
+    wait_status(custom, b, "b-owner", running_with("admitted by Kueue ClusterQueue team-b"), "Running on its own quota")
     assert status_of(custom, a, "a-first")["phase"] == "Running"  # within its nominal quota: untouched
     wait_for("team-a back at its nominal quota", lambda: gpu_usage(custom, "team-a") == (1, 0), 30)
     assert gpu_usage(custom, "team-b") == (1, 0)
