@@ -53,10 +53,11 @@ bench-operator: venv k8s-bins ## Operator benchmark: 500 ReconstructionJobs on k
 bench-operator-kueue: venv k8s-bins ## The same 500 through Kueue, GPU quota 50 (docs/benchmarks.md, docs/benchmarks/operator-kueue.json)
 	PYTHONPATH=tools $(PY) tools/bench_operator.py --kueue-gpu-quota 50
 
-bench-sfm: venv ## Real-capture benchmark: SfM time, registered share, mask IoU (docs/benchmarks.md, docs/benchmarks/sfm.json)
+bench-sfm: venv ## Real-capture benchmark: SfM time, registered share, mask IoU, the photos' gap split (docs/benchmarks.md, docs/benchmarks/sfm.json)
 	mkdir -p .scratch
 	$(PY) tools/bench_sfm.py run --out .scratch/bench-sfm.json
-	$(PY) tools/bench_sfm.py docs .scratch/bench-sfm.json
+	$(PY) tools/bench_sfm.py masks --out .scratch/bench-sfm-masks.json
+	$(PY) tools/bench_sfm.py docs .scratch/bench-sfm.json .scratch/bench-sfm-masks.json
 
 bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where CUDA is (docs/benchmarks.md, docs/benchmarks/recon.json)
 	mkdir -p .scratch

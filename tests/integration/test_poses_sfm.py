@@ -120,14 +120,14 @@ def perturb_poses(root: Path, degrees: float, shift: float, seed: int = 0) -> No
 
 
 # The gap this test holds the photos to, on the same held-out renders. Issue 13 asks for 1.5 dB; measured
-# on this 2-core machine (2026-12-02, shared, load 8-11) in three runs: posed, masked 28.06 dB; photos
-# 24.34, 23.74 and 22.59 dB, a 3.7-5.5 dB gap (SfM's result varies, and with it whether the photos' hull
-# decimates by quadric or takes the re-mesh fallback); test_the_photos_meet_the_issues_bound below is
-# expected to fail until it closes. The yardstick is not it: the same meshes score 26.07, 26.07 and 24.81 dB
-# against their own JPEG views. Poses are a little of it: with the true poses and intrinsics the same
-# photos and masks give 23.44 dB. The rest is the mesh the photos give: backdrop masks (2.4 % false
-# positive, 0.7 % false negative pixels), JPEG colours, and on some runs the re-mesh's coarser surface.
-GAP_BOUND_DB = 6.5
+# on this 2-core machine (2026-12-02, deterministic SfM): posed, masked 28.06 dB; photos 24.88 dB (3.2 dB
+# gap), with their poses perturbed 16.00 dB. test_the_photos_meet_the_issues_bound below is expected to
+# fail until the gap closes. Where it goes, measured with the true poses in place of SfM's: the backdrop
+# masks cost 1.5 dB (26.52 dB with them; JPEG colours alone 0.1 dB), SfM's cameras the other 1.6 (its
+# focal length comes out about 2 % long). Before the backdrop provider's threshold went from 20 to 15
+# (masks.BackdropMasks.threshold) the masks missed object pixels at the edges, the hull grew two false
+# tunnels and its decimation fell back to a coarse re-mesh: 23.34 dB with the true poses, outside this bound.
+GAP_BOUND_DB = 4.5
 ISSUE_GAP_DB = 1.5
 
 
@@ -166,7 +166,7 @@ def test_posed_photos_reconstruct_near_the_posed_masked_capture(runs: dict[str, 
     assert perturbed.reference.psnr < posed.psnr - GAP_BOUND_DB
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13's 1.5 dB is not met yet (3.7-5.5 dB measured; see GAP_BOUND_DB)")
+@pytest.mark.xfail(strict=True, reason="issue 13's 1.5 dB is not met yet (3.2 dB measured; see GAP_BOUND_DB)")
 def test_the_photos_meet_the_issues_bound(runs: dict[str, QualityMetrics]) -> None:
     photos, posed = runs["photos"].reference, runs["posed"]
     assert photos is not None and photos.psnr is not None and posed.psnr is not None

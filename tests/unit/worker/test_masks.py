@@ -57,6 +57,20 @@ def test_backdrop_masks_with_a_clean_plate(tmp_path: Path) -> None:
     assert min(mask_iou(m, t) for m, t in zip(masks, truths, strict=True)) > 0.95
 
 
+def test_a_low_contrast_object_is_kept_over_its_plate(tmp_path: Path) -> None:
+    """An object 18 units off the backdrop in each channel (within the photos' agreement tolerance of 20)
+    is still the object: a hull carves away every pixel one view misses (masks.BackdropMasks.threshold)."""
+    plate = backdrop()
+    Image.fromarray(plate).save(tmp_path / "backdrop.png")
+    picture = plate.astype(np.int16)
+    truth = np.zeros((SIZE, SIZE), bool)
+    truth[16:48, 20:44] = True
+    picture[truth] += 18
+    Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(tmp_path / "p.png")
+    (mask,) = BackdropMasks(plate=tmp_path / "backdrop.png").masks([tmp_path / "p.png"])
+    assert mask_iou(mask, truth) > 0.95
+
+
 def test_backdrop_masks_recover_the_backdrop_from_the_photos(tmp_path: Path) -> None:
     paths, truths = photos(tmp_path)
     masks = list(BackdropMasks().masks(paths))
