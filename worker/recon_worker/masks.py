@@ -15,7 +15,8 @@ plate. Without one, the backdrop is recovered from the photos themselves: a back
 same colour in most photos while the turning object does not, so each pixel's backdrop colour is the
 colour most photos agree on; where fewer than half agree (the object covers it in most photos) the
 backdrop is inpainted from its surroundings, which suits smooth backdrops and is rough on busy ones
-(photograph a clean plate then). Specks are removed, gaps closed, holes filled and small regions dropped.
+(photograph a clean plate then). Specks are removed, gaps closed, small holes filled (large ones are the
+backdrop seen through the object and stay open) and small regions dropped.
 
 The `model` provider runs an ONNX model through onnxruntime on the CPU: input `[1, 3, H, W]` float32
 RGB in [0, 1] (resized to the model's size when it has a fixed one), output `[1, 1, H, W]` (or
@@ -83,9 +84,13 @@ class FileMasks:
                 yield np.asarray(im.convert("L")).copy()
 
 
-def clean_mask(object_pixels: np.ndarray, speck: int = 1, keep: float = 0.05) -> np.ndarray:
-    """[H, W] bool -> uint8 mask: specks opened away, gaps closed, holes filled, regions smaller than
-    `keep` of the largest dropped (a body and its limbs stay, noise does not)."""
+def clean_mask(object_pixels: np.ndarray, speck: int = 1, keep: float = 0.05, hole: float = 0.005) -> np.ndarray:
+    """[H, W] bool -> uint8 mask: specks opened away, gaps closed, regions smaller than `keep` of the
+    largest dropped (a body and its limbs stay, noise does not), and holes smaller than `hole` of the
+    mask's area filled (where the object happens to match the backdrop) while larger ones stay open:
+    they are the backdrop seen through the object (bob's handle, a cup's), which a filled silhouette would
+    stop the hull from carving. Measured on 320² turntables: spot's false holes are at most 0.38 % of
+    its area, bob's handle 0.8-5.6 %."""
     from scipy import ndimage
 
     mask = ndimage.binary_opening(object_pixels, iterations=speck) if speck else object_pixels
@@ -94,7 +99,12 @@ def clean_mask(object_pixels: np.ndarray, speck: int = 1, keep: float = 0.05) ->
     if count > 1:
         sizes = np.asarray(ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1)))
         mask = np.isin(labels, np.flatnonzero(sizes >= keep * sizes.max()) + 1)
-    mask = ndimage.binary_fill_holes(mask)
+    holes = ndimage.binary_fill_holes(mask) & ~mask
+    labels, count = ndimage.label(holes)
+    if count:
+        sizes = np.asarray(ndimage.sum_labels(holes, labels, index=np.arange(1, count + 1)))
+        small = np.flatnonzero(sizes < hole * max(1, int(np.count_nonzero(mask)))) + 1
+        mask = mask | np.isin(labels, small)
     return (np.asarray(mask) * 255).astype(np.uint8)
 
 

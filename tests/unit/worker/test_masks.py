@@ -96,6 +96,17 @@ def test_clean_mask_drops_specks_and_fills_holes() -> None:
     assert cleaned[20, 20] and not cleaned[2, 2]
 
 
+def test_clean_mask_keeps_a_through_hole_open() -> None:
+    """A hole of 4 % of the object (bob's handle is 0.8-5.6 % of its silhouette) is the backdrop seen
+    through it and stays open; one of 0.25 % (the object matching the backdrop by chance) is filled."""
+    raw = np.zeros((240, 240), bool)
+    raw[20:220, 20:220] = True  # 40,000 pixels
+    raw[100:140, 100:140] = False  # 1,600 (4 %): a through-hole
+    raw[40:47, 40:47] = False  # 49 (0.13 %), wider than the closing reaches: the backdrop's colour by chance
+    cleaned = clean_mask(raw) > 0
+    assert not cleaned[103:137, 103:137].any() and cleaned[40:47, 40:47].all()  # (the closing rounds corners)
+
+
 def colour_distance_model(path: Path, colour: tuple[int, int, int], threshold: float = 0.2) -> Path:
     """A real ONNX graph: alpha = sigmoid(40 * (max_c |x - colour| - threshold)), any image size."""
     import onnx
