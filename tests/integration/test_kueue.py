@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -529,6 +530,10 @@ def test_a_team_borrows_idle_gpus_and_gives_them_back_when_the_owner_needs_them(
     # Team A alone: its first job uses its own GPU, the second borrows team B's idle one.
     submit(custom, s3, a, example_job("a-first"), {"waitFor": "go"})
     wait_status(custom, a, "a-first", phase_is("Running"), "Running")
+    # Kueue picks the most recently admitted of a queue's workloads to preempt, by admission times of one
+    # second's resolution (kubernetes-sigs/kueue#1875): admitted within the same second the two tie and it
+    # may pick a-first (seen once on an idle machine, and then a-first's eviction stalled). One second apart.
+    time.sleep(1.1)
     submit(custom, s3, a, example_job("a-borrower"), {"waitFor": "go"})
     wait_status(custom, a, "a-borrower", running_with("admitted by Kueue ClusterQueue team-a"), "Running, borrowed")
     wait_for("team-a to hold 2 GPUs, 1 borrowed", lambda: gpu_usage(custom, "team-a") == (2, 1), 30)
