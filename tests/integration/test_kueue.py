@@ -402,15 +402,17 @@ def test_the_poses_job_is_a_cpu_only_workload_admitted_while_the_gpu_quota_is_fu
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "reconstruction"
 
     # Posed; its worker Job then waits for the GPU the holder has, in Kueue's words. The operator says
-    # "suspended until its queue admits it" first and Kueue's reason once the Workload has one.
+    # "suspended until its queue admits it" first, then Kueue's "waiting for Kueue to consider it", then
+    # its reason once it has tried the quota.
     status = wait_status(
         custom,
         kns,
         "photos",
-        lambda s: s.get("jobName") == "photos-1" and (s.get("message") or "").startswith("Kueue: Pending:"),
+        lambda s: s.get("jobName") == "photos-1" and "insufficient unused quota" in (s.get("message") or ""),
         "GPU Job queued with Kueue's reason",
     )
-    assert status["phase"] == "Queued" and "nvidia.com/gpu" in status["message"], status
+    assert status["phase"] == "Queued" and status["message"].startswith("Kueue: Pending:"), status
+    assert "nvidia.com/gpu" in status["message"], status
     release(s3, "holder")
     status = wait_status(custom, kns, "photos", phase_is("Succeeded"), "Succeeded", timeout=120)
     assert status["attempts"] == 1
