@@ -204,6 +204,20 @@ def target_psnr(photos: Path, posed: Path, masks: dict[str, Any]) -> float:
     return float(np.mean(scores))
 
 
+def record(rows: list[dict[str, Any]], row: dict[str, Any], args: argparse.Namespace) -> None:
+    """Stamp `row` with the machine, note and date, print it, and rewrite `args.out` with every row so far
+    (a long run stopped halfway keeps what it measured)."""
+    row |= {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "note": args.note,
+        "date": datetime.now(UTC).date().isoformat(),
+    }
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1))
+
+
 def hull_shape(workdir: Path) -> tuple[int, float]:
     """Genus and volume of the coarse mesh a run reconstructed (closed: genus = 1 - Euler / 2)."""
     import trimesh
@@ -272,33 +286,18 @@ def cmd_masks(args: argparse.Namespace) -> int:
                 "hullGenus": genus,
                 "hullVolume": round(volume, 3),
                 "engineSeconds": round(time.monotonic() - started, 1),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "note": args.note,
-                "date": datetime.now(UTC).date().isoformat(),
             }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(rows, indent=1))
+            record(rows, row, args)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for resolution in args.resolution:
         for views in args.views:
             with tempfile.TemporaryDirectory(prefix="bench-sfm-") as scratch:
                 row = run_case(views, resolution, Path(scratch), args.reuse, not args.plain, args.mesh, args.engine)
-            row |= {
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "note": args.note,
-                "date": datetime.now(UTC).date().isoformat(),
-            }
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-            # Written after every case: a long run stopped halfway keeps what it measured.
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(rows, indent=1))
+            record(rows, row, args)
             if args.reuse:
                 break
     return 0
