@@ -37,7 +37,7 @@ def test_quadric_decimation_is_used_when_it_keeps_the_mesh_valid() -> None:
 
 @pytest.mark.parametrize(
     ("mesh", "bound", "why"),
-    [(thin_torus(), 300, "non-manifold edges"), (thin_slab(), 2000, "stopped at")],
+    [(thin_torus(), 300, "fell apart"), (thin_slab(), 2000, "stopped at")],
     ids=["breaks", "stops-short"],
 )
 def test_when_quadric_decimation_fails_the_fallback_is_valid_within_the_bound_and_logged(
@@ -132,14 +132,15 @@ def test_face_budgets_share_by_area_and_keep_what_already_fits() -> None:
 
 
 def test_pinched_vertices_are_split_into_one_vertex_per_sheet() -> None:
-    from recon_worker.engine.decimation import split_pinched_vertices
+    from recon_worker.engine.manifold import split_non_manifold
 
     other = trimesh.creation.box().apply_translation([1.0, 1.0, 1.0])  # touches the first at one corner
     mesh = trimesh.util.concatenate([trimesh.creation.box(), other])
     mesh.merge_vertices()
     assert closed_manifold_problems(mesh) == ["1 non-manifold vertices"]
-    split, count = split_pinched_vertices(mesh)
-    assert count == 1 and closed_manifold_problems(split) == []
+    result = split_non_manifold(mesh)
+    split, count = result.mesh, result.vertices
+    assert count == 1 and result.edges == 0 and closed_manifold_problems(split) == []
     checks = check_mesh(split)
     assert checks.valid and checks.components == 2, checks.problems()
     assert np.allclose(split.bounds, mesh.bounds, atol=0.05)  # a nudge, not a reshape
