@@ -1,6 +1,7 @@
 """Geometry benchmark: reconstruction backends side by side on the hard objects (issue 10, point 1).
 
     python tools/bench_geometry.py --out DIR [--objects tea_set_01 spot] [--backends visual-hull photo-hull]
+    python tools/bench_geometry.py --out DIR --coarse [visual-hull:256 density-field:192:1000 ...]
 
 For each object: one synthesized capture (100 train + 20 test views, 512², outside the timed region),
 then the whole pipeline (runner.execute, fetch -> publish, as tools/bench_recon.py times it) once per
@@ -46,6 +47,51 @@ def run(obj: str, backend: str, device: str, scratch: Path, overrides: dict[str,
     return row
 
 
+def coarse(obj: str, variants: list[str], device: str, scratch: Path, out: Path) -> list[dict[str, Any]]:
+    """The reconstruct stage alone, per `BACKEND:RESOLUTION[:STEPS]` variant, scored and decimated."""
+    import torch
+
+    from recon_worker.capture import load_capture
+    from recon_worker.engine.decimation import decimate
+    from recon_worker.engine.export import load_mesh
+    from recon_worker.engine.metrics import geometry_metrics
+    from recon_worker.engine.reconstruct import get_reconstructor
+    from recon_worker.engine.reconstruct.views import SilhouetteViews
+    from recon_worker.engine.synth import SynthOptions
+
+    capture = scratch / obj / "capture"
+    synthesized_capture(obj, capture, SynthOptions(views=100, test_views=20, resolution=512, device=device))
+    loaded = load_capture(capture)
+    assert loaded.ground_truth is not None
+    truth = load_mesh(loaded.ground_truth)
+    views = SilhouetteViews.from_capture(loaded, device, with_color=True)
+    rows = []
+    for variant in variants:
+        backend, resolution, *steps = variant.split(":")
+        reconstructor = get_reconstructor(backend)
+        if steps:
+            reconstructor.steps = int(steps[0])  # type: ignore[attr-defined]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        mesh = reconstructor(views, int(resolution))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        g = geometry_metrics(mesh, truth, device=device)
+        started = time.perf_counter()
+        decimation = decimate(mesh, 60_000, what="the coarse mesh")
+        rows.append(
+            {"object": obj, "variant": variant, "seconds": round(seconds, 2), "faces": len(mesh.faces),
+             "chamfer": g.chamfer_l1, "accuracy": g.accuracy, "completeness": g.completeness, "fscore": g.fscore,
+             "carved": getattr(reconstructor, "carved_voxels", None), "decimation": decimation.method,
+             "decimation_s": round(time.perf_counter() - started, 2), "decimation_notes": decimation.notes}
+        )  # fmt: skip
+        mesh.export(out / f"{obj}-{variant.replace(':', '-')}.ply")
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def refine_ab(capture: Path, device: str, repeats: int = 2) -> list[dict[str, Any]]:
     """Refine alone on one capture (standard preset), edge pairs gathered with and without a host sync."""
     import torch
@@ -89,15 +135,23 @@ def main() -> int:
     parser.add_argument("--overrides", default="{}", help="JSON of spec.quality overrides for every run")
     parser.add_argument("--scratch", type=Path, default=None)
     parser.add_argument("--refine-ab", action="store_true", help="also time refine alone on spot, sync vs no sync")
+    parser.add_argument("--coarse", nargs="*", metavar="BACKEND:RES[:STEPS]", help="the reconstruct stage alone")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("recon_worker.engine.reconstruct.photo_hull").setLevel(logging.INFO)
+    for backend_module in ("photo_hull", "density_field"):  # what each carved, and the fit's time
+        logging.getLogger(f"recon_worker.engine.reconstruct.{backend_module}").setLevel(logging.INFO)
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="bench-geometry-"))
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    if args.coarse is not None:
+        variants = args.coarse or ["visual-hull:256", "density-field:256", "density-field:192:1000"]
+        for obj in args.objects:
+            rows += coarse(obj, variants, device, scratch, args.out)
+            (args.out / "coarse.json").write_text(json.dumps(rows, indent=2))
+        return 0
     overrides = json.loads(args.overrides)
     for i, obj in enumerate(args.objects):
         for backend in args.backends:
