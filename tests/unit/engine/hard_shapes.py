@@ -29,6 +29,11 @@ from recon_worker.engine.synth import (
 )
 
 
+def genus(mesh: trimesh.Trimesh) -> int:
+    """Handles of a closed connected surface, from its Euler characteristic (a torus: 1)."""
+    return (2 - int(mesh.euler_number)) // 2
+
+
 def cup_mesh(sections: int = 48) -> trimesh.Trimesh:
     """A closed cup, y up: outer radius 1, height 1.4, wall 0.12, cavity 1.15 deep."""
     # (radius, height) profile from the outer base round to the inner bottom, revolved about y.

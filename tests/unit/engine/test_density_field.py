@@ -16,7 +16,7 @@ from recon_worker.capture import load_capture
 from recon_worker.engine.reconstruct import get_reconstructor
 from recon_worker.engine.reconstruct.density_field import DensityField
 from recon_worker.engine.reconstruct.views import SilhouetteViews
-from tests.unit.engine.hard_shapes import cup_mesh, textured_scene, torus_mesh, write_capture
+from tests.unit.engine.hard_shapes import cup_mesh, genus, textured_scene, torus_mesh, write_capture
 
 pytestmark = pytest.mark.slow
 # Measured at the defaults (600 steps of 2,048 rays on the CPU): the cup 3.61 against its hull's 4.49
@@ -24,10 +24,6 @@ pytestmark = pytest.mark.slow
 CUP_VOLUME_SHARE = 0.9
 WHITE_CUP_VOLUME_SHARE = 0.95
 TORUS_KEPT_SHARE = 0.98
-
-
-def genus(mesh: trimesh.Trimesh) -> int:
-    return (2 - int(mesh.euler_number)) // 2
 
 
 @pytest.fixture(scope="module")

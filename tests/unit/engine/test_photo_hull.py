@@ -18,7 +18,7 @@ from recon_worker.capture import load_capture
 from recon_worker.engine.reconstruct import get_reconstructor
 from recon_worker.engine.reconstruct.photo_hull import PhotoHull
 from recon_worker.engine.reconstruct.views import SilhouetteViews
-from tests.unit.engine.hard_shapes import cup_mesh, textured_scene, torus_mesh, write_capture
+from tests.unit.engine.hard_shapes import cup_mesh, genus, textured_scene, torus_mesh, write_capture
 
 pytestmark = pytest.mark.slow
 DEVICES = [
@@ -28,10 +28,6 @@ DEVICES = [
         marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
     ),
 ]
-
-
-def genus(mesh: trimesh.Trimesh) -> int:
-    return (2 - int(mesh.euler_number)) // 2
 
 
 @pytest.fixture(scope="module")

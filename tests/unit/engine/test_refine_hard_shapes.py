@@ -19,7 +19,7 @@ from recon_worker.engine.render import get_renderer
 from recon_worker.engine.rendering import render_mesh
 from recon_worker.engine.synth import CAMERA_DISTANCE, look_at
 from recon_worker.presets import RefinementSettings
-from tests.unit.engine.hard_shapes import textured_scene, torus_mesh, write_capture
+from tests.unit.engine.hard_shapes import genus, textured_scene, torus_mesh, write_capture
 
 pytestmark = pytest.mark.slow
 SIZE = 64
@@ -30,10 +30,6 @@ def settings(**overrides: object) -> RefinementSettings:
         "iterations": 40, "render_resolution": SIZE, "batch_views": 4, "max_faces": 2000, "position_lr": 2e-3,
     }  # fmt: skip
     return RefinementSettings.model_validate(values | overrides)
-
-
-def genus(mesh: trimesh.Trimesh) -> int:
-    return (2 - int(mesh.euler_number)) // 2
 
 
 def coverage_from_above(mesh: trimesh.Trimesh) -> np.ndarray:
