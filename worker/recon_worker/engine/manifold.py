@@ -76,14 +76,12 @@ def _pairs(faces: np.ndarray, verts: np.ndarray, other_way: set[tuple[int, int]]
         wing = verts[third] - verts[a]
         wing -= np.outer(wing @ axis, axis)
         ref = wing[0] / max(float(np.linalg.norm(wing[0])), 1e-30)
-        angle = np.arctan2(wing @ np.cross(axis, ref), wing @ ref)
-        ring = halves[np.argsort(angle)]
+        around = np.argsort(np.arctan2(wing @ np.cross(axis, ref), wing @ ref))  # counter-clockwise about a -> b
+        ring = halves[around]
         forward = start[ring] == a  # the half-edge runs a -> b in its face
-        # The wedge from face i to face i+1 (counter-clockwise about the axis) is solid when face i's
-        # outward normal points away from it.
-        ring_wing = wing[np.argsort(angle)]
+        # The wedge from face i to face i+1 is solid when face i's outward normal points away from it.
         n = face_normals[ring // 3]
-        solid = np.einsum("ij,ij->i", n, np.cross(axis, ring_wing)) < 0
+        solid = np.einsum("ij,ij->i", n, np.cross(axis, wing[around])) < 0
         if (int(a), int(b)) in other_way:
             solid = ~solid
         for offset in (0, 1):
