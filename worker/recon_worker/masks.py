@@ -95,17 +95,22 @@ def clean_mask(object_pixels: np.ndarray, speck: int = 1, keep: float = 0.05, ho
 
     mask = ndimage.binary_opening(object_pixels, iterations=speck) if speck else object_pixels
     mask = ndimage.binary_closing(mask, iterations=2, border_value=0)
-    labels, count = ndimage.label(mask)
-    if count > 1:
-        sizes = np.asarray(ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1)))
+    labels, sizes = _regions(mask)
+    if len(sizes) > 1:
         mask = np.isin(labels, np.flatnonzero(sizes >= keep * sizes.max()) + 1)
-    holes = ndimage.binary_fill_holes(mask) & ~mask
-    labels, count = ndimage.label(holes)
-    if count:
-        sizes = np.asarray(ndimage.sum_labels(holes, labels, index=np.arange(1, count + 1)))
+    labels, sizes = _regions(ndimage.binary_fill_holes(mask) & ~mask)
+    if len(sizes):
         small = np.flatnonzero(sizes < hole * max(1, int(np.count_nonzero(mask)))) + 1
         mask = mask | np.isin(labels, small)
     return (np.asarray(mask) * 255).astype(np.uint8)
+
+
+def _regions(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected regions of `pixels` [H, W] bool: their labels (1..n, 0 outside) and sizes [n] in pixels."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(pixels)
+    return labels, np.bincount(labels.ravel(), minlength=count + 1)[1:]
 
 
 def recurring_backdrop(stack: np.ndarray, tolerance: float, min_share: float) -> tuple[np.ndarray, np.ndarray]:

@@ -43,7 +43,7 @@ from typing import Literal
 import numpy as np
 import trimesh
 
-from recon_worker.engine.manifold import fill_small_holes, split_non_manifold
+from recon_worker.engine.manifold import edge_use, fill_small_holes, split_non_manifold
 from recon_worker.engine.meshcheck import (
     SPECK_FRACTION,
     component_areas,
@@ -97,8 +97,7 @@ def closed_manifold_problems(mesh: trimesh.Trimesh) -> list[str]:
         return ["no faces"]
     if not np.isfinite(np.asarray(mesh.vertices)).all():
         return ["non-finite vertex positions"]
-    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
+    _, counts = edge_use(faces)
     problems = []
     if (boundary := int((counts == 1).sum())) > 0:
         problems.append(f"{boundary} boundary edges")

@@ -118,10 +118,16 @@ def split_non_manifold(mesh: trimesh.Trimesh) -> Split:
     return Split(out, split, paired)
 
 
-def _non_manifold_edges(faces: np.ndarray) -> np.ndarray:
-    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+def edge_use(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The undirected edges [E, 2] (sorted vertex pairs) of `faces` [F, 3] and how many faces use each [E]."""
+    edges = np.sort(np.asarray(faces)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     unique, counts = np.unique(edges, axis=0, return_counts=True)
-    return unique[counts > 2]
+    return unique, counts
+
+
+def _non_manifold_edges(faces: np.ndarray) -> np.ndarray:
+    edges, counts = edge_use(faces)
+    return edges[counts > 2]
 
 
 def _cut(

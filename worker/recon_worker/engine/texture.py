@@ -159,8 +159,9 @@ def grow_triangles(triangle: torch.Tensor) -> torch.Tensor:
     """`triangle` [T, T] (a texel's triangle, -1 for none) with each uncovered texel next to a covered one
     given that neighbour's triangle (edge neighbours first, then corners): a one-texel ring per triangle."""
     grown = triangle.clone()
-    padded = F.pad(triangle[None, None].float(), (1, 1, 1, 1), value=-1.0)[0, 0].long()
     size_y, size_x = triangle.shape
+    padded = torch.full((size_y + 2, size_x + 2), -1, dtype=triangle.dtype, device=triangle.device)
+    padded[1:-1, 1:-1] = triangle
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
         neighbour = padded[1 + dy : 1 + dy + size_y, 1 + dx : 1 + dx + size_x]
         grown = torch.where((grown < 0) & (neighbour >= 0), neighbour, grown)
