@@ -75,6 +75,41 @@ def test_engine_stages_write_the_documented_files(tmp_path: Path, backend: str) 
     assert trimesh.load(work / "refine" / "refined.ply").is_watertight
 
 
+def uv_coverage(tri: np.ndarray, side: int) -> np.ndarray:
+    """How many of the UV triangles `tri` [F, 3, 2] cover each cell centre of a `side`² grid: [side²]."""
+    cover = np.zeros((side, side), dtype=np.int64)
+    for a, b, c in tri:
+        lo = np.clip(np.floor(np.minimum(np.minimum(a, b), c) * side).astype(int), 0, side)
+        hi = np.clip(np.ceil(np.maximum(np.maximum(a, b), c) * side).astype(int), 0, side)
+        xs, ys = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]))
+        px, py = (xs + 0.5) / side, (ys + 0.5) / side
+        d = (b[1] - c[1]) * (a[0] - c[0]) + (c[0] - b[0]) * (a[1] - c[1])
+        w0 = ((b[1] - c[1]) * (px - c[0]) + (c[0] - b[0]) * (py - c[1])) / d
+        w1 = ((c[1] - a[1]) * (px - c[0]) + (a[0] - c[0]) * (py - c[1])) / d
+        cover[ys, xs] += (w0 >= 0) & (w1 >= 0) & (1 - w0 - w1 >= 0)
+    return cover.ravel()
+
+
+def test_xatlas_charts_a_mesh_in_pieces_without_overlaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recon_worker.engine import texture
+
+    monkeypatch.setattr(texture, "XATLAS_PIECE_FACES", 1000)
+    mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.5)  # 5,120 faces: five pieces
+    unwrapped = texture.xatlas_unwrap(mesh, 256)
+    # Face i is still face i, on the same three points, and every vertex maps back to its source.
+    assert unwrapped.faces.shape == mesh.faces.shape
+    np.testing.assert_allclose(unwrapped.verts[unwrapped.faces], mesh.vertices[mesh.faces], atol=1e-6)
+    np.testing.assert_array_equal(unwrapped.source_index[unwrapped.faces], mesh.faces)
+    assert unwrapped.uv.min() >= 0 and unwrapped.uv.max() <= 1
+    tri = unwrapped.uv[unwrapped.faces]
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    areas = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    cover = uv_coverage(tri, side := 1024)
+    # The pieces are packed into one atlas: no cell covered twice (a shared edge's cell may be, rarely).
+    assert (cover > 1).sum() < 1e-3 * side**2
+    assert cover.sum() / side**2 == pytest.approx(areas.sum(), rel=0.05)
+
+
 def test_the_per_face_atlas_bakes_the_photographed_colour_without_overlaps(tmp_path: Path) -> None:
     from recon_worker.engine.texture import bake_texture, face_atlas
 
@@ -89,15 +124,7 @@ def test_the_per_face_atlas_bakes_the_photographed_colour_without_overlaps(tmp_p
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     areas = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
     assert np.all(areas > 0)
-    # Count, on a fine grid, how many faces cover each point: never more than one.
-    side = 512
-    centres = (np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2) + 0.5) / side
-    cover = np.zeros(len(centres), dtype=np.int64)
-    for a, b, c in tri:
-        d = (b[1] - c[1]) * (a[0] - c[0]) + (c[0] - b[0]) * (a[1] - c[1])
-        w0 = ((b[1] - c[1]) * (centres[:, 0] - c[0]) + (c[0] - b[0]) * (centres[:, 1] - c[1])) / d
-        w1 = ((c[1] - a[1]) * (centres[:, 0] - c[0]) + (a[0] - c[0]) * (centres[:, 1] - c[1])) / d
-        cover += (w0 >= 0) & (w1 >= 0) & (1 - w0 - w1 >= 0)
+    cover = uv_coverage(tri, side := 512)
     assert cover.max() == 1
     assert cover.sum() / side**2 == pytest.approx(areas.sum(), rel=0.05)
     normals = np.asarray(mesh.vertex_normals)[unwrapped.source_index]
