@@ -401,10 +401,13 @@ pipeline fetch → publish of `recon-worker local` (`runner.execute`, in-process
 untimed warm-up run), file:// input and output, no checkpoints. PSNR/SSIM/IoU: held-out views on white.
 Chamfer-L1: point-to-surface, % of the ground truth's bounding-box diagonal; F-score at 0.5 % of it.
 Peak GPU memory: PyTorch's peak reserved (judged against the target) and allocated memory during the
-timed region.{_reserved_note(records)} Every GPU row was measured before validate rendered textured
+timed region.{_reserved_note(records)} The H100 rows and the H200 rows
+labelled "before: split-vertex validate" (or older) were measured before validate rendered textured
 meshes welded (2026-12-02, docs/geometry.md "Textures of split vertices"): their PSNR and SSIM score the
-split vertices of UV seams as silhouettes, about 0.5 dB low for xatlas (standard, draft) on a CPU case
-and several dB for the per-face atlas (the high preset's 60k faces); the CPU draft row is measured after.
+split vertices of UV seams as silhouettes (on the H200, 1.2-2.6 dB for the per-face atlas of the high
+preset's 60k faces, -0.1 to +0.4 dB for xatlas at the standard preset); the other H200 rows and the CPU
+draft row are measured after. Rows labelled "xatlas in one piece" are before the texture stage charted
+the mesh in pieces (docs/geometry.md "Texture unwrap in pieces"), same engine otherwise.
 
 Machines: {"; ".join(machines)}. Dates: {", ".join(dates)}.
 
