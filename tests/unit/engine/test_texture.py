@@ -75,6 +75,12 @@ def test_engine_stages_write_the_documented_files(tmp_path: Path, backend: str) 
     assert trimesh.load(work / "refine" / "refined.ply").is_watertight
 
 
+def uv_areas(tri: np.ndarray) -> np.ndarray:
+    """Areas [F] of the UV triangles `tri` [F, 3, 2]."""
+    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+    return 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+
+
 def uv_coverage(tri: np.ndarray, side: int) -> np.ndarray:
     """How many of the UV triangles `tri` [F, 3, 2] cover each cell centre of a `side`² grid: [side²]."""
     cover = np.zeros((side, side), dtype=np.int64)
@@ -102,8 +108,7 @@ def test_xatlas_charts_a_mesh_in_pieces_without_overlaps(monkeypatch: pytest.Mon
     np.testing.assert_array_equal(unwrapped.source_index[unwrapped.faces], mesh.faces)
     assert unwrapped.uv.min() >= 0 and unwrapped.uv.max() <= 1
     tri = unwrapped.uv[unwrapped.faces]
-    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-    areas = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    areas = uv_areas(tri)
     cover = uv_coverage(tri, side := 1024)
     # The pieces are packed into one atlas: no cell covered twice (a shared edge's cell may be, rarely).
     assert (cover > 1).sum() < 1e-3 * side**2
@@ -121,8 +126,7 @@ def test_the_per_face_atlas_bakes_the_photographed_colour_without_overlaps(tmp_p
     assert unwrapped.uv.min() >= 0 and unwrapped.uv.max() <= 1
     # No two faces overlap in UV space: the atlas' area equals the sum of the faces' areas.
     tri = unwrapped.uv[unwrapped.faces]  # [F, 3, 2]
-    e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-    areas = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    areas = uv_areas(tri)
     assert np.all(areas > 0)
     cover = uv_coverage(tri, side := 512)
     assert cover.max() == 1
