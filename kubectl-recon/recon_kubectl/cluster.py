@@ -157,7 +157,11 @@ class Cluster:
         return patched
 
     def delete_job(self, name: str, uid: str, timeout_s: float = 120.0) -> None:
-        """Delete exactly the resource with this uid and wait until it is gone."""
+        """Delete exactly the resource with this uid and wait until it is gone, with what it owns.
+
+        Foreground: the resource goes only after garbage collection has removed its Jobs, pods and worker
+        identity, so a resource re-created under the same name (`retry`) starts on a clean namespace.
+        """
         self._call(
             f"deleting ReconstructionJob {name}",
             self._custom.delete_namespaced_custom_object,
@@ -166,7 +170,7 @@ class Cluster:
             self.namespace,
             PLURAL,
             name,
-            body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid), propagation_policy="Background"),
+            body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid), propagation_policy="Foreground"),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -96,7 +96,16 @@ async def recon_jobs(namespace: str | None, body: kopf.Body, labels: kopf.Labels
     snapshot = {
         "metadata": {
             k: meta.get(k)
-            for k in ("name", "namespace", "uid", "resourceVersion", "labels", "creationTimestamp", "deletionTimestamp")
+            for k in (
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "labels",
+                "ownerReferences",
+                "creationTimestamp",
+                "deletionTimestamp",
+            )
         },
         "spec": {"suspend": (body.get("spec") or {}).get("suspend", False)},
         "status": dict(body.get("status") or {}),

@@ -36,6 +36,7 @@ TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 class Reason(StrEnum):
     JOB_CREATED = "JobCreated"
+    REPLACING = "Replacing"  # a deleted namesake's Job or identity awaits garbage collection; retried
     ESTIMATING_POSES = "EstimatingPoses"  # the poses Job's pod runs structure from motion
     POSES_ESTIMATED = "PosesEstimated"  # the poses Job succeeded: the worker Job of the attempt is created
     POSES_UNRECOVERABLE = "PosesUnrecoverable"  # too few photos registered (the worker's exit 2, its reason)

@@ -89,11 +89,23 @@ def is_finished(job: Obj) -> bool:
     return False
 
 
+def owned_by(owner: Obj, objects: Sequence[Obj]) -> list[Obj]:
+    """The `objects` that name `owner` (by uid) among their ownerReferences.
+
+    Labels name a ReconstructionJob by name only, so right after one is deleted and re-created under the
+    same name (`kubectl recon retry`) its old Jobs, which garbage collection has yet to remove, carry the
+    new one's labels: they belong to the old uid and say nothing about the new resource.
+    """
+    uid = (owner.get("metadata") or {}).get("uid")
+    return [obj for obj in objects if uid in {ref.get("uid") for ref in _owner_references(obj)}]
+
+
+def _owner_references(obj: Obj) -> list[Obj]:
+    return list((obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
 def pods_of(job: Obj, pods: Sequence[Obj]) -> list[Obj]:
-    uid = (job.get("metadata") or {}).get("uid")
-    return [
-        p for p in pods if any(ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or [])
-    ]
+    return owned_by(job, pods)
 
 
 def status_fields(

@@ -35,6 +35,7 @@ from recon_operator.reconcile import (
     decide,
     from_observation,
     is_finished,
+    owned_by,
     owned_status,
     record_annotation,
     record_of,
@@ -43,12 +44,13 @@ from recon_operator.reconcile import (
     trusted,
 )
 from recon_operator.settings import OperatorSettings
-from recon_operator.spec import API_GROUP, API_VERSION, PLURAL, ReconstructionJobSpec
+from recon_operator.spec import API_GROUP, API_VERSION, KIND, PLURAL, ReconstructionJobSpec
 from recon_operator.storage import MANIFEST, StoreAccess, object_size, parse_location, read_object
 
 Obj = Mapping[str, Any]
 log = logging.getLogger("recon_operator")
 STICKY = frozenset({*TERMINAL, Phase.SUSPENDED})
+LEFTOVER_RETRY_S = 2.0  # how often an attempt waiting for a deleted namesake's objects tries again
 
 
 class Refused(Exception):
@@ -58,6 +60,14 @@ class Refused(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class Leftover(Exception):
+    """An object of the worker's name still owned by a deleted ReconstructionJob of the same name.
+
+    No two ReconstructionJobs of one name exist at once, so that one is gone and garbage collection will
+    remove what it owned: the attempt waits (retried by Kopf's backoff) instead of failing NameConflict.
+    """
 
 
 def api_message(exc: ApiException) -> str:
@@ -166,7 +176,8 @@ class Reconciler:
             key = (meta["namespace"], meta["name"])
             if listing and _version(body) < self.written.get(key, -1):
                 return
-            jobs, pods = self.newest.freshen(key, jobs), self.newest.freshen(key, pods)
+            # Only this incarnation's Jobs: a deleted CR's of the same name may linger (see owned_by).
+            jobs, pods = self.newest.freshen(key, owned_by(body, jobs)), self.newest.freshen(key, pods)
             observed = body
             # Decisions come from the operator's own record, never from owned fields a worker token wrote.
             body = self._not_older_than_published(trusted(observed, jobs))
@@ -176,7 +187,7 @@ class Reconciler:
                     return
                 # Caches may lag our own writes: decide again on the Jobs the API lists now (names are
                 # deterministic, so whatever attempt exists is found, and a listed Job is never recreated).
-                jobs = self.newest.freshen(key, self._list_jobs(meta["namespace"], meta["name"]))
+                jobs = self.newest.freshen(key, owned_by(observed, self._list_jobs(meta["namespace"], meta["name"])))
                 body = self._not_older_than_published(trusted(observed, jobs))
                 creating = decision.action in (Action.CREATE_JOB, Action.CREATE_POSED_JOB)
                 decision = decide(body, jobs, pods, datetime.now(UTC), workloads=workloads)
@@ -315,6 +326,23 @@ class Reconciler:
                 self._publish(body, waiting)
                 raise kopf.TemporaryError(message, delay=self.settings.preflight_backoff_s * 2**retry) from None
             return status_fields(body, spec, Phase.FAILED, error.reason, error.message, previous, now)
+        try:
+            status = self._create_attempt(body, spec, decision, now, needs_poses)
+        except Leftover as leftover:
+            waiting = status_fields(body, spec, Phase.PENDING, Reason.REPLACING, str(leftover), previous, now)
+            self._publish(body, waiting)
+            raise kopf.TemporaryError(str(leftover), delay=LEFTOVER_RETRY_S) from None
+        if decision.attempt == 1:
+            created = parse_time(body["metadata"]["creationTimestamp"])
+            self.metrics.time_to_job.observe(max(0.0, (now - created).total_seconds()))
+        else:
+            self.metrics.retries.labels("attempt").inc()
+        return status
+
+    def _create_attempt(
+        self, body: Obj, spec: ReconstructionJobSpec, decision: Decision, now: datetime, needs_poses: bool
+    ) -> dict[str, Any]:
+        """The worker's identity, then the attempt's first Job (its poses Job, or its worker Job)."""
         uid = body["metadata"]["uid"]
         for child in build_identity(body):
             self._create_owned(child, uid)
@@ -336,11 +364,6 @@ class Reconciler:
         else:
             job = build_job(body, spec, decision.attempt, self.settings)
         self._create_owned(job, uid)
-        if decision.attempt == 1:
-            created = parse_time(body["metadata"]["creationTimestamp"])
-            self.metrics.time_to_job.observe(max(0.0, (now - created).total_seconds()))
-        else:
-            self.metrics.retries.labels("attempt").inc()
         return status
 
     def _start_worker(self, body: Obj, spec: ReconstructionJobSpec, attempt: int) -> None:
@@ -486,12 +509,20 @@ class Reconciler:
                 raise
         existing = raw_json(read(meta["name"], namespace, _preload_content=False))
         owners = (existing.get("metadata") or {}).get("ownerReferences") or []
-        if not any(ref.get("uid") == owner_uid and ref.get("controller") for ref in owners):
-            raise Refused(
-                Reason.NAME_CONFLICT,
-                f"{kind} {namespace}/{meta['name']} already exists and is not owned by this ReconstructionJob: "
-                f"it is never used for its worker; rename the ReconstructionJob or remove that {kind}",
+        if any(ref.get("uid") == owner_uid and ref.get("controller") for ref in owners):
+            return
+        ours: Obj = next((ref for ref in meta.get("ownerReferences") or [] if ref.get("uid") == owner_uid), {})
+        if any(ref.get("kind") == KIND and ref.get("name") == ours.get("name") for ref in owners):
+            # `kubectl delete` then `apply` (or a retry) came before garbage collection of the old one's.
+            raise Leftover(
+                f"{kind} {namespace}/{meta['name']} still belongs to the deleted ReconstructionJob of this "
+                "name; waiting for garbage collection to remove it"
             )
+        raise Refused(
+            Reason.NAME_CONFLICT,
+            f"{kind} {namespace}/{meta['name']} already exists and is not owned by this ReconstructionJob: "
+            f"it is never used for its worker; rename the ReconstructionJob or remove that {kind}",
+        )
 
     def _job_finished(self, namespace: str, name: str) -> bool:
         try:

@@ -360,6 +360,54 @@ def test_deleting_the_resource_removes_job_pods_and_identity(
     wait_for("the Job, its pods and the worker identity to be collected", all_gone, 90)
 
 
+def test_a_namesake_waits_for_the_deleted_ones_job_and_ignores_its_failure(
+    operator: KopfRunner,
+    buckets: S3Server,
+    custom: client.CustomObjectsApi,
+    batch: client.BatchV1Api,
+    namespace: str,
+) -> None:
+    # What `kubectl recon retry` does: delete a failed CR, create one of the same name. Labels name the CR by
+    # name only, so the old one's Job (held here by a finalizer, as a slow garbage collector would leave it)
+    # looks like the new one's attempt 1.
+    apply(custom, buckets, namespace, "again", {"exit": 2, "reason": "InvalidCapture", "message": "no images"})
+    wait_phase(custom, namespace, "again", "Failed")
+    old_uid = get(custom, namespace, "again")["metadata"]["uid"]
+    hold = {"metadata": {"finalizers": ["test.recon.dev/hold"]}}
+    batch.patch_namespaced_job("again-1", namespace, hold)
+    try:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "again")
+
+        def old_gone() -> bool:
+            try:
+                get(custom, namespace, "again")
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for("the old resource to be deleted", old_gone, 60)
+        apply(custom, buckets, namespace, "again", {})  # its capture fixed: this one succeeds
+        # (its ServiceAccount, Role and RoleBinding may also be waited for, for a moment: no finalizer holds them)
+        status = wait_status(
+            custom,
+            namespace,
+            "again",
+            lambda s: s.get("reason") == "Replacing" and "Job " in s.get("message", ""),
+            "Pending/Replacing on the old Job",
+            60,
+        )
+        assert status["phase"] == "Pending" and f"Job {namespace}/again-1 still belongs" in status["message"]
+        time.sleep(3)  # more decisions from views that hold the old, failed Job
+        assert get(custom, namespace, "again")["status"]["phase"] == "Pending"
+    finally:
+        batch.patch_namespaced_job("again-1", namespace, {"metadata": {"finalizers": None}})
+    status = wait_phase(custom, namespace, "again", "Succeeded", timeout=120)
+    assert status["attempts"] == 1
+    new_uid = get(custom, namespace, "again")["metadata"]["uid"]
+    (job,) = jobs_of(batch, namespace, "again")
+    assert new_uid != old_uid and job.metadata.owner_references[0].uid == new_uid
+
+
 def test_ttl_after_finished_deletes_the_resource(
     operator: KopfRunner, buckets: S3Server, custom: client.CustomObjectsApi, namespace: str
 ) -> None:
