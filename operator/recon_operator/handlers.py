@@ -118,7 +118,8 @@ async def recon_pods(namespace: str | None, body: kopf.Body, labels: kopf.Labels
     meta = body["metadata"]
     snapshot = {
         "metadata": {
-            k: meta.get(k) for k in ("name", "uid", "resourceVersion", "ownerReferences", "creationTimestamp")
+            k: meta.get(k)
+            for k in ("name", "uid", "resourceVersion", "ownerReferences", "creationTimestamp", "deletionTimestamp")
         },
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
         "status": dict(body.get("status") or {}),
@@ -208,17 +209,18 @@ def reconcile_resource(
     **kwargs: Any,
 ) -> None:
     key = (str(body.metadata.namespace), label_value(str(body.metadata.name)))
-    jobs = _owned(recon_jobs, key)
-    workloads = _workloads(kwargs.get("recon_workloads"), key[0], jobs)
-    memo.reconciler.run(
-        dict(body),
-        jobs,
-        _owned(recon_pods, key),
-        allow_create=True,
-        retry=retry,
-        claims=_all(recon_resources),
-        workloads=workloads,
-    )
+    with memo.reconciler.locks.get((key[0], str(body.metadata.name))):  # see reconcile_owner
+        jobs = _owned(recon_jobs, key)
+        workloads = _workloads(kwargs.get("recon_workloads"), key[0], jobs)
+        memo.reconciler.run(
+            dict(body),
+            jobs,
+            _owned(recon_pods, key),
+            allow_create=True,
+            retry=retry,
+            claims=_all(recon_resources),
+            workloads=workloads,
+        )
 
 
 @kopf.on.event(*CR)
@@ -255,9 +257,12 @@ def reconcile_owner(reconciler: Reconciler, views: IndexViews, key: Any) -> None
     if views.resources is None or views.jobs is None or views.pods is None:
         return
     for body in _owned(views.resources, key):
-        jobs = _owned(views.jobs, key)
-        workloads = _workloads(views.workloads, key[0], jobs)
-        reconciler.run(body, jobs, _owned(views.pods, key), allow_create=False, retry=0, workloads=workloads)
+        # The Jobs and Pods are read under the CR's lock: a snapshot read before it, while another thread
+        # decided from newer views, could lack the worker's pod that thread saw running (Running → Pending).
+        with reconciler.locks.get((body["metadata"]["namespace"], body["metadata"]["name"])):
+            jobs = _owned(views.jobs, key)
+            workloads = _workloads(views.workloads, key[0], jobs)
+            reconciler.run(body, jobs, _owned(views.pods, key), allow_create=False, retry=0, workloads=workloads)
 
 
 def _requeue(

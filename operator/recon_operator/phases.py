@@ -282,6 +282,21 @@ def _observe_job(
     return Observation(observation.phase, observation.reason, observation.message, started_at, None, True, failures)
 
 
+def replacing_pod(job: Obj, pods: Sequence[Obj]) -> bool:
+    """The Job stopped a pod of it (failed, evicted, deleted), or is suspended (Kueue preempted it).
+
+    Only then can a worker Job already seen Running wait again for a pod: a pod never goes from Running
+    back to Pending, so a view of the Job that shows no such stop but no running pod either lacks the pod
+    that was seen running (it is older than the view Running was decided from).
+    """
+    if (job.get("spec") or {}).get("suspend") or int((job.get("status") or {}).get("failed") or 0):
+        return True
+    return any(
+        (pod.get("status") or {}).get("phase") == "Failed" or (pod.get("metadata") or {}).get("deletionTimestamp")
+        for pod in pods
+    )
+
+
 def _succeeded_pods(pods: Sequence[Obj]) -> list[Obj]:
     done = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Succeeded"]
     return sorted(done, key=_created)

@@ -25,6 +25,7 @@ from recon_operator.phases import (
     observe_job,
     parse_time,
     quality_findings,
+    replacing_pod,
 )
 from recon_operator.spec import ReconstructionJobSpec
 from recon_operator.workloads import Admission, admission_of, workload_of
@@ -294,9 +295,20 @@ def decide(
 
     refusal = (create_refusals or {}).get(current["metadata"]["name"])
     admission = admission_of(workload_of(current, workloads)) if spec.scheduling.queue_name else None
-    observation = observe_job(
-        current, pods_of(current, pods), now, spec.pending_deadline_seconds, refusal, admission=admission
-    )
+    job_pods = pods_of(current, pods)
+    observation = observe_job(current, job_pods, now, spec.pending_deadline_seconds, refusal, admission=admission)
+    if (
+        phase == Phase.RUNNING
+        and _job_of(status) == current["metadata"]["name"]
+        and observation.phase in (Phase.PENDING, Phase.QUEUED)
+        and not replacing_pod(current, job_pods)
+    ):
+        # No pod of this Job stopped, yet none runs: the view lacks the pod Running was decided from (the
+        # Pods' watch behind the Jobs', or a listing taken before the decision that wrote Running). Running
+        # stays until a view shows the pod again, or shows it stopped.
+        message = str(status.get("message") or "")
+        held = status_fields(body, spec, Phase.RUNNING, Reason.WORKER_RUNNING, message, attempt, now)
+        return Decision(Action.NONE, attempt, status=held)
     derived = from_observation(body, spec, observation, attempt, now)
     if observation.phase == Phase.SUCCEEDED:
         return Decision(Action.CHECK_OUTPUTS, attempt, observation, derived)

@@ -102,15 +102,19 @@ def raw_json(response: object) -> Any:
 
 
 class KeyedLocks:
-    """One lock per ReconstructionJob: its handlers never act on it concurrently."""
+    """One lock per ReconstructionJob: its handlers never act on it concurrently.
+
+    Re-entrant: a caller that reads its views of the CR under the lock (so that no other thread decides
+    from newer ones in between) holds it while `Reconciler.run` takes it again.
+    """
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
 
-    def get(self, key: tuple[str, str]) -> threading.Lock:
+    def get(self, key: tuple[str, str]) -> threading.RLock:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            return self._locks.setdefault(key, threading.RLock())
 
     def drop(self, key: tuple[str, str]) -> None:
         with self._guard:
@@ -233,17 +237,21 @@ class Reconciler:
     def _not_older_than_published(self, body: Obj) -> Obj:
         """`body`, with the status this operator last published if the body's predates it.
 
-        Cached bodies can lag our own patches. A phase that ends or pauses the attempt (Succeeded, Failed,
-        Cancelled, Suspended) must not be re-decided from an older view: seeing its Job being deleted, the
-        older view would call it Cancelled.
+        Cached bodies can lag our own patches: a body older than the operator's last status write (by
+        resourceVersion) shows the status that write replaced, so it gets the one written (decide keeps a
+        Running CR Running only when it knows it is). A phase that ends or pauses the attempt (Succeeded,
+        Failed, Cancelled, Suspended) must not be re-decided from an older view in any case: seeing its Job
+        being deleted, the older view would call it Cancelled.
         """
         meta = body["metadata"]
-        published = self.published.get((meta["namespace"], meta["name"]))
+        key = (meta["namespace"], meta["name"])
+        published = self.published.get(key)
         if published is None or published[0] != meta.get("uid"):
             return body
         status = published[1]
         current = (body.get("status") or {}).get("phase")
-        if status["phase"] in STICKY and current != status["phase"]:
+        predates = _version(body) < self.written.get(key, -1)
+        if predates or (status["phase"] in STICKY and current != status["phase"]):
             return {**body, "status": {**(body.get("status") or {}), **status}}
         return body
 

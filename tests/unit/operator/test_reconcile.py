@@ -141,6 +141,50 @@ def test_deciding_twice_on_the_same_world_is_stable() -> None:
     assert owned_status(second.status) == owned_status(first.status)
 
 
+RUNNING = {
+    "attempts": 1,
+    "phase": "Running",
+    "reason": "WorkerRunning",
+    "message": "pod bunny-1-x on n",
+    "jobName": "bunny-1",
+    "startTime": "2026-01-01T11:59:05Z",
+}
+
+
+def pod_of(attempt: int, name: str, phase: str, **metadata: Any) -> dict[str, Any]:
+    meta = {"name": name, "ownerReferences": [{"uid": f"j{attempt}"}], "creationTimestamp": "2026-01-01T11:59:30Z"}
+    return {"metadata": meta | metadata, "spec": {"nodeName": "n"}, "status": {"phase": phase}}
+
+
+def test_a_view_without_the_running_pod_does_not_move_running_back_to_pending() -> None:
+    # What the flake of test_operator_poses saw: the CR Running (decided from a view with the worker's pod),
+    # then a view of the worker Job from the Jobs' watch whose Pods' watch had not delivered that pod yet.
+    active = job(1)
+    active["status"] = {"active": 1, "ready": 1}
+    for lagging in ([], [pod_of(1, "bunny-1-x", "Pending")]):
+        decision = decide(cr(RUNNING), [active], lagging, NOW)
+        assert decision.action == Action.NONE
+        assert (decision.status["phase"], decision.status["reason"]) == (Phase.RUNNING, Reason.WORKER_RUNNING)
+        assert decision.status["message"] == "pod bunny-1-x on n"
+        assert decision.status["startTime"] == "2026-01-01T11:59:05Z"
+    # Before Running was ever seen, the same view is Pending, as it says.
+    assert decide(cr({"attempts": 1, "phase": "Pending"}), [active], [], NOW).status["phase"] == Phase.PENDING
+
+
+def test_running_waits_again_when_the_job_replaces_a_stopped_pod_or_kueue_suspends_it() -> None:
+    failed = pod_of(1, "bunny-1-x", "Failed")
+    replacement = pod_of(1, "bunny-1-y", "Pending", creationTimestamp="2026-01-01T11:59:50Z")
+    decision = decide(cr(RUNNING), [job(1)], [failed, replacement], NOW)
+    assert (decision.status["phase"], decision.status["reason"]) == (Phase.PENDING, Reason.CONTAINER_CREATING)
+    counted = job(1)
+    counted["status"] = {"failed": 1, "active": 1}  # the stopped pod is gone already; the Job counted it
+    assert decide(cr(RUNNING), [counted], [], NOW).status["phase"] == Phase.PENDING
+    preempted = decide(cr(RUNNING), [job(1, suspend=True)], [], NOW)
+    assert (preempted.status["phase"], preempted.status["reason"]) == (Phase.QUEUED, Reason.WAITING_FOR_ADMISSION)
+    # Running of an earlier attempt says nothing about this one's Job.
+    assert decide(cr(RUNNING | {"attempts": 2}), [job(2)], [], NOW).status["phase"] == Phase.PENDING
+
+
 def deleting(job_body: dict[str, Any]) -> dict[str, Any]:
     job_body["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:59Z"
     return job_body

@@ -27,6 +27,20 @@ def test_a_stale_body_gets_the_sticky_phase_published_since() -> None:
     assert seen["status"]["progress"] == 40  # the worker's fields stay
 
 
+def test_a_body_older_than_the_last_write_gets_the_status_written() -> None:
+    # A requeued reconcile reads the CR from Kopf's index, which can lag the operator's own patch: the
+    # Running written stays what decide starts from (or a view lacking the pod would not be recognised).
+    subject = reconciler()
+    subject.published[("ns", "bunny")] = ("u1", {"phase": "Running", "reason": "WorkerRunning"})
+    subject.written[("ns", "bunny")] = 9
+    stale = body("Pending")
+    stale["metadata"]["resourceVersion"] = "5"
+    seen = subject._not_older_than_published(stale)
+    assert (seen["status"]["phase"], seen["status"]["progress"]) == ("Running", 40)
+    stale["metadata"]["resourceVersion"] = "9"  # the write itself, or newer: as it is
+    assert subject._not_older_than_published(stale)["status"]["phase"] == "Pending"
+
+
 def test_non_sticky_phases_and_other_incarnations_are_left_alone() -> None:
     subject = reconciler()
     subject.published[("ns", "bunny")] = ("u1", {"phase": "Running"})
