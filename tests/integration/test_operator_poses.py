@@ -140,6 +140,12 @@ class PhaseLog:
             if phase and (not self.phases or self.phases[-1] != phase):
                 self.phases.append(phase)
 
+    def settle(self, phase: str, timeout: float = 30) -> None:
+        """Wait until the watch has delivered `phase`: a poll can see it before the watch's event arrives."""
+        deadline = time.monotonic() + timeout
+        while (not self.phases or self.phases[-1] != phase) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
     def stop(self) -> None:
         self._watch.stop()
 
@@ -189,6 +195,7 @@ def test_photos_are_posed_by_a_cpu_job_then_reconstructed_by_the_worker_job(
         assert "spot-photos-1" not in jobs_of(batch, namespace, "spot-photos")  # no GPU Job while posing
         status = wait_phase(api, namespace, "spot-photos", {"Succeeded", "Failed", "Cancelled"}, timeout=900)
         assert status["phase"] == "Succeeded", (status["reason"], status["message"])
+        phases.settle("Succeeded")
     finally:
         phases.stop()
     jobs = jobs_of(batch, namespace, "spot-photos")
