@@ -15,6 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 MESHES = Path(os.environ.get("RECON_MESHES", REPO.parent / "shared" / "data" / "meshes"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_cloud_metadata() -> Iterator[None]:
+    """boto3 never asks the cloud's link-local metadata service for credentials: tests talk to 127.0.0.1."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A moto S3 server over real HTTP on 127.0.0.1, for the whole session."""

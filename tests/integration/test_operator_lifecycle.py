@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import kopf
 import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
@@ -117,6 +118,11 @@ def operator_env(cluster: Cluster, s3_server: S3Server) -> Iterator[None]:
 
 
 def start_operator() -> KopfRunner:
+    # recon_operator.handlers reads its settings and registers its handlers when it is imported, and an
+    # earlier import in this process (a unit test's, at collection) saw another environment: import it
+    # afresh, into a fresh registry, so this operator runs with operator_env's settings.
+    sys.modules.pop("recon_operator.handlers", None)
+    kopf.set_default_registry(kopf.OperatorRegistry())
     runner = KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "recon_operator.handlers"], timeout=60)
     runner.__enter__()
     return runner
