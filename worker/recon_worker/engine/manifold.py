@@ -30,6 +30,8 @@ import trimesh
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from recon_worker.engine.introws import unique_rows
+
 NUDGE = 0.05  # a split vertex's copies move this share of the way to their fan's centre
 
 
@@ -121,7 +123,7 @@ def split_non_manifold(mesh: trimesh.Trimesh) -> Split:
 def edge_use(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The undirected edges [E, 2] (sorted vertex pairs) of `faces` [F, 3] and how many faces use each [E]."""
     edges = np.sort(np.asarray(faces)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    unique, counts = unique_rows(edges, return_counts=True)
     return unique, counts
 
 
@@ -151,7 +153,7 @@ def _cut(
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n))
     _, fan = connected_components(graph, directed=False)
-    groups, group = np.unique(np.stack([corner, fan], 1), axis=0, return_inverse=True)
+    groups, group = unique_rows(np.stack([corner, fan], 1), return_inverse=True)
     group = group.ravel()
     copies = np.bincount(groups[:, 0], minlength=len(verts))
     origin = verts[groups[:, 0]]

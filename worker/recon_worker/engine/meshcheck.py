@@ -27,6 +27,8 @@ from pydantic.alias_generators import to_camel
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from recon_worker.engine.introws import unique_rows
+
 # A face is degenerate below this area, relative to the squared bounding-box diagonal.
 _DEGENERATE_AREA = 1e-12
 # A component is a speck below this share of the largest component's area (the reconstruct stage's
@@ -194,7 +196,7 @@ def non_manifold_vertices(geometry: trimesh.Trimesh) -> tuple[np.ndarray, np.nda
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     corner_vertex = faces.ravel()
-    groups = np.unique(np.stack([corner_vertex, labels], axis=1), axis=0)  # one row per (vertex, fan)
+    groups = unique_rows(np.stack([corner_vertex, labels], axis=1))  # one row per (vertex, fan)
     fans_per_vertex = np.bincount(groups[:, 0], minlength=len(geometry.vertices))
     return np.asarray(labels, np.int64), np.flatnonzero(fans_per_vertex > 1)
 
@@ -207,12 +209,12 @@ def check_mesh(mesh: trimesh.Trimesh, repairs: list[str] | None = None) -> MeshC
     finite = bool(np.isfinite(mesh.vertices).all() and (uv is None or np.isfinite(uv).all()))
 
     edges = np.sort(geometry.edges, axis=1)  # [3F, 2] undirected
-    _, edge_use = np.unique(edges, axis=0, return_counts=True)
-    _, directed_use = np.unique(geometry.edges, axis=0, return_counts=True)
+    _, edge_use = unique_rows(edges, return_counts=True)
+    _, directed_use = unique_rows(geometry.edges, return_counts=True)
     diagonal = float(np.linalg.norm(np.ptp(geometry.vertices, axis=0))) if len(geometry.vertices) and finite else 0.0
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 0] == faces[:, 2])
     tiny = geometry.area_faces <= _DEGENERATE_AREA * max(diagonal, 1e-30) ** 2 if finite else np.zeros(len(faces), bool)
-    _, face_use = np.unique(np.sort(faces, axis=1), axis=0, return_counts=True)
+    _, face_use = unique_rows(np.sort(faces, axis=1), return_counts=True)
     labels = component_labels(geometry)
 
     checks = MeshChecks(
@@ -255,7 +257,7 @@ def repair_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, list[str]]:
     if degenerate.any():
         keep &= ~degenerate
         done.append(f"removed {int(degenerate.sum())} degenerate faces")
-    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    _, first = unique_rows(np.sort(faces, axis=1), return_index=True)
     duplicate = np.ones(len(faces), dtype=bool)
     duplicate[first] = False
     duplicate &= keep

@@ -45,10 +45,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
+from PIL import Image
 
 from recon_worker.capture import Capture
 from recon_worker.engine.cameras import make_cameras
 from recon_worker.engine.decimation import decimate
+from recon_worker.engine.objfile import read_textured_obj, textured, write_textured_obj
 from recon_worker.engine.render.base import Renderer
 from recon_worker.stage import StageContext
 
@@ -56,7 +58,7 @@ HIGHLIGHT_MARGIN = 0.08  # luminance above the texel's weighted median that mark
 LUMA_BINS = 32  # histogram bins over [0, 1] for the weighted median (1/32 < HIGHLIGHT_MARGIN)
 XATLAS_MAX_FACES = 25_000  # above this, the per-face atlas
 XATLAS_PIECE_FACES = 2_500  # faces per mesh handed to xatlas: its threads chart separate meshes at once
-TEXTURE_NAME, MESH_NAME, MATERIAL_NAME = "texture.png", "textured.obj", "textured.mtl"
+MESH_NAME, MATERIAL_NAME = "textured.obj", "textured.mtl"  # and objfile.TEXTURE_NAME
 # Decoded training views kept between the bake's two passes, at most this many bytes (uint8 RGBA) per
 # device type: 100 views of 800² are 256 MB; on the CPU the views are decoded twice (RAM is the limit).
 VIEW_CACHE_BYTES = {"cuda": 2 << 30}
@@ -312,49 +314,21 @@ def bake_texture(
     return texture.clamp(0, 1).cpu().numpy()
 
 
-def obj_text(unwrapped: UnwrappedMesh) -> str:
-    """The OBJ text of `unwrapped` (one UV per vertex, `f a/a b/b c/c`), using MATERIAL_NAME's material.
-
-    Formatted by one %-operation per block (C speed): trimesh's exporter took 5-6 s for 300k faces
-    of the per-face atlas on the H200's host.
-    """
-    verts = np.asarray(unwrapped.verts, np.float64)
-    uv = np.asarray(unwrapped.uv, np.float64)
-    corners = np.repeat(np.asarray(unwrapped.faces, np.int64) + 1, 2, axis=1)  # [F, 6]: a a b b c c
-    return "".join(
-        [
-            f"mtllib {MATERIAL_NAME}\nusemtl textured\n",
-            ("v %.8g %.8g %.8g\n" * len(verts)) % tuple(verts.ravel()),
-            ("vt %.8g %.8g\n" * len(uv)) % tuple(uv.ravel()),
-            ("f %d/%d %d/%d %d/%d\n" * len(corners)) % tuple(corners.ravel()),
-        ]
-    )
-
-
 def write_textured_mesh(folder: Path, unwrapped: UnwrappedMesh, texture: np.ndarray) -> Path:
     """Write textured.obj + textured.mtl + texture.png into `folder`; returns the OBJ's path."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.round(texture * 255).astype(np.uint8), "RGB")
-    image.save(folder / TEXTURE_NAME, compress_level=1)  # an intermediate file: fast over small
-    (folder / MATERIAL_NAME).write_text(
-        f"newmtl textured\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nillum 1\nmap_Kd {TEXTURE_NAME}\n"
-    )
-    (folder / MESH_NAME).write_text(obj_text(unwrapped))
-    return folder / MESH_NAME
+    mesh = textured(unwrapped.verts, unwrapped.faces, unwrapped.uv, image)
+    # An intermediate file: PNG level 1 (fast over small).
+    return write_textured_obj(folder / MESH_NAME, mesh, image, png_compression=1)
 
 
 def load_textured_mesh(folder: Path) -> trimesh.Trimesh:
     """The texture stage's result as a trimesh with TextureVisuals (UVs + image).
 
     Vertices are split along UV seams, as in every textured file; for topology checks (watertight,
-    manifold) weld them first: `mesh.copy().merge_vertices(merge_tex=True, merge_norm=True)`.
+    manifold) weld them first (`engine.meshcheck.welded`).
     """
-    loaded = trimesh.load(Path(folder) / MESH_NAME, process=False, maintain_order=True)
-    if not isinstance(loaded, trimesh.Trimesh):
-        raise ValueError(f"{folder / MESH_NAME}: expected one textured mesh, got {type(loaded).__name__}")
-    return loaded
+    return read_textured_obj(Path(folder) / MESH_NAME)
 
 
 def texture_mesh(

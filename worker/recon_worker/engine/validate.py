@@ -47,10 +47,11 @@ from recon_worker.engine.metrics import (
     over_white,
     view_metrics,
 )
+from recon_worker.engine.objfile import TEXTURE_NAME
 from recon_worker.engine.reference import align_to_reference, find_reference, load_reference
 from recon_worker.engine.render import Renderer, get_renderer
 from recon_worker.engine.rendering import render_mesh
-from recon_worker.engine.texture import MATERIAL_NAME, MESH_NAME, TEXTURE_NAME, load_textured_mesh
+from recon_worker.engine.texture import MATERIAL_NAME, MESH_NAME, load_textured_mesh
 from recon_worker.stage import StageContext
 from recon_worker.task import Gates
 

@@ -1,0 +1,49 @@
+"""The stages' OBJ files: what `engine.objfile` writes reads back as it was, in trimesh's reader too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from recon_worker.engine.export import texture_image
+from recon_worker.engine.objfile import read_textured_obj, textured, write_textured_obj
+
+
+@pytest.fixture
+def sphere() -> trimesh.Trimesh:
+    geometry = trimesh.creation.icosphere(subdivisions=3)
+    uv = np.random.default_rng(0).random((len(geometry.vertices), 2))
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    return textured(np.asarray(geometry.vertices), np.asarray(geometry.faces), uv, image)
+
+
+@pytest.mark.parametrize("with_normals", [False, True])
+def test_what_is_written_reads_back_as_it_was(sphere: trimesh.Trimesh, tmp_path: Path, with_normals: bool) -> None:
+    normals = np.asarray(sphere.vertex_normals) if with_normals else None
+    path = write_textured_obj(tmp_path / "mesh.obj", sphere, sphere.visual.material.image, normals=normals)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.mtl", "mesh.obj", "texture.png"]
+    back = read_textured_obj(path)
+    np.testing.assert_array_equal(back.faces, sphere.faces)
+    np.testing.assert_allclose(back.vertices, sphere.vertices, atol=1e-7)  # %.8g
+    np.testing.assert_allclose(back.visual.uv, sphere.visual.uv, atol=1e-7)
+    assert np.array_equal(np.asarray(texture_image(back)), np.asarray(sphere.visual.material.image))
+    if with_normals:
+        np.testing.assert_allclose(back.vertex_normals, sphere.vertex_normals, atol=1e-5)
+
+
+def test_a_missing_texture_leaves_the_mesh_without_one(sphere: trimesh.Trimesh, tmp_path: Path) -> None:
+    path = write_textured_obj(tmp_path / "mesh.obj", sphere, sphere.visual.material.image)
+    (tmp_path / "texture.png").unlink()
+    mesh = read_textured_obj(path)  # the general reader's answer: geometry, no image
+    assert len(mesh.faces) == len(sphere.faces)
+    assert getattr(getattr(mesh.visual, "material", None), "image", None) is None
+
+
+def test_a_mesh_without_per_vertex_uvs_is_refused(tmp_path: Path) -> None:
+    box = trimesh.creation.box()
+    with pytest.raises(ValueError, match="no per-vertex UV"):
+        write_textured_obj(tmp_path / "mesh.obj", box, Image.new("RGB", (4, 4)))
