@@ -170,6 +170,7 @@ def run_case(obj: str, cond: Condition, device: str, scratch: Path) -> dict[str,
         stage_steps={
             "texture": {k: round(v, 3) for k, v in (details.get("texture") or {}).items() if k.endswith("Seconds")},
             "validate": (details.get("validate") or {}).get("stepSeconds", {}),
+            "export": (details.get("export") or {}).get("stepSeconds", {}),
         },
         decimation={
             stage: (details.get(stage) or {}).get("decimation", {}).get("method") for stage in ("refine", "texture")
@@ -418,8 +419,8 @@ specular ≥33 dB, ≤0.10 %, F≥0.99; sparse-specular ≥30 dB, ≤0.15 %, F�
 watertight and manifold, peak GPU ≤12 GB, total ≤15 s. CPU draft row: ≥24 dB, valid, total ≤180 s.
 
 {markdown_table(smooth)}{hard_part}
-Stage timings (s), GPU utilisation per stage (mean NVML %, where sampled) and the steps of texture
-and validate (s, where recorded):
+Stage timings (s), GPU utilisation per stage (mean NVML %, where sampled) and the steps of texture,
+validate and export (s, where recorded):
 
 | object | condition | device | stages | GPU % | steps |
 | --- | --- | --- | --- | --- | --- |

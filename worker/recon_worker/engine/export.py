@@ -160,14 +160,28 @@ def stage_details(workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_export(ctx: StageContext) -> list[Path]:
-    """Write the validated mesh in every requested format, the previews and the report into `export/`."""
+    """Write the validated mesh in every requested format, the previews and the report into `export/`.
+
+    The report's `stageDetails.export.stepSeconds` times the steps: load, meshes, previews, report.
+    """
     started = time.monotonic()
+    steps: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        steps[step] = round(now - clock, 3)
+        clock = now
+
     out_dir = ctx.stage_dir("export")
     validate_dir = ctx.workdir / "validate"
     metrics = QualityMetrics.model_validate_json((validate_dir / "metrics.json").read_text())
     mesh = load_result_mesh(validate_dir / "mesh")
+    lap("load")
     formats = list(dict.fromkeys(ctx.export_formats or ctx.settings.export.formats))
     written = export_mesh(mesh, out_dir, formats)
+    lap("meshes")
     ctx.progress(0.6)
 
     previews = out_dir / "previews"
@@ -175,8 +189,12 @@ def run_export(ctx: StageContext) -> list[Path]:
     for png in sorted((validate_dir / "previews").glob("*.png")):
         shutil.copyfile(png, previews / png.name)
         written.append(previews / png.name)
+    lap("previews")
 
     capture = ctx.capture
+    gpu = gpu_telemetry(ctx.device, ctx.gpu_usage())
+    lap("GPU telemetry")
+    details = stage_details(ctx.workdir) | {"export": {"stepSeconds": steps}}  # the report step adds itself
     report = build_report(
         metrics=metrics,
         settings=ctx.settings,
@@ -194,8 +212,8 @@ def run_export(ctx: StageContext) -> list[Path]:
         stage_seconds={**ctx.stage_seconds, "export": round(time.monotonic() - started, 3)},
         resumed_stages=ctx.resumed_stages,
         refinement_losses=refinement_losses(ctx.workdir / "refine" / "info.json"),
-        stage_details=stage_details(ctx.workdir),
-        gpu=gpu_telemetry(ctx.device, ctx.gpu_usage()),
+        stage_details=details,
+        gpu=gpu,
     )
     written += write_report(report, out_dir)
     ctx.progress(1.0)
