@@ -14,6 +14,7 @@ unfinished one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,20 @@ STAGES: tuple[StageName, ...] = (
     "export",
     "publish",
 )
+
+
+@dataclass
+class StepClock:
+    """Seconds per named step of a stage, for its `stepSeconds`: `lap(step)` ends the step begun at
+    the previous lap (or at the clock's creation)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.perf_counter)
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 3)
+        self._last = now
 
 
 class Cancelled(Exception):

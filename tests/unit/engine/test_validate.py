@@ -146,6 +146,10 @@ def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path, d
     assert report.stage_seconds["refine"] == 2.0 and report.stage_seconds["export"] >= 0
     assert report.total_seconds == pytest.approx(6.6 + report.stage_seconds["export"])
     assert report.resumed_stages == ["reconstruct"]
+    export_steps = report.stage_details["export"]["stepSeconds"]
+    assert list(export_steps) == ["load", "meshes", "previews", "GPU telemetry"]
+    assert sum(export_steps.values()) <= report.stage_seconds["export"] + 1e-3
+    assert list(report.stage_details["validate"]["stepSeconds"])[0] == "load, repair and check"
     assert (report.gpu.name is None) == (device == "cpu")
     if device == "cuda":
         assert report.gpu.peak_memory_allocated_gb is not None and report.gpu.peak_memory_allocated_gb > 0

@@ -24,7 +24,7 @@ from recon_worker.engine.meshcheck import welded
 from recon_worker.engine.metrics import QualityMetrics
 from recon_worker.engine.objfile import MATERIAL, read_textured_obj, write_textured_obj
 from recon_worker.engine.report import CaptureSummary, build_report, gpu_telemetry, write_report
-from recon_worker.stage import StageContext
+from recon_worker.stage import StageContext, StepClock
 
 EXPORT_FILES: dict[str, tuple[str, ...]] = {
     "glb": ("mesh.glb",),
@@ -162,26 +162,19 @@ def stage_details(workdir: Path) -> dict[str, dict[str, Any]]:
 def run_export(ctx: StageContext) -> list[Path]:
     """Write the validated mesh in every requested format, the previews and the report into `export/`.
 
-    The report's `stageDetails.export.stepSeconds` times the steps: load, meshes, previews, report.
+    The report's `stageDetails.export.stepSeconds` times its steps: load, meshes, previews, GPU telemetry.
     """
     started = time.monotonic()
-    steps: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        steps[step] = round(now - clock, 3)
-        clock = now
+    clock = StepClock()
 
     out_dir = ctx.stage_dir("export")
     validate_dir = ctx.workdir / "validate"
     metrics = QualityMetrics.model_validate_json((validate_dir / "metrics.json").read_text())
     mesh = load_result_mesh(validate_dir / "mesh")
-    lap("load")
+    clock.lap("load")
     formats = list(dict.fromkeys(ctx.export_formats or ctx.settings.export.formats))
     written = export_mesh(mesh, out_dir, formats)
-    lap("meshes")
+    clock.lap("meshes")
     ctx.progress(0.6)
 
     previews = out_dir / "previews"
@@ -189,12 +182,12 @@ def run_export(ctx: StageContext) -> list[Path]:
     for png in sorted((validate_dir / "previews").glob("*.png")):
         shutil.copyfile(png, previews / png.name)
         written.append(previews / png.name)
-    lap("previews")
+    clock.lap("previews")
 
     capture = ctx.capture
     gpu = gpu_telemetry(ctx.device, ctx.gpu_usage())
-    lap("GPU telemetry")
-    details = stage_details(ctx.workdir) | {"export": {"stepSeconds": steps}}  # the report step adds itself
+    clock.lap("GPU telemetry")
+    details = stage_details(ctx.workdir) | {"export": {"stepSeconds": clock.seconds}}  # the steps before the report
     report = build_report(
         metrics=metrics,
         settings=ctx.settings,

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from recon_worker.engine.reference import align_to_reference, find_reference, lo
 from recon_worker.engine.render import Renderer, get_renderer
 from recon_worker.engine.rendering import render_mesh
 from recon_worker.engine.texture import MATERIAL_NAME, MESH_NAME, load_textured_mesh
-from recon_worker.stage import StageContext
+from recon_worker.stage import StageContext, StepClock
 from recon_worker.task import Gates
 
 TURNTABLE_VIEWS = 8
@@ -341,14 +340,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     previews.mkdir(exist_ok=True)
     capture = ctx.capture
 
-    clock = time.perf_counter()
-    steps: dict[str, float] = {}
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        steps[step] = round(now - clock, 3)
-        clock = now
+    clock = StepClock()
 
     textured = load_textured_mesh(ctx.workdir / "texture")
     texture_image(textured)  # fails early, naming what is missing
@@ -358,7 +350,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     notes += decimation_notes(ctx.workdir)
     checks = check_mesh(mesh, repairs=repairs + notes)
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
-    lap("load, repair and check")
+    clock.lap("load, repair and check")
     shutil.rmtree(out_dir / "mesh", ignore_errors=True)  # a resumed run's older files must not be read
     texture_files = [ctx.workdir / "texture" / name for name in (MESH_NAME, MATERIAL_NAME, TEXTURE_NAME)]
     if repairs or not all(path.is_file() for path in texture_files):
@@ -369,13 +361,13 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
         (out_dir / "mesh").mkdir(exist_ok=True)
         for path in texture_files:
             shutil.copyfile(path, out_dir / "mesh" / path.name)
-    lap("write mesh")
+    clock.lap("write mesh")
     ctx.progress(0.2)
 
     renderer = get_renderer(ctx.device, ctx.renderer)
     tensors = MeshTensors.of(mesh, renderer.device)
     split, views = compare_views(renderer, tensors, capture, previews, "heldout", ctx.check_cancelled)
-    lap("held-out views")
+    clock.lap("held-out views")
     ctx.progress(0.6)
 
     geometry = None
@@ -383,7 +375,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
         truth = load_mesh(capture.ground_truth)
         visible = ground_truth_visibility(renderer, capture, truth) if capture.indices("train") else None
         geometry = geometry_metrics(mesh, truth, device=str(renderer.device), visible=visible)
-    lap("geometry against the ground truth")
+    clock.lap("geometry against the ground truth")
     reference = None
     if (folder := find_reference(capture.root)) is not None:
         reference = reference_metrics(renderer, tensors, capture, load_reference(folder), previews, ctx.check_cancelled)
@@ -395,7 +387,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
             reference.psnr or float("nan"),
             reference.mask_iou or float("nan"),
         )
-    lap("reference views")
+    clock.lap("reference views")
     ctx.progress(0.8)
 
     center = mesh.bounds.mean(axis=0)
@@ -405,7 +397,7 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     turntable, _ = render_views(renderer, tensors, scaled_intrinsics(capture.intrinsics, side), poses)
     for k, image in enumerate(turntable):
         to_png(image).save(previews / f"turntable_{k:02d}.png", compress_level=1)
-    lap("turntable")
+    clock.lap("turntable")
 
     mean = lambda values: float(np.mean(values)) if values else None  # noqa: E731
     psnr, mask_iou = mean([v.psnr for v in views]), mean([v.mask_iou for v in views])
@@ -429,6 +421,6 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
         reference=reference,
     )
     (out_dir / "metrics.json").write_text(metrics.model_dump_json(by_alias=True, indent=2))
-    (out_dir / "info.json").write_text(json.dumps({"renderer": renderer.name, "stepSeconds": steps}, indent=2))
+    (out_dir / "info.json").write_text(json.dumps({"renderer": renderer.name, "stepSeconds": clock.seconds}, indent=2))
     ctx.progress(1.0)
     return metrics
