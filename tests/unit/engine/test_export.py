@@ -65,7 +65,7 @@ def test_mesh_without_texture_is_refused_with_a_reason(tmp_path: Path) -> None:
     trimesh.creation.box().export(tmp_path / "box.obj")
     with pytest.raises(ValueError, match="no texture"):
         load_result_mesh(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"holds no \.obj"):
+    with pytest.raises(FileNotFoundError, match=r"holds no mesh \(mesh\.npz or \.obj\)"):
         load_result_mesh(tmp_path / "nothing")
 
 

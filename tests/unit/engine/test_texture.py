@@ -34,7 +34,7 @@ def test_bake_reproduces_the_photographed_colour(tmp_path: Path) -> None:
     welded = textured.copy()
     welded.merge_vertices(merge_tex=True, merge_norm=True)
     assert welded.is_watertight
-    assert (tmp_path / "texture" / "textured.mtl").read_text().count("map_Kd texture.png") == 1
+    assert sorted(p.name for p in (tmp_path / "texture").iterdir()) == ["mesh.npz", "texture.png"]
 
 
 def test_dilation_fills_empty_texels_from_their_neighbours() -> None:
@@ -67,8 +67,7 @@ def test_engine_stages_write_the_documented_files(tmp_path: Path, backend: str) 
         "reconstruct/coarse.ply",
         "refine/refined.ply",
         "refine/appearance.pt",
-        "texture/textured.obj",
-        "texture/textured.mtl",
+        "texture/mesh.npz",
         "texture/texture.png",
     ):
         assert (work / name).is_file(), name

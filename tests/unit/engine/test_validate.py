@@ -18,12 +18,13 @@ from PIL import Image
 
 from recon_worker.capture import load_capture
 from recon_worker.engine.cameras import make_cameras
-from recon_worker.engine.export import export_mesh, load_result_mesh, run_export, write_obj
+from recon_worker.engine.export import load_result_mesh, run_export, texture_image
 from recon_worker.engine.meshcheck import check_mesh
 from recon_worker.engine.metrics import QualityMetrics
 from recon_worker.engine.render import get_renderer
 from recon_worker.engine.rendering import render_mesh
 from recon_worker.engine.report import Report
+from recon_worker.engine.stagemesh import write_stage_mesh
 from recon_worker.engine.synth import fibonacci_sphere, look_at
 from recon_worker.engine.validate import (
     MeshTensors,
@@ -82,11 +83,9 @@ def capture_dir(spot: trimesh.Trimesh, tmp_path_factory: pytest.TempPathFactory)
 def stage_context(
     capture_dir: Path, workdir: Path, gates: Gates, formats: tuple[str, ...], device: str = "cpu"
 ) -> StageContext:
-    texture = workdir / "texture"
-    texture.mkdir(parents=True)
-    # The texture stage's file names (engine.texture): textured.obj, its MTL and texture.
-    export_mesh(load_result_mesh(MESHES / "spot"), texture, ["obj"])
-    (texture / "mesh.obj").rename(texture / "textured.obj")
+    # What the texture stage leaves (engine.stagemesh): spot's mesh and texture.
+    spot = load_result_mesh(MESHES / "spot")
+    write_stage_mesh(workdir / "texture", spot, texture_image(spot))
     return StageContext(
         capture=load_capture(capture_dir),
         settings=resolve_quality("draft"),
@@ -149,7 +148,7 @@ def test_validate_and_export_a_perfect_mesh(capture_dir: Path, tmp_path: Path, d
     export_steps = report.stage_details["export"]["stepSeconds"]
     assert list(export_steps) == ["load", "meshes", "previews", "GPU telemetry"]
     assert sum(export_steps.values()) <= report.stage_seconds["export"] + 1e-3
-    assert list(report.stage_details["validate"]["stepSeconds"])[0] == "load, repair and check"
+    assert next(iter(report.stage_details["validate"]["stepSeconds"])) == "load, repair and check"
     assert (report.gpu.name is None) == (device == "cpu")
     if device == "cuda":
         assert report.gpu.peak_memory_allocated_gb is not None and report.gpu.peak_memory_allocated_gb > 0
@@ -164,7 +163,7 @@ def test_failed_gates_are_recorded_and_reported_not_raised(capture_dir: Path, tm
     # A validate stage that judged a gate failed (not enforced): export still writes, the report says so.
     ctx = stage_context(capture_dir, tmp_path, Gates(min_psnr=99), ("glb",))
     spot = load_result_mesh(tmp_path / "texture")
-    write_obj(spot, tmp_path / "validate" / "mesh")
+    write_stage_mesh(tmp_path / "validate" / "mesh", spot, texture_image(spot))
     checks = check_mesh(spot)
     gates = evaluate_gates(ctx.gates, 40.0, 0.99, checks, True)
     assert not gates.passed and not gates.enforced

@@ -24,6 +24,7 @@ from recon_worker.engine.meshcheck import welded
 from recon_worker.engine.metrics import QualityMetrics
 from recon_worker.engine.objfile import MATERIAL, read_textured_obj, write_textured_obj
 from recon_worker.engine.report import CaptureSummary, build_report, gpu_telemetry, write_report
+from recon_worker.engine.stagemesh import ARRAYS_NAME, read_stage_mesh
 from recon_worker.stage import StageContext, StepClock
 
 EXPORT_FILES: dict[str, tuple[str, ...]] = {
@@ -59,13 +60,18 @@ def texture_image(mesh: trimesh.Trimesh) -> Image.Image:
 
 
 def load_result_mesh(folder: Path) -> trimesh.Trimesh:
-    """The textured mesh a stage wrote (an OBJ with its MTL and texture), kept exactly as stored."""
-    objs = sorted(folder.glob("*.obj"))
-    if not objs:
-        raise FileNotFoundError(f"{folder} holds no .obj mesh: did the stage that writes it finish?")
-    mesh = read_textured_obj(objs[0])
+    """The textured mesh in `folder`: a stage's `mesh.npz` + texture (`engine.stagemesh`), or else the
+    folder's OBJ with its MTL and texture (what export writes); kept exactly as stored."""
+    if (folder / ARRAYS_NAME).is_file():
+        mesh = read_stage_mesh(folder)
+    else:
+        objs = sorted(folder.glob("*.obj"))
+        if not objs:
+            what = f"{folder} holds no mesh ({ARRAYS_NAME} or .obj)"
+            raise FileNotFoundError(f"{what}: did the stage that writes it finish?")
+        mesh = read_textured_obj(objs[0])
     if len(mesh.faces) == 0:
-        raise ValueError(f"{objs[0]} holds no triangles")
+        raise ValueError(f"{folder} holds no triangles")
     texture_image(mesh)  # fails early, naming what is missing
     return mesh
 

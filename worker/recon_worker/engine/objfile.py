@@ -1,11 +1,12 @@
-"""The textured OBJ files the stages hand each other and publish: OBJ + MTL + texture.png in a folder.
+"""Textured OBJ files: OBJ + MTL + texture.png in a folder (export's published `mesh.obj`).
 
 Every file this package writes has one UV (and, when written, one normal) per vertex, so a corner
 is `a/a` or `a/a/a`, and one material whose `map_Kd` is the texture. The text is formatted by one
 %-operation per block (C speed): trimesh's exporter took 1.40 s for a 58,572-face mesh of the
 per-face atlas (176k vertices) where `obj_text` takes 0.41 s, smooth normals included (2 busy cores),
 and 5-6 s for 300k faces on the H200's host. Reading is trimesh's (0.36 s for the same file; a
-numpy reader of this form measured 0.30-0.55 s, not worth a second parser).
+numpy reader of this form measured 0.30-0.55 s, not worth a second parser). Between stages the
+mesh travels as arrays instead (`engine.stagemesh`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ Files each stage leaves under `ctx.workdir` (all in the capture's world coordina
     refine/refined.ply            refined closed mesh (same topology as the decimated coarse mesh)
     refine/appearance.pt          {"model", "colors": [V, 3], ...} the fitted appearance (engine/shading.py)
     refine/info.json              renderer, iterations, resolution, loss samples, seconds
-    texture/textured.obj          the refined mesh with UVs (vertices split along seams)
-    texture/textured.mtl, texture/texture.png
+    texture/mesh.npz              the refined mesh with UVs (vertices split along seams; engine/stagemesh.py)
+    texture/texture.png           its base-colour texture
     texture/info.json             renderer, texture size, unwrap/bake seconds
     (validate/ and export/: see their modules)
 

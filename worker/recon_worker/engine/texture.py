@@ -29,7 +29,7 @@ number of views), in two passes over the training views:
 3. texels no view saw, and the gutter around every chart, are filled by dilation from their
    neighbours, so bilinear lookups and mip-maps near seams never reach the empty background.
 
-Files (see stages.py): `textured.obj` + `textured.mtl` + `texture.png`.
+Files (see stages.py): `mesh.npz` + `texture.png` (`engine.stagemesh`).
 """
 
 from __future__ import annotations
@@ -50,15 +50,15 @@ from PIL import Image
 from recon_worker.capture import Capture
 from recon_worker.engine.cameras import make_cameras
 from recon_worker.engine.decimation import decimate
-from recon_worker.engine.objfile import read_textured_obj, textured, write_textured_obj
+from recon_worker.engine.objfile import textured
 from recon_worker.engine.render.base import Renderer
+from recon_worker.engine.stagemesh import read_stage_mesh, write_stage_mesh
 from recon_worker.stage import StageContext
 
 HIGHLIGHT_MARGIN = 0.08  # luminance above the texel's weighted median that marks a highlight
 LUMA_BINS = 32  # histogram bins over [0, 1] for the weighted median (1/32 < HIGHLIGHT_MARGIN)
 XATLAS_MAX_FACES = 25_000  # above this, the per-face atlas
 XATLAS_PIECE_FACES = 2_500  # faces per mesh handed to xatlas: its threads chart separate meshes at once
-MESH_NAME, MATERIAL_NAME = "textured.obj", "textured.mtl"  # and objfile.TEXTURE_NAME
 # Decoded training views kept between the bake's two passes, at most this many bytes (uint8 RGBA) per
 # device type: 100 views of 800² are 256 MB; on the CPU the views are decoded twice (RAM is the limit).
 VIEW_CACHE_BYTES = {"cuda": 2 << 30}
@@ -314,12 +314,10 @@ def bake_texture(
     return texture.clamp(0, 1).cpu().numpy()
 
 
-def write_textured_mesh(folder: Path, unwrapped: UnwrappedMesh, texture: np.ndarray) -> Path:
-    """Write textured.obj + textured.mtl + texture.png into `folder`; returns the OBJ's path."""
+def write_textured_mesh(folder: Path, unwrapped: UnwrappedMesh, texture: np.ndarray) -> None:
+    """Write the textured mesh into `folder` as the stages hand it on (`engine.stagemesh`)."""
     image = Image.fromarray(np.round(texture * 255).astype(np.uint8), "RGB")
-    mesh = textured(unwrapped.verts, unwrapped.faces, unwrapped.uv, image)
-    # An intermediate file: PNG level 1 (fast over small).
-    return write_textured_obj(folder / MESH_NAME, mesh, image, png_compression=1)
+    write_stage_mesh(folder, textured(unwrapped.verts, unwrapped.faces, unwrapped.uv, image), image)
 
 
 def load_textured_mesh(folder: Path) -> trimesh.Trimesh:
@@ -328,7 +326,7 @@ def load_textured_mesh(folder: Path) -> trimesh.Trimesh:
     Vertices are split along UV seams, as in every textured file; for topology checks (watertight,
     manifold) weld them first (`engine.meshcheck.welded`).
     """
-    return read_textured_obj(Path(folder) / MESH_NAME)
+    return read_stage_mesh(Path(folder))
 
 
 def texture_mesh(
@@ -366,7 +364,7 @@ def texture_mesh(
 
 
 def run_texture(ctx: StageContext) -> None:
-    """The `texture` stage: `refine/refined.ply` in; textured.obj/.mtl + texture.png out (<= targetFaces)."""
+    """The `texture` stage: `refine/refined.ply` in; mesh.npz + texture.png out (<= targetFaces faces)."""
     from recon_worker.engine.refine import REFINED_MESH, read_mesh
     from recon_worker.engine.render import get_renderer
 

@@ -6,9 +6,9 @@ a white background and compare (PSNR, SSIM, mask IoU) -> geometric metrics again
 when the capture has one -> the held-out views of a reference capture, when the capture has one
 (`engine.reference`) -> quality gates -> turntable previews.
 
-Writes `validate/metrics.json` (`QualityMetrics`), `validate/mesh/` (the validated mesh: mesh.obj,
-mesh.mtl, texture.png after repairs; the texture stage's three files, copied, when nothing needed
-repair), `validate/info.json` (seconds per step) and `validate/previews/*.png`. Gates are judged
+Writes `validate/metrics.json` (`QualityMetrics`), `validate/mesh/` (the validated mesh as the
+stages hand it on, `engine.stagemesh`: rewritten after repairs, the texture stage's files copied
+when nothing needed repair), `validate/info.json` (seconds per step) and `validate/previews/*.png`. Gates are judged
 here and enforced by the runtime before publishing (`recon_worker.publish.check_gates`), so a
 failed run still reports why.
 """
@@ -33,7 +33,7 @@ from PIL import Image
 
 from recon_worker.capture import REFERENCE_FOLDER, Capture, Intrinsics, Split
 from recon_worker.engine.cameras import make_cameras, scaled_intrinsics
-from recon_worker.engine.export import load_mesh, texture_image, uv_of, write_obj
+from recon_worker.engine.export import load_mesh, texture_image, uv_of
 from recon_worker.engine.meshcheck import MeshChecks, check_mesh, repair_mesh
 from recon_worker.engine.metrics import (
     FSCORE_THRESHOLD,
@@ -46,11 +46,11 @@ from recon_worker.engine.metrics import (
     over_white,
     view_metrics,
 )
-from recon_worker.engine.objfile import TEXTURE_NAME
 from recon_worker.engine.reference import align_to_reference, find_reference, load_reference
 from recon_worker.engine.render import Renderer, get_renderer
 from recon_worker.engine.rendering import render_mesh
-from recon_worker.engine.texture import MATERIAL_NAME, MESH_NAME, load_textured_mesh
+from recon_worker.engine.stagemesh import FILES, write_stage_mesh
+from recon_worker.engine.texture import load_textured_mesh
 from recon_worker.stage import StageContext, StepClock
 from recon_worker.task import Gates
 
@@ -352,15 +352,14 @@ def run_validate(ctx: StageContext) -> QualityMetrics:
     ctx.log.info("validate: %d faces, %s", checks.faces, "; ".join(checks.problems()) or "valid")
     clock.lap("load, repair and check")
     shutil.rmtree(out_dir / "mesh", ignore_errors=True)  # a resumed run's older files must not be read
-    texture_files = [ctx.workdir / "texture" / name for name in (MESH_NAME, MATERIAL_NAME, TEXTURE_NAME)]
-    if repairs or not all(path.is_file() for path in texture_files):
-        write_obj(mesh, out_dir / "mesh", png_compression=1)  # read back by export only
+    if repairs:
+        write_stage_mesh(out_dir / "mesh", mesh, texture_image(mesh))  # read back by export only
     else:
-        # Nothing repaired: the texture stage's files are the validated mesh (re-encoding its OBJ and
+        # Nothing repaired: the texture stage's files are the validated mesh (re-encoding its mesh and
         # PNG cost 0.7-0.9 s of validate's 3-3.8 s at 20k faces on the H200).
         (out_dir / "mesh").mkdir(exist_ok=True)
-        for path in texture_files:
-            shutil.copyfile(path, out_dir / "mesh" / path.name)
+        for name in FILES:
+            shutil.copyfile(ctx.workdir / "texture" / name, out_dir / "mesh" / name)
     clock.lap("write mesh")
     ctx.progress(0.2)
 
