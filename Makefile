@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export RECON_CACHE ?= $(HOME)/.cache/recon-operator
 
-.PHONY: help bench-operator bench-operator-kueue bench-recon bench-sfm bench-worker-memory demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-images test-unit lint fmt generate clean
+.PHONY: help bench-mesh-io bench-operator bench-operator-kueue bench-recon bench-sfm bench-worker-memory demo demo-down images lock kind-e2e venv system-deps k8s-bins cluster-up cluster-down cluster-status test test-images test-unit lint fmt generate clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ bench-sfm: venv ## Real-capture benchmark: SfM time, registered share, mask IoU,
 	$(PY) tools/bench_sfm.py run --out .scratch/bench-sfm.json
 	$(PY) tools/bench_sfm.py masks --out .scratch/bench-sfm-masks.json
 	$(PY) tools/bench_sfm.py docs .scratch/bench-sfm.json .scratch/bench-sfm-masks.json
+
+bench-mesh-io: venv ## Mesh-file benchmark: the CPU steps of texture, validate and export at 60k and 328k faces (docs/benchmarks.md, docs/benchmarks/mesh-io.json)
+	mkdir -p .scratch
+	$(PY) tools/bench_mesh_io.py run --out .scratch/bench-mesh-io.json
+	$(PY) tools/bench_mesh_io.py docs .scratch/bench-mesh-io.json --keep
 
 bench-recon: venv ## Reconstruction benchmark: CPU draft here, GPU suite where CUDA is (docs/benchmarks.md, docs/benchmarks/recon.json)
 	mkdir -p .scratch

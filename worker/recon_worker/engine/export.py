@@ -124,8 +124,9 @@ def export_mesh(mesh: trimesh.Trimesh, folder: Path, formats: Iterable[str]) -> 
     """Write `mesh` in each of `formats` into `folder`; returns the files written.
 
     The writers run at once, each on its own copy of the mesh (their PNG and zlib encoding release
-    the GIL): GLB + OBJ + PLY of a 58,572-face mesh took 1.55-1.69 s one after another and 1.02-1.19 s
-    at once on 2 busy cores.
+    the GIL): GLB + OBJ + PLY of a 58,572-face mesh with a noise texture took 1.55-1.69 s one after
+    another and 1.02-1.19 s at once on 2 busy cores; with a smooth texture the gain is small
+    (`make bench-mesh-io`).
     """
     formats = list(dict.fromkeys(formats))
     unknown = [fmt for fmt in formats if fmt not in EXPORT_FILES]
