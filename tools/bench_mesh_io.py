@@ -43,15 +43,13 @@ import recon_worker.engine.manifold as manifold_module  # noqa: E402
 import recon_worker.engine.meshcheck as meshcheck_module  # noqa: E402
 from recon_worker.engine.export import (  # noqa: E402
     export_mesh,
-    smooth_normals,
-    texture_image,
     uv_of,
     write_glb,
     write_obj,
     write_ply,
 )
 from recon_worker.engine.meshcheck import check_mesh, repair_mesh  # noqa: E402
-from recon_worker.engine.objfile import obj_text, write_textured_obj  # noqa: E402
+from recon_worker.engine.objfile import obj_text, welded_obj_text  # noqa: E402
 from recon_worker.engine.texture import face_atlas, load_textured_mesh, write_textured_mesh  # noqa: E402
 
 DOCS_MD = REPO / "docs" / "benchmarks.md"
@@ -68,7 +66,7 @@ STEPS = {
     "repair_check_axis0": "the same with np.unique(axis=0)",
     "export_at_once": "export's GLB + OBJ + PLY writers at once",
     "export_in_turn": "the same one after another",
-    "obj_text": "export's OBJ text (objfile.obj_text, smooth normals)",
+    "obj_text": "export's OBJ text (welded positions with smooth normals, objfile)",
     "obj_text_trimesh": "the same by trimesh's exporter",
 }
 
@@ -101,7 +99,10 @@ def measure(faces: int, runs: int, scratch: Path) -> dict[str, Any]:
     folder = scratch / f"texture-{faces}"
     write_textured_mesh(folder, unwrapped, image)
     mesh = load_textured_mesh(folder)
-    write_textured_obj(folder / "as-text.obj", mesh, texture_image(mesh), png_compression=1)
+    # The former stage file: one UV per vertex (`f a/a`), next to the texture.png written above.
+    uv = uv_of(mesh)
+    (folder / "as-text.obj").write_text(obj_text(mesh.vertices, mesh.faces, uv, mesh.faces, "as-text.mtl"))
+    (folder / "as-text.mtl").write_text("newmtl material\nmap_Kd texture.png\n")
     row: dict[str, Any] = {"faces": len(mesh.faces), "vertices": len(mesh.vertices)}
     row["write"] = best(lambda: write_textured_mesh(folder, unwrapped, image), runs)
     row["read"] = best(lambda: load_textured_mesh(folder), runs)
@@ -126,9 +127,7 @@ def measure(faces: int, runs: int, scratch: Path) -> dict[str, Any]:
     row["export_in_turn"] = best(
         lambda: (write_glb(mesh, out / "mesh.glb"), write_obj(mesh, out), write_ply(mesh, out / "mesh.ply")), runs
     )
-    row["obj_text"] = best(
-        lambda: obj_text(mesh.vertices, mesh.faces, uv_of(mesh), "mesh.mtl", smooth_normals(mesh)), 1
-    )
+    row["obj_text"] = best(lambda: welded_obj_text(mesh, "mesh.mtl"), runs)
     row["obj_text_trimesh"] = best(
         lambda: trimesh.exchange.obj.export_obj(
             mesh, include_normals=True, include_texture=True, return_texture=True, mtl_name="mesh.mtl"

@@ -32,6 +32,14 @@ def mean_texture_color(mesh: trimesh.Trimesh, samples: int = 20_000) -> np.ndarr
     return image[py, px].mean(axis=0)
 
 
+def test_an_obj_with_separate_uv_indices_keeps_each_corners_uv(spot: trimesh.Trimesh) -> None:
+    # spot.obj indexes positions and UVs apart (`f 739/1/1`): every corner keeps the UV the file gives it.
+    lines = (MESHES / "spot" / "spot.obj").read_text().splitlines()
+    uv = np.array([[float(x) for x in line.split()[1:3]] for line in lines if line.startswith("vt ")])
+    corners = [[int(c.split("/")[1]) - 1 for c in line.split()[1:4]] for line in lines if line.startswith("f ")]
+    np.testing.assert_allclose(uv_of(spot)[spot.faces], uv[np.array(corners)], atol=1e-6)
+
+
 def test_all_formats_round_trip(spot: trimesh.Trimesh, tmp_path: Path) -> None:
     written = export_mesh(spot, tmp_path, ["glb", "obj", "ply"])
     names = sorted(p.name for p in written)

@@ -9,8 +9,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from recon_worker.engine.export import texture_image
+from recon_worker.engine.export import smooth_normals, texture_image
 from recon_worker.engine.objfile import read_textured_obj, textured, write_textured_obj
+from recon_worker.engine.texture import face_atlas
 
 
 @pytest.fixture
@@ -21,18 +22,23 @@ def sphere() -> trimesh.Trimesh:
     return textured(np.asarray(geometry.vertices), np.asarray(geometry.faces), uv, image)
 
 
-@pytest.mark.parametrize("with_normals", [False, True])
-def test_what_is_written_reads_back_as_it_was(sphere: trimesh.Trimesh, tmp_path: Path, with_normals: bool) -> None:
-    normals = np.asarray(sphere.vertex_normals) if with_normals else None
-    path = write_textured_obj(tmp_path / "mesh.obj", sphere, sphere.visual.material.image, normals=normals)
+def test_what_is_written_reads_back_as_it_was(sphere: trimesh.Trimesh, tmp_path: Path) -> None:
+    # Split along seams as a textured mesh is (here: every face its own chart, three vertices a face).
+    split = face_atlas(sphere, 64)
+    atlas = textured(split.verts, split.faces, split.uv, sphere.visual.material.image)
+    path = write_textured_obj(tmp_path / "mesh.obj", atlas, sphere.visual.material.image)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.mtl", "mesh.obj", "texture.png"]
+    lines = path.read_text().splitlines()
+    # Each position once, with its smooth normal; each UV once.
+    assert sum(line.startswith("v ") for line in lines) == len(sphere.vertices)
+    assert sum(line.startswith("vn ") for line in lines) == len(sphere.vertices)
+    assert sum(line.startswith("vt ") for line in lines) == 3 * len(sphere.faces)
     back = read_textured_obj(path)
-    np.testing.assert_array_equal(back.faces, sphere.faces)
-    np.testing.assert_allclose(back.vertices, sphere.vertices, atol=1e-7)  # %.8g
-    np.testing.assert_allclose(back.visual.uv, sphere.visual.uv, atol=1e-7)
+    assert len(back.faces) == len(atlas.faces)
+    np.testing.assert_allclose(back.vertices[back.faces], atlas.vertices[atlas.faces], atol=1e-7)  # %.8g
+    np.testing.assert_allclose(back.visual.uv[back.faces], atlas.visual.uv[atlas.faces], atol=1e-7)
+    np.testing.assert_allclose(back.vertex_normals[back.faces], smooth_normals(atlas)[atlas.faces], atol=1e-5)
     assert np.array_equal(np.asarray(texture_image(back)), np.asarray(sphere.visual.material.image))
-    if with_normals:
-        np.testing.assert_allclose(back.vertex_normals, sphere.vertex_normals, atol=1e-5)
 
 
 def test_a_missing_texture_leaves_the_mesh_without_one(sphere: trimesh.Trimesh, tmp_path: Path) -> None:

@@ -102,14 +102,9 @@ def write_glb(mesh: trimesh.Trimesh, path: Path) -> None:
     out.export(str(path), file_type="glb", include_normals=True)
 
 
-def write_obj(mesh: trimesh.Trimesh, folder: Path, *, png_compression: int = 6) -> None:
-    """mesh.obj (smooth normals, see `smooth_normals`) + mesh.mtl + texture.png in `folder`.
-
-    `png_compression` (zlib level 0-9): intermediate files between stages use 1.
-    """
-    write_textured_obj(
-        folder / "mesh.obj", mesh, texture_image(mesh), normals=smooth_normals(mesh), png_compression=png_compression
-    )
+def write_obj(mesh: trimesh.Trimesh, folder: Path) -> None:
+    """mesh.obj (each position once, with its smooth normal; `engine.objfile`) + mesh.mtl + texture.png."""
+    write_textured_obj(folder / "mesh.obj", mesh, texture_image(mesh))
 
 
 def write_ply(mesh: trimesh.Trimesh, path: Path) -> None:

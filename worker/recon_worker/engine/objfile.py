@@ -1,12 +1,11 @@
 """Textured OBJ files: OBJ + MTL + texture.png in a folder (export's published `mesh.obj`).
 
-Every file this package writes has one UV (and, when written, one normal) per vertex, so a corner
-is `a/a` or `a/a/a`, and one material whose `map_Kd` is the texture. The text is formatted by one
-%-operation per block (C speed): trimesh's exporter took 1.40 s for a 58,572-face mesh of the
-per-face atlas (176k vertices) where `obj_text` takes 0.41 s, smooth normals included (2 busy cores),
-and 5-6 s for 300k faces on the H200's host. Reading is trimesh's (0.36 s for the same file; a
-numpy reader of this form measured 0.30-0.55 s, not worth a second parser). Between stages the
-mesh travels as arrays instead (`engine.stagemesh`).
+A file this package writes holds each position once, with its smooth normal (`v`, `vn`), each UV once
+(`vt`), and one material whose `map_Kd` is the texture; a corner is `p/t/p`. The text is formatted by
+one %-operation per block (C speed), not by trimesh's exporter (`make bench-mesh-io`: at 327,680
+faces of the per-face atlas 4.6 s by trimesh, 2.1 s by blocks of one position per textured vertex,
+less again with each position once). Reading is trimesh's general reader. Between stages the mesh
+travels as arrays instead (`engine.stagemesh`).
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 from PIL import Image
+
+from recon_worker.engine.meshcheck import welded
 
 TEXTURE_NAME = "texture.png"
 MATERIAL = "material"
@@ -33,17 +34,31 @@ def textured(
 
 
 def obj_text(
-    vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, material_file: str, normals: np.ndarray | None = None
+    positions: np.ndarray,
+    position_faces: np.ndarray,
+    uv: np.ndarray,
+    uv_faces: np.ndarray,
+    material_file: str,
+    normals: np.ndarray | None = None,
 ) -> str:
-    """OBJ text with one UV (and normal) per vertex, formatted by one %-operation per block (C speed)."""
-    verts = np.asarray(vertices, np.float64)
+    """OBJ text: `v` (and `vn`, one per position) indexed by `position_faces`, `vt` by `uv_faces`.
+
+    Formatted by one %-operation per block (C speed).
+    """
+    positions = np.asarray(positions, np.float64)
     uv = np.asarray(uv, np.float64)
+    p, t = np.asarray(position_faces, np.int64) + 1, np.asarray(uv_faces, np.int64) + 1
     per_corner = 2 if normals is None else 3
-    corners = np.repeat(np.asarray(faces, np.int64) + 1, per_corner, axis=1)  # [F, 6 or 9]: a a b b c c
+    corners = np.empty((len(p), 3 * per_corner), np.int64)  # a/ta[/a] b/tb[/b] c/tc[/c]
+    for k in range(3):
+        corners[:, k * per_corner] = p[:, k]
+        corners[:, k * per_corner + 1] = t[:, k]
+        if normals is not None:
+            corners[:, k * per_corner + 2] = p[:, k]
     corner = "/".join(["%d"] * per_corner)
     blocks = [
         f"mtllib {material_file}\nusemtl {MATERIAL}\n",
-        ("v %.8g %.8g %.8g\n" * len(verts)) % tuple(verts.ravel()),
+        ("v %.8g %.8g %.8g\n" * len(positions)) % tuple(positions.ravel()),
         ("vt %.8g %.8g\n" * len(uv)) % tuple(uv.ravel()),
     ]
     if normals is not None:
@@ -52,18 +67,12 @@ def obj_text(
     return "".join(blocks)
 
 
-def write_textured_obj(
-    path: Path,
-    mesh: trimesh.Trimesh,
-    image: Image.Image,
-    *,
-    normals: np.ndarray | None = None,
-    png_compression: int = 6,
-) -> Path:
+def write_textured_obj(path: Path, mesh: trimesh.Trimesh, image: Image.Image, *, png_compression: int = 6) -> Path:
     """`path` (an .obj), its .mtl beside it and texture.png in the same folder; returns `path`.
 
-    `mesh` has one UV per vertex (`mesh.visual.uv`); `png_compression` (zlib level 0-9): intermediate
-    files between stages use 1 (a 2048² texture saves several times faster, for a larger file).
+    `mesh` has one UV per vertex (`mesh.visual.uv`, vertices split along UV seams). The file holds each
+    position once, with its smooth normal (the welded surface's: seams shade smooth, and tools that
+    check the file see a closed surface), and each UV once: `f p/t/p`.
     """
     uv = getattr(mesh.visual, "uv", None)
     if uv is None or len(uv) != len(mesh.vertices):
@@ -72,13 +81,24 @@ def write_textured_obj(
     material_file = path.with_suffix(".mtl")
     image.save(path.parent / TEXTURE_NAME, optimize=False, compress_level=png_compression)
     material_file.write_text(f"newmtl {MATERIAL}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nNs 1\nillum 1\nmap_Kd {TEXTURE_NAME}\n")
-    path.write_text(obj_text(mesh.vertices, mesh.faces, uv, material_file.name, normals))
+    path.write_text(welded_obj_text(mesh, material_file.name))
     return path
 
 
+def welded_obj_text(mesh: trimesh.Trimesh, material_file: str) -> str:
+    """The OBJ text `write_textured_obj` writes: welded positions with smooth normals, the mesh's UVs."""
+    geometry, _ = welded(mesh)
+    uv = np.asarray(getattr(mesh.visual, "uv", None))
+    return obj_text(geometry.vertices, geometry.faces, uv, mesh.faces, material_file, geometry.vertex_normals)
+
+
 def read_textured_obj(path: Path) -> trimesh.Trimesh:
-    """The textured mesh in `path` (with its MTL and texture), vertices and faces in file order."""
-    loaded = trimesh.load(path, process=False, maintain_order=True)
+    """The textured mesh in `path` (with its MTL and texture), faces in file order.
+
+    Vertices are split where a position has several UVs or normals (trimesh's `maintain_order` would
+    keep the file's positions and give their corners wrong UVs).
+    """
+    loaded = trimesh.load(path, process=False)
     if not isinstance(loaded, trimesh.Trimesh):
         raise ValueError(f"{path}: expected one textured mesh, got {type(loaded).__name__}")
     return loaded
