@@ -31,9 +31,17 @@ def unique_rows(
     keys = np.zeros(len(rows), np.int64)
     for column in rows.T:
         keys = keys * base + column.astype(np.int64)
-    _, first, *rest = _unique(keys, return_index=True, return_inverse=return_inverse, return_counts=return_counts)
-    found: list[np.ndarray] = [rows[first]]
-    if return_index:
-        found.append(first)
+    answer = _unique(keys, return_index=return_index, return_inverse=return_inverse, return_counts=return_counts)
+    unique, *rest = answer if isinstance(answer, tuple) else (answer,)
+    # The rows back from their keys (no stable argsort needed when no index is asked for).
+    found: list[np.ndarray] = [_unpack(unique, base, rows.shape[1]).astype(rows.dtype, copy=False)]
     found += [np.asarray(r).reshape(-1) for r in rest]
     return found[0] if len(found) == 1 else tuple(found)
+
+
+def _unpack(keys: np.ndarray, base: int, columns: int) -> np.ndarray:
+    out = np.empty((len(keys), columns), np.int64)
+    rest = keys.copy()
+    for column in range(columns - 1, -1, -1):
+        rest, out[:, column] = np.divmod(rest, base)
+    return out

