@@ -2,9 +2,9 @@
 
 A file this package writes holds each position once, with its smooth normal (`v`, `vn`), each UV once
 (`vt`), and one material whose `map_Kd` is the texture; a corner is `p/t/p`. The text is formatted by
-one %-operation per block (C speed), not by trimesh's exporter (`make bench-mesh-io`: at 327,680
-faces of the per-face atlas 4.6 s by trimesh, 2.1 s by blocks of one position per textured vertex,
-less again with each position once). Reading is trimesh's general reader. Between stages the mesh
+one %-operation per block (C speed), not by trimesh's exporter (`make bench-mesh-io`, 2 cores: at
+327,680 faces of the per-face atlas 4.9 s by trimesh, 2.1 s by blocks of one position per textured
+vertex, 1.2 s with each position once). Reading is trimesh's general reader. Between stages the mesh
 travels as arrays instead (`engine.stagemesh`).
 """
 
