@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchdocs import gather_records, replace_section
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "worker"))
@@ -176,10 +177,7 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def docs(args: argparse.Namespace) -> int:
-    results = json.loads(DOCS_JSON.read_text()) if args.keep and DOCS_JSON.exists() else []
-    results += [json.loads(Path(p).read_text()) for p in args.results]
-    DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    DOCS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    results = gather_records(DOCS_JSON, args.results, args.keep)
     lines = [
         SECTION,
         "",
@@ -192,10 +190,7 @@ def docs(args: argparse.Namespace) -> int:
     ]
     for result in results:
         lines += table(result)
-    text = DOCS_MD.read_text() if DOCS_MD.exists() else "# Benchmarks\n"
-    head, sep, rest = text.partition(SECTION)
-    tail = rest[rest.find("\n## ") :] if sep and "\n## " in rest else ""
-    DOCS_MD.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n" + tail)
+    replace_section(DOCS_MD, SECTION, lines)
     return 0
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchdocs import gather_records, replace_section
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
@@ -521,10 +522,7 @@ def _reconstruct_lines(records: list[dict[str, Any]]) -> list[str]:
 
 
 def docs(args: argparse.Namespace) -> int:
-    results = json.loads(DOCS_JSON.read_text()) if args.keep and DOCS_JSON.exists() else []
-    results += [json.loads(Path(p).read_text()) for p in args.results]
-    DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    DOCS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    results = gather_records(DOCS_JSON, args.results, args.keep)
     lines = [
         SECTION,
         "",
@@ -545,10 +543,7 @@ def docs(args: argparse.Namespace) -> int:
     if reconstructs:
         lines += _reconstruct_lines(reconstructs)
     lines += [line for r in results for line in r.get("notes", [])]
-    text = DOCS_MD.read_text() if DOCS_MD.exists() else "# Benchmarks\n"
-    head, sep, rest = text.partition(SECTION)
-    tail = rest[rest.find("\n## ") :] if sep and "\n## " in rest else ""
-    DOCS_MD.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n" + tail)
+    replace_section(DOCS_MD, SECTION, lines)
     return 0
 
 

@@ -7,37 +7,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
-from PIL import Image
 
 from recon_worker.engine.export import texture_image
-from recon_worker.engine.objfile import textured
 from recon_worker.engine.stagemesh import read_stage_mesh, write_stage_mesh
 
 
-@pytest.fixture
-def sphere() -> trimesh.Trimesh:
-    geometry = trimesh.creation.icosphere(subdivisions=3)
-    uv = np.random.default_rng(0).random((len(geometry.vertices), 2))
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    return textured(np.asarray(geometry.vertices), np.asarray(geometry.faces), uv, image)
-
-
-def test_what_is_written_reads_back_exactly(sphere: trimesh.Trimesh, tmp_path: Path) -> None:
-    write_stage_mesh(tmp_path, sphere, texture_image(sphere))
+def test_what_is_written_reads_back_exactly(textured_sphere: trimesh.Trimesh, tmp_path: Path) -> None:
+    write_stage_mesh(tmp_path, textured_sphere, texture_image(textured_sphere))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.npz", "texture.png"]
     back = read_stage_mesh(tmp_path)
-    np.testing.assert_array_equal(back.vertices, sphere.vertices)
-    np.testing.assert_array_equal(back.faces, sphere.faces)
-    np.testing.assert_array_equal(back.visual.uv, sphere.visual.uv)
-    assert np.array_equal(np.asarray(texture_image(back)), np.asarray(texture_image(sphere)))
+    np.testing.assert_array_equal(back.vertices, textured_sphere.vertices)
+    np.testing.assert_array_equal(back.faces, textured_sphere.faces)
+    np.testing.assert_array_equal(back.visual.uv, textured_sphere.visual.uv)
+    assert np.array_equal(np.asarray(texture_image(back)), np.asarray(texture_image(textured_sphere)))
 
 
-def test_missing_and_damaged_files_are_named(sphere: trimesh.Trimesh, tmp_path: Path) -> None:
+def test_missing_and_damaged_files_are_named(textured_sphere: trimesh.Trimesh, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"mesh\.npz is missing: did the stage that writes"):
         read_stage_mesh(tmp_path)
-    write_stage_mesh(tmp_path, sphere, texture_image(sphere))
+    write_stage_mesh(tmp_path, textured_sphere, texture_image(textured_sphere))
     arrays = dict(np.load(tmp_path / "mesh.npz"))
-    np.savez(tmp_path / "mesh.npz", **{**arrays, "faces": arrays["faces"] + len(sphere.vertices)})
+    np.savez(tmp_path / "mesh.npz", **{**arrays, "faces": arrays["faces"] + len(textured_sphere.vertices)})
     with pytest.raises(ValueError, match="face indices outside the 642 vertices"):
         read_stage_mesh(tmp_path)
     np.savez(tmp_path / "mesh.npz", **{**arrays, "uv": arrays["uv"][:10]})

@@ -16,10 +16,9 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from recon_worker.engine.objfile import textured
+from recon_worker.engine.objfile import TEXTURE_NAME, textured
 
-ARRAYS_NAME = "mesh.npz"
-TEXTURE_NAME = "texture.png"
+ARRAYS_NAME = "mesh.npz"  # beside objfile.TEXTURE_NAME, the texture every textured folder holds
 FILES = (ARRAYS_NAME, TEXTURE_NAME)
 
 
